@@ -1,0 +1,10 @@
+// Every third-party import of the module goes through this file, with full specifiers:
+// a project that imports mod.ts from a URL does not see our deno.json import map.
+// (@std/cli and @std/yaml live on JSR, which is unreachable here: node:util parseArgs and
+// the `yaml` package stand in for them.)
+export * as tf from "npm:@tensorflow/tfjs@4.22.0";
+export * as arquero from "npm:arquero@8.0.3";
+// arquero 8.0.3 resolves flechette 2.7.x, which needs a package this registry lacks; pinning
+// 2.6.0 here makes Deno's resolver pick it for arquero too.
+export * as flechette from "npm:@uwdata/flechette@2.6.0";
+export * as YAML from "npm:yaml@2.9.1";
