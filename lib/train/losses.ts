@@ -1,0 +1,346 @@
+/**
+ * Token-level losses on a causal LM, computed through the vocabulary head in chunks.
+ *
+ * With a 151,936-token vocabulary the logits of a whole batch (`[B, T, V]`) would take gigabytes, and
+ * autograd would keep every chunk alive until the backward pass even if the forward were chunked. So the
+ * head is one custom-gradient op: the forward computes log-probs (and entropies) chunk by chunk and keeps
+ * only the hidden states; the backward recomputes each chunk's logits. Peak memory is one chunk of
+ * `[chunkSize, V]` logits plus the hidden states. Rows whose targets are masked out (the prompt, padding)
+ * are skipped entirely when the mask is given as plain numbers.
+ *
+ * Only elementary ops are used (slice, concat, matMul, oneHot, logSumExp): the wasm backend lacks the
+ * gradient of `gather`, and no `gather` appears here.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import type { CausalLM, ForwardOptions } from "../model/types.ts";
+
+/** Label value that excludes a position from the loss (Hugging Face convention). */
+export const IGNORE_INDEX = -100;
+
+/** Default chunk: about 2^25 logits (128 MiB of float32) per piece of the vocabulary head. */
+function defaultChunkRows(vocab: number): number {
+  return Math.max(1, Math.floor(2 ** 25 / vocab));
+}
+
+/** Options of {@linkcode headLogprobs}. */
+export interface HeadLogprobsOptions {
+  /** Logits are divided by it before the softmax. Default 1. */
+  temperature?: number;
+  /** Rows of the head computed at once. Default about 2^25 / V. */
+  chunkSize?: number;
+  /** Rows to compute (1) or skip (0), as plain numbers; skipped rows give 0 and receive no gradient. */
+  rows?: ArrayLike<number>;
+  /** Also return the entropy of each row's distribution (not differentiated). */
+  entropy?: boolean;
+}
+
+/** What {@linkcode headLogprobs} and {@linkcode tokenLogprobs} return. */
+export interface TokenLogprobs<T extends tf.Tensor = tf.Tensor> {
+  /** log p(target) at the temperature, 0 where masked. Differentiable. */
+  logprobs: T;
+  /** Entropy of each position's distribution, 0 where masked (only when asked for). */
+  entropy?: T;
+}
+
+/** Maximal runs `[start, end)` of rows that are selected. */
+function runsOf(rows: ArrayLike<number> | undefined, n: number): Array<[number, number, boolean]> {
+  if (!rows) return [[0, n, true]];
+  const runs: Array<[number, number, boolean]> = [];
+  let start = 0;
+  for (let i = 1; i <= n; i++) {
+    if (i === n || (rows[i] !== 0) !== (rows[start] !== 0)) {
+      runs.push([start, i, rows[start] !== 0]);
+      start = i;
+    }
+  }
+  return runs;
+}
+
+/**
+ * log p(target) for each row of `hidden` under the head `weight` (`logits = hidden @ weight^T / temperature`),
+ * chunked so that at most `chunkSize` rows of logits exist at a time, in the forward and in the backward pass.
+ *
+ * @param hidden `[N, H]` hidden states (final norm applied).
+ * @param weight `[V, H]` output projection.
+ * @param targets `[N]` token ids (int32 tensor or numbers); ids of skipped rows are ignored.
+ * @returns `logprobs` `[N]` (and `entropy` `[N]` when asked).
+ *
+ * @example
+ * ```ts
+ * import { tf } from "../deps.ts";
+ * import { headLogprobs } from "./losses.ts";
+ * const h = tf.randomNormal([4, 8]) as tf.Tensor2D;
+ * const w = tf.randomNormal([50, 8]) as tf.Tensor2D;
+ * const { logprobs } = headLogprobs(h, w, [1, 2, 3, 4], { chunkSize: 2 });
+ * ```
+ */
+export function headLogprobs(
+  hidden: tf.Tensor2D,
+  weight: tf.Tensor2D,
+  targets: tf.Tensor1D | ArrayLike<number>,
+  options: HeadLogprobsOptions = {},
+): TokenLogprobs<tf.Tensor1D> {
+  const [n, h] = hidden.shape;
+  const [vocab, hw] = weight.shape;
+  if (h !== hw) {
+    throw new Error(`The hidden states [${n}, ${h}] do not match the head weight [${vocab}, ${hw}].`);
+  }
+  const temperature = options.temperature ?? 1;
+  if (!(temperature > 0)) throw new Error(`temperature must be > 0, got ${temperature}.`);
+  const chunk = Math.max(1, Math.floor(options.chunkSize ?? defaultChunkRows(vocab)));
+  const withEntropy = options.entropy ?? false;
+  const runs = runsOf(options.rows, n);
+  // Chunks are cut inside the selected runs only, so skipped rows cost nothing.
+  const chunks: Array<[number, number]> = [];
+  for (const [s, e, on] of runs) {
+    if (!on) continue;
+    for (let i = s; i < e; i += chunk) chunks.push([i, Math.min(e, i + chunk)]);
+  }
+  const tgt: tf.Tensor1D = targets instanceof tf.Tensor
+    ? targets.toInt()
+    : tf.tensor1d(Array.from(targets, (t) => (t >= 0 && t < vocab ? t : 0)), "int32");
+
+  // The rows of a chunk: log-softmax pieces needed by both passes.
+  function chunkLogits(hid: tf.Tensor2D, w: tf.Tensor2D, tgt: tf.Tensor1D, s: number, e: number) {
+    const z = tf.matMul(hid.slice([s, 0], [e - s, h]), w, false, true);
+    const zt = temperature === 1 ? z : z.div(temperature);
+    const lse = tf.logSumExp(zt, 1, true);
+    const onehot = tf.oneHot(tgt.slice([s], [e - s]), vocab).toFloat();
+    return { zt, lse, onehot };
+  }
+
+  // Pieces of an [N] vector: computed values on selected runs, zeros elsewhere.
+  function assemble(values: tf.Tensor1D[]): tf.Tensor1D {
+    const parts: tf.Tensor1D[] = [];
+    let k = 0;
+    for (const [s, e, on] of runs) {
+      if (!on) {
+        parts.push(tf.zeros([e - s]));
+        continue;
+      }
+      for (let i = s; i < e; i += chunk) parts.push(values[k++]);
+    }
+    return parts.length === 1 ? parts[0] : tf.concat(parts);
+  }
+
+  // deno-lint-ignore no-explicit-any
+  const op = tf.customGrad(((hid: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
+    // The targets are saved too: the backward runs after this function's caller has disposed them.
+    save([hid, w, tgt]);
+    const value = tf.tidy(() => {
+      const lps: tf.Tensor1D[] = [];
+      const ents: tf.Tensor1D[] = [];
+      for (const [s, e] of chunks) {
+        const piece = tf.tidy(() => {
+          const { zt, lse, onehot } = chunkLogits(hid as tf.Tensor2D, w as tf.Tensor2D, tgt, s, e);
+          const lp = zt.mul(onehot).sum(1).sub(lse.reshape([e - s])) as tf.Tensor1D;
+          if (!withEntropy) return [lp];
+          // H = lse - sum(p * z): avoids log(0) on underflowed probabilities.
+          const p = zt.sub(lse).exp();
+          const ent = lse.reshape([e - s]).sub(p.mul(zt).sum(1)) as tf.Tensor1D;
+          return [lp, ent];
+        });
+        lps.push(piece[0]);
+        if (withEntropy) ents.push(piece[1]);
+      }
+      const lp = assemble(lps);
+      return withEntropy ? tf.stack([lp, assemble(ents)]) : lp;
+    });
+    const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [hs, ws, ts] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
+      const dlp = (withEntropy ? dy.slice([0, 0], [1, n]).reshape([n]) : dy) as tf.Tensor1D;
+      let dW: tf.Tensor2D = tf.zerosLike(ws);
+      const dhParts: tf.Tensor2D[] = [];
+      let k = 0;
+      for (const [s, e, on] of runs) {
+        if (!on) {
+          dhParts.push(tf.zeros([e - s, h]));
+          continue;
+        }
+        for (let i = s; i < e; i += chunk) {
+          const [cs, ce] = chunks[k++];
+          const [dh, next] = tf.tidy(() => {
+            const { zt, lse, onehot } = chunkLogits(hs, ws, ts, cs, ce);
+            const p = zt.sub(lse).exp();
+            // d logp / d z = (onehot - softmax) / temperature, scaled by the upstream gradient.
+            const g = dlp.slice([cs], [ce - cs]).reshape([ce - cs, 1]).div(temperature);
+            const dz = onehot.sub(p).mul(g) as tf.Tensor2D;
+            const dhc = tf.matMul(dz, ws) as tf.Tensor2D;
+            const dWn = dW.add(tf.matMul(dz, hs.slice([cs, 0], [ce - cs, h]), true, false)) as tf.Tensor2D;
+            return [dhc, dWn];
+          });
+          dW.dispose();
+          dW = next;
+          dhParts.push(dh);
+        }
+      }
+      const dH = dhParts.length === 1 ? dhParts[0] : tf.concat(dhParts);
+      if (dhParts.length > 1) dhParts.forEach((t) => t.dispose());
+      return [dH, dW];
+    };
+    return { value, gradFunc };
+  }) as any);
+
+  const out = op(hidden, weight);
+  tgt.dispose();
+  if (!withEntropy) return { logprobs: out as tf.Tensor1D };
+  const res = tf.tidy(() => ({
+    logprobs: out.slice([0, 0], [1, n]).reshape([n]) as tf.Tensor1D,
+    // The entropy carries no gradient: the op's gradient reads only the log-prob row of dy.
+    entropy: out.slice([1, 0], [1, n]).reshape([n]) as tf.Tensor1D,
+  }));
+  out.dispose();
+  return res;
+}
+
+/** Options of {@linkcode tokenLogprobs}. */
+export interface TokenLogprobsOptions {
+  /** `[B, T]` token ids of the whole sequences (prompt + completion). */
+  inputIds: number[][] | tf.Tensor2D;
+  /** `[B, T]` 1 = real token, 0 = padding. Default all ones. */
+  attentionMask?: number[][] | tf.Tensor2D;
+  /**
+   * `[B, C]` tokens to score: the LAST `C` positions of the sequence, each predicted from the position before it
+   * (TRL's `logits_to_keep`). Default: `inputIds[:, 1:]` (every next token, C = T - 1).
+   */
+  targets?: number[][] | tf.Tensor2D;
+  /** `[B, C]` 1 = score, 0 = skip (gives 0). As numbers, skipped positions cost nothing. */
+  mask?: number[][] | tf.Tensor2D;
+  /** Logits are divided by it (the sampling temperature). Default 1. */
+  temperature?: number;
+  /** Rows of the vocabulary head computed at once. Default about 2^25 / V. */
+  chunkSize?: number;
+  /** Also return per-token entropies (not differentiated). */
+  entropy?: boolean;
+  /** Extra forward options (positions, images) passed to `model.hidden`. */
+  forward?: Omit<ForwardOptions, "attentionMask">;
+}
+
+function toNumbers2d(x: number[][] | tf.Tensor2D | undefined): number[][] | undefined {
+  return x === undefined || x instanceof tf.Tensor ? undefined : x;
+}
+
+/**
+ * Per-token log-probabilities (and optionally entropies) of given tokens under a causal LM, without ever
+ * materialising `[B, T, V]` logits. Differentiable with `tf.variableGrads`; GRPO's policy term uses it.
+ *
+ * @returns `logprobs` `[B, C]` (0 where `mask` is 0) and, when asked, `entropy` `[B, C]`.
+ *
+ * @example
+ * ```ts ignore
+ * const { logprobs } = tokenLogprobs(model, {
+ *   inputIds: [[5, 6, 7, 8]], targets: [[7, 8]], mask: [[1, 1]],
+ * });
+ * ```
+ */
+export function tokenLogprobs(model: CausalLM, options: TokenLogprobsOptions): TokenLogprobs<tf.Tensor2D> {
+  const ids = options.inputIds;
+  const [b, t] = ids instanceof tf.Tensor ? ids.shape : [ids.length, ids[0]?.length ?? 0];
+  const tg = options.targets;
+  const c = tg === undefined ? t - 1 : tg instanceof tf.Tensor ? tg.shape[1] : (tg[0]?.length ?? 0);
+  if (c < 1 || c > t - 1) {
+    throw new Error(`targets must have between 1 and ${t - 1} columns for inputIds of length ${t}, got ${c}.`);
+  }
+  const maskNums = toNumbers2d(options.mask);
+  const hidden = model.hidden(ids, { ...options.forward, attentionMask: options.attentionMask });
+  const out = tf.tidy(() => {
+    const hsel = hidden.slice([0, t - 1 - c, 0], [b, c, hidden.shape[2]]).reshape([b * c, hidden.shape[2]]);
+    let targets: tf.Tensor1D | number[];
+    if (tg === undefined) {
+      targets = ids instanceof tf.Tensor
+        ? ids.slice([0, 1], [b, c]).reshape([b * c]) as tf.Tensor1D
+        : ids.flatMap((r) => r.slice(1));
+    } else {
+      targets = tg instanceof tf.Tensor ? tg.reshape([b * c]) as tf.Tensor1D : tg.flat();
+    }
+    const res = headLogprobs(hsel as tf.Tensor2D, model.lmHeadWeight(), targets, {
+      temperature: options.temperature,
+      chunkSize: options.chunkSize,
+      entropy: options.entropy,
+      rows: maskNums?.flat(),
+    });
+    let lp = res.logprobs.reshape([b, c]) as tf.Tensor2D;
+    let ent = res.entropy?.reshape([b, c]) as tf.Tensor2D | undefined;
+    if (options.mask instanceof tf.Tensor) {
+      const m = options.mask.toFloat();
+      lp = lp.mul(m);
+      ent = ent?.mul(m);
+    }
+    return ent ? { logprobs: lp, entropy: ent } : { logprobs: lp };
+  });
+  hidden.dispose();
+  return out;
+}
+
+/** Options of {@linkcode sftLoss}. */
+export interface SftLossOptions {
+  /** `[B, T]` token ids. */
+  inputIds: number[][] | tf.Tensor2D;
+  /** `[B, T]` 1 = real token, 0 = padding. Default all ones. */
+  attentionMask?: number[][] | tf.Tensor2D;
+  /** `[B, T]` target ids, -100 = ignored; position t is predicted from t - 1 (Hugging Face shift). */
+  labels: number[][] | tf.Tensor2D;
+  /**
+   * Divide the summed token loss by this instead of the count of labelled tokens in this batch: with
+   * gradient accumulation, pass the count over the whole global batch (as the Hugging Face Trainer does).
+   */
+  numItems?: number;
+  /** Rows of the vocabulary head computed at once. Default about 2^25 / V. */
+  chunkSize?: number;
+}
+
+/** The count of labels that enter the loss (not -100, after the shift). */
+export function countLabelTokens(labels: number[][]): number {
+  let n = 0;
+  for (const row of labels) for (let t = 1; t < row.length; t++) if (row[t] !== IGNORE_INDEX) n++;
+  return n;
+}
+
+/**
+ * Masked causal-LM cross entropy with the Hugging Face shift: `logits[:, t]` against `labels[:, t + 1]`,
+ * averaged over labels that are not -100. A scalar, differentiable with `tf.variableGrads`.
+ *
+ * @example
+ * ```ts ignore
+ * const { value, grads } = tf.variableGrads(() => sftLoss(model, { inputIds, attentionMask, labels }));
+ * ```
+ */
+export function sftLoss(model: CausalLM, options: SftLossOptions): tf.Scalar {
+  const { labels } = options;
+  if (labels instanceof tf.Tensor) {
+    const [b, t] = labels.shape;
+    const tgt = tf.tidy(() => labels.slice([0, 1], [b, t - 1]).toInt());
+    const mask = tf.tidy(() => tgt.notEqual(IGNORE_INDEX).toFloat()) as tf.Tensor2D;
+    const { logprobs } = tokenLogprobs(model, {
+      inputIds: options.inputIds,
+      attentionMask: options.attentionMask,
+      targets: tgt as tf.Tensor2D,
+      mask,
+      chunkSize: options.chunkSize,
+    });
+    const loss = tf.tidy(() => {
+      const denom = options.numItems !== undefined ? tf.scalar(options.numItems) : mask.sum().maximum(1);
+      return logprobs.sum().neg().div(denom) as tf.Scalar;
+    });
+    tf.dispose([tgt, mask, logprobs]);
+    return loss;
+  }
+  const shifted = labels.map((r) => r.slice(1));
+  const mask = shifted.map((r) => r.map((x) => (x === IGNORE_INDEX ? 0 : 1)));
+  const count = countLabelTokens(labels);
+  if (count === 0 && options.numItems === undefined) {
+    throw new Error("sftLoss: every label is -100, there is nothing to learn from in this batch.");
+  }
+  const { logprobs } = tokenLogprobs(model, {
+    inputIds: options.inputIds,
+    attentionMask: options.attentionMask,
+    targets: shifted,
+    mask,
+    chunkSize: options.chunkSize,
+  });
+  const loss = tf.tidy(() => logprobs.sum().neg().div(options.numItems ?? count) as tf.Scalar);
+  logprobs.dispose();
+  return loss;
+}
