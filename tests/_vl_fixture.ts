@@ -1,0 +1,37 @@
+/**
+ * Shared helpers of the Qwen2.5-VL golden tests: the fixture's paths, its golden values and its
+ * weights read straight from the shards (independent of the loader under test).
+ *
+ * @module
+ */
+import { tf } from "../lib/deps.ts";
+import { readSafetensors } from "../lib/model/safetensors.ts";
+
+/** The tiny Qwen2.5-VL fixture folder. */
+export const VL_DIR = new URL("../../shared/fixtures/qwen25vl-tiny", import.meta.url).pathname;
+
+// deno-lint-ignore no-explicit-any
+export const GOLDEN: any = JSON.parse(await Deno.readTextFile(`${VL_DIR}/golden.json`));
+
+/** Every tensor of the fixture as float32 tfjs tensors under its Hub name (caller disposes). */
+export async function fixtureParams(): Promise<Record<string, tf.Tensor>> {
+  const out: Record<string, tf.Tensor> = {};
+  for (const shard of ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]) {
+    const ts = await readSafetensors(`${VL_DIR}/${shard}`);
+    for (const [name, t] of Object.entries(ts)) out[name] = tf.tensor(t.data as Float32Array, t.shape);
+  }
+  return out;
+}
+
+/** Largest absolute difference between a tensor's values and a nested array. */
+export async function maxAbsDiff(t: tf.Tensor, expected: unknown): Promise<number> {
+  const got = await t.data();
+  const want = (expected as number[]).flat(Infinity) as number[];
+  if (got.length !== want.length) throw new Error(`size ${got.length} != expected ${want.length}`);
+  let m = 0;
+  for (let i = 0; i < want.length; i++) {
+    const d = Math.abs(got[i] - want[i]);
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}
