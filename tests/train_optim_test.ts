@@ -1,0 +1,122 @@
+import { ok as assert, deepStrictEqual as assertEquals } from "node:assert/strict";
+import { tf } from "../lib/deps.ts";
+import { accumulateGrads, adamw, clipGradNorm, hfParamGroups } from "../lib/train/optimizer.ts";
+import { lrSchedule, warmupStepsOf } from "../lib/train/schedule.ts";
+import { allBackendsTest } from "./_backends.ts";
+
+function close(a: number, b: number, rel = 1e-6): boolean {
+  return Math.abs(a - b) <= rel * Math.max(1e-12, Math.abs(b));
+}
+
+// The update of torch.optim.AdamW written out in float64, for one tensor.
+function refAdamW(p: number[], grads: number[][], lr: number, b1: number, b2: number, eps: number, wd: number): number[] {
+  const m = p.map(() => 0), v = p.map(() => 0);
+  p = p.slice();
+  grads.forEach((g, k) => {
+    const t = k + 1;
+    for (let i = 0; i < p.length; i++) {
+      p[i] *= 1 - lr * wd;
+      m[i] = b1 * m[i] + (1 - b1) * g[i];
+      v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+      const denom = Math.sqrt(v[i]) / Math.sqrt(1 - b2 ** t) + eps;
+      p[i] -= (lr / (1 - b1 ** t)) * m[i] / denom;
+    }
+  });
+  return p;
+}
+
+allBackendsTest("adamw: PyTorch semantics over three steps, per-group weight decay", async () => {
+  const p0 = [0.5, -1.5, 2.0, 0.01];
+  const gs = [[0.1, -0.2, 0.3, 0.0], [1.0, 0.5, -0.5, 1e-3], [-0.3, 0.2, 0.1, -2.0]];
+  const w = tf.variable(tf.tensor1d(p0));
+  const b = tf.variable(tf.tensor1d(p0));
+  const opt = adamw({
+    params: { "x.weight": w, "x.bias": b },
+    lr: 0.05,
+    betas: [0.9, 0.95],
+    eps: 1e-8,
+    paramGroups: hfParamGroups(["x.weight", "x.bias"], 0.1),
+  });
+  assertEquals(opt.weightDecay, { "x.weight": 0.1, "x.bias": 0 });
+  const before = tf.memory().numTensors;
+  for (const g of gs) {
+    const gt = { "x.weight": tf.tensor1d(g), "x.bias": tf.tensor1d(g) };
+    opt.step(gt);
+    tf.dispose(Object.values(gt));
+    assertEquals(tf.memory().numTensors, before);
+  }
+  const wantW = refAdamW(p0, gs, 0.05, 0.9, 0.95, 1e-8, 0.1);
+  const wantB = refAdamW(p0, gs, 0.05, 0.9, 0.95, 1e-8, 0);
+  const gotW = await w.data(), gotB = await b.data();
+  for (let i = 0; i < p0.length; i++) {
+    assert(close(gotW[i], wantW[i], 1e-5), `w[${i}] ${gotW[i]} vs ${wantW[i]}`);
+    assert(close(gotB[i], wantB[i], 1e-5), `b[${i}] ${gotB[i]} vs ${wantB[i]}`);
+  }
+  assertEquals(opt.stepCount, 3);
+
+  // state round trip: a second optimizer loaded with the state continues identically
+  const w2 = tf.variable(w.clone());
+  const b2 = tf.variable(b.clone());
+  const opt2 = adamw({ params: { "x.weight": w2, "x.bias": b2 }, lr: 0.05, betas: [0.9, 0.95], paramGroups: hfParamGroups(["x.weight", "x.bias"], 0.1) });
+  opt2.loadState(opt.state());
+  const g = { "x.weight": tf.tensor1d([0.2, 0.2, 0.2, 0.2]), "x.bias": tf.tensor1d([0.1, 0.1, 0.1, 0.1]) };
+  opt.step(g);
+  opt2.step(g);
+  assertEquals(Array.from(await w2.data()), Array.from(await w.data()));
+  assertEquals(Array.from(await b2.data()), Array.from(await b.data()));
+  tf.dispose([w, b, w2, b2, ...Object.values(g)]);
+  opt.dispose();
+  opt2.dispose();
+});
+
+allBackendsTest("clipGradNorm: global L2 norm, returns the pre-clip norm", async () => {
+  const grads: Record<string, tf.Tensor> = { a: tf.tensor1d([3, 0]), b: tf.tensor2d([[0, 4]]) };
+  const norm = await clipGradNorm(grads, 1);
+  assert(close(norm, 5));
+  const a = await grads.a.data(), b = await grads.b.data();
+  assert(close(a[0], 3 / (5 + 1e-6)) && close(b[1], 4 / (5 + 1e-6)));
+  // below the limit: untouched
+  const n2 = await clipGradNorm(grads, 10);
+  assert(close(n2, 1, 1e-5));
+  assert(close((await grads.a.data())[0], 3 / (5 + 1e-6)));
+  tf.dispose(Object.values(grads));
+});
+
+allBackendsTest("accumulateGrads: sums and frees", async () => {
+  const n0 = tf.memory().numTensors;
+  let acc = accumulateGrads(null, { a: tf.tensor1d([1, 2]) });
+  acc = accumulateGrads(acc, { a: tf.tensor1d([10, 20]) });
+  assertEquals(Array.from(await acc.a.data()), [11, 22]);
+  assertEquals(tf.memory().numTensors, n0 + 1);
+  tf.dispose(Object.values(acc));
+});
+
+Deno.test("hfParamGroups: no decay on biases and norm weights", () => {
+  const names = [
+    "model.embed_tokens.weight",
+    "model.layers.0.input_layernorm.weight",
+    "model.layers.0.post_attention_layernorm.weight",
+    "model.layers.0.self_attn.q_proj.weight",
+    "model.layers.0.self_attn.q_proj.bias",
+    "model.norm.weight",
+    "lm_head.weight",
+  ];
+  const [decay, none] = hfParamGroups(names, 1e-4);
+  assertEquals(decay.names, ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "lm_head.weight"]);
+  assertEquals(none.weightDecay, 0);
+  assertEquals(none.names.length, 4);
+});
+
+Deno.test("lrSchedule: Hugging Face warmup, linear, cosine, constant", () => {
+  const cos = lrSchedule({ lr: 1, type: "cosine", totalSteps: 10, warmupSteps: 2 });
+  assertEquals([cos(0), cos(1), cos(2)], [0, 0.5, 1]);
+  assert(close(cos(6), 0.5));
+  assert(close(cos(10), 0, 1) && cos(10) < 1e-12);
+  const lin = lrSchedule({ lr: 2, type: "linear", totalSteps: 10, warmupSteps: 2 });
+  assert(close(lin(6), 1));
+  assertEquals(lin(12), 0);
+  const con = lrSchedule({ lr: 3, type: "constant", totalSteps: 10, warmupSteps: 4 });
+  assertEquals([con(2), con(4), con(9)], [1.5, 3, 3]);
+  // HF: warmup steps = ceil(ratio * total)
+  assertEquals(warmupStepsOf({ lr: 1, totalSteps: 30, warmupRatio: 0.05 }), 2);
+});
