@@ -14,7 +14,10 @@ export type TestBackend = typeof BACKENDS[number];
 
 // Probed once per test module (top-level await): Deno.test must be registered synchronously.
 const REASONS: Record<string, string | null> = {};
-for (const b of BACKENDS) REASONS[b] = await backendUnavailableReason(b);
+// TensorFlow's binding first: loading it after a WebGPU device exists crashes the process (segfault).
+for (const b of ["tensorflow", "cpu", "wasm", "webgpu"] as const) {
+  REASONS[b] = await backendUnavailableReason(b);
+}
 
 /** null when `backend` loads here, else why not. */
 export function unavailableReason(backend: TestBackend): string | null {

@@ -1,0 +1,260 @@
+/**
+ * Batched, KV-cached generation: prefill the left-padded prompts once, repeat each prompt's cache
+ * `numSamples` times, then decode one token per step for every row.
+ *
+ * Token choice happens on the CPU from the downloaded log-probabilities, with one seeded generator
+ * per output row: a row's sample depends only on its seed and its own logits, not on the rest of
+ * the batch. Order of the sampling filters as in Hugging Face: temperature, top-k, then top-p.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import type { ForwardOptions, GenerateOptions, GenerateResult, ModelConfig } from "./types.ts";
+import { disposeCache, emptyCache, type KVCache, selectCacheRows } from "./kv_cache.ts";
+import { deriveSeed, Rng } from "./rng.ts";
+
+/** What a decoder's prefill returns. */
+export interface PrefillResult {
+  /** `[B, V]` logits at the last prompt position. */
+  logits: tf.Tensor2D;
+  /** `[B]` float32 rotary position of the first generated token of each row. */
+  nextPositions: tf.Tensor1D;
+}
+
+/** A model that can prefill a cache and decode one token at a time (Qwen2Model and its VL subclass). */
+export interface CachedDecoder {
+  readonly config: ModelConfig;
+  prefill(ids: tf.Tensor2D, mask: tf.Tensor2D, cache: KVCache, options?: ForwardOptions): PrefillResult;
+  decodeStep(tokens: tf.Tensor2D, positions: tf.Tensor1D, cache: KVCache): tf.Tensor2D;
+}
+
+/** Sampling settings of one token choice. */
+export interface SamplingOptions {
+  /** 0 = greedy. */
+  temperature: number;
+  /** 0 = off. */
+  topK: number;
+  /** 1 = off. */
+  topP: number;
+}
+
+async function toRows(x: number[][] | tf.Tensor2D, what: string): Promise<number[][]> {
+  const rows = x instanceof tf.Tensor ? (await x.array()) as number[][] : x;
+  if (!Array.isArray(rows) || !rows.length || !Array.isArray(rows[0])) {
+    throw new Error(`${what} must be a non-empty [B, T] nested array or a 2-D tensor.`);
+  }
+  const T = rows[0].length;
+  if (rows.some((r) => r.length !== T)) {
+    throw new Error(
+      `${what} rows have different lengths: left-pad the prompts to one length and pass an attention mask.`,
+    );
+  }
+  return rows;
+}
+
+/** Index of the largest value (the first one on ties, as torch.argmax). */
+function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+/**
+ * Indices whose log-prob is at least `cut`, lowering the cut until `enough(candidates, massBelow)` holds
+ * (massBelow = total probability of everything under the cut). Avoids sorting the whole vocabulary.
+ */
+function candidatesAbove(
+  lp: Float32Array,
+  keep: (i: number) => boolean,
+  enough: (count: number, massBelow: number) => boolean,
+): number[] {
+  let max = -Infinity;
+  for (let i = 0; i < lp.length; i++) if (keep(i) && lp[i] > max) max = lp[i];
+  for (let cut = max - 9;; cut -= 9) {
+    const idx: number[] = [];
+    let below = 0;
+    for (let i = 0; i < lp.length; i++) {
+      if (!keep(i)) continue;
+      if (lp[i] >= cut || cut < -1e30) idx.push(i);
+      else below += Math.exp(lp[i]);
+    }
+    if (enough(idx.length, below) || below === 0) return idx;
+    if (cut < max - 200) cut = -Infinity; // the rest is below float32 resolution: take everything
+  }
+}
+
+/**
+ * Choose one token from a row of log-probabilities at temperature T (`log_softmax(logits / T)`):
+ * greedy when `temperature` is 0, else top-k, then top-p (nucleus) filtering and a draw from the
+ * renormalised rest, using `u` uniform in [0, 1).
+ *
+ * @example
+ * ```ts
+ * import { sampleToken } from "./generate.ts";
+ * const lp = new Float32Array([Math.log(0.7), Math.log(0.2), Math.log(0.1)]);
+ * sampleToken(lp, { temperature: 1, topK: 0, topP: 1 }, 0.8); // 1
+ * ```
+ */
+export function sampleToken(lp: Float32Array, opts: SamplingOptions, u: number): number {
+  if (opts.temperature <= 0) return argmax(lp);
+  const V = lp.length;
+  let kept: Uint8Array | null = null; // null = every token
+  if (opts.topK > 0 && opts.topK < V) {
+    // Keep every token whose log-prob is >= the k-th largest (ties kept, as HF's TopKLogitsWarper).
+    const idx = candidatesAbove(lp, () => true, (n) => n >= opts.topK);
+    const vals = Float32Array.from(idx, (i) => lp[i]).sort();
+    const kth = vals[vals.length - opts.topK];
+    kept = new Uint8Array(V);
+    for (let i = 0; i < V; i++) if (lp[i] >= kth) kept[i] = 1;
+  }
+  if (opts.topP < 1) {
+    // HF's TopPLogitsWarper: sort ascending, drop tokens whose cumulative (renormalised) mass is
+    // <= 1 - top_p, always keep the most likely one. Tokens under the cut whose total mass is already
+    // <= 1 - top_p are all dropped, so only the candidates above it need sorting.
+    const k = kept;
+    const isKept = k ? (i: number) => k[i] === 1 : () => true;
+    let Z = 0;
+    for (let i = 0; i < V; i++) if (isKept(i)) Z += Math.exp(lp[i]);
+    const drop = 1 - opts.topP;
+    const idx = candidatesAbove(lp, isKept, (_n, below) => below / Z <= drop);
+    let below = 0;
+    const cand = new Set(idx);
+    for (let i = 0; i < V; i++) if (isKept(i) && !cand.has(i)) below += Math.exp(lp[i]);
+    idx.sort((a, b) => lp[a] - lp[b] || b - a);
+    const nucleus = new Uint8Array(V);
+    let cum = below / Z;
+    for (let j = 0; j < idx.length; j++) {
+      cum += Math.exp(lp[idx[j]]) / Z;
+      if (cum > drop || j === idx.length - 1) nucleus[idx[j]] = 1;
+    }
+    kept = nucleus;
+  }
+  let total = 0;
+  for (let i = 0; i < V; i++) if (!kept || kept[i]) total += Math.exp(lp[i]);
+  const target = u * total;
+  let acc = 0, last = -1;
+  for (let i = 0; i < V; i++) {
+    if (kept && !kept[i]) continue;
+    acc += Math.exp(lp[i]);
+    last = i;
+    if (acc > target) return i;
+  }
+  return last; // rounding left target at the very end
+}
+
+/**
+ * Generate continuations of left-padded prompts with a KV cache.
+ * Output row `i * numSamples + j` is sample j of prompt i. Tokens stop after an EOS id (included),
+ * or after `maxNewTokens`.
+ *
+ * @example
+ * ```ts ignore
+ * const out = await generate(model, [[1, 2, 3]], { maxNewTokens: 8, temperature: 0 });
+ * console.log(out.tokens[0], out.finishReasons[0]);
+ * ```
+ */
+export async function generate(
+  model: CachedDecoder,
+  inputIds: number[][] | tf.Tensor2D,
+  options: GenerateOptions = {},
+): Promise<GenerateResult> {
+  const ids = await toRows(inputIds, "Input ids");
+  const B = ids.length, T = ids[0].length;
+  const mask = options.attentionMask === undefined
+    ? ids.map((r) => r.map(() => 1))
+    : await toRows(options.attentionMask, "Attention mask");
+  if (mask.length !== B || mask[0].length !== T) {
+    throw new Error(
+      `Attention mask has shape [${mask.length}, ${mask[0].length}] but the input ids have [${B}, ${T}].`,
+    );
+  }
+  for (let b = 0; b < B; b++) {
+    if (mask[b][T - 1] !== 1) {
+      throw new Error(
+        `Prompt row ${b} does not end with a real token: prompts must be LEFT-padded (mask 1 at the end).`,
+      );
+    }
+  }
+  const maxNew = options.maxNewTokens ?? 32;
+  const n = options.numSamples ?? 1;
+  if (!Number.isInteger(n) || n < 1) throw new Error(`numSamples must be a positive integer, got ${n}.`);
+  const R = B * n;
+  const temperature = options.temperature ?? 1;
+  const sampling: SamplingOptions = { temperature, topK: options.topK ?? 0, topP: options.topP ?? 1 };
+  const eos = new Set(options.eosTokenIds ?? model.config.eosTokenIds);
+  const pad = options.padTokenId ?? model.config.padTokenId ?? model.config.eosTokenIds[0] ?? 0;
+  if (options.seeds && options.seeds.length !== R) {
+    throw new Error(
+      `seeds has ${options.seeds.length} entries but there are ${R} output rows (prompts x numSamples).`,
+    );
+  }
+  const base = options.seed ?? Math.floor(Math.random() * 2 ** 32);
+  const rngs = Array.from(
+    { length: R },
+    (_, r) => new Rng(options.seeds ? options.seeds[r] : deriveSeed(base, r)),
+  );
+
+  const tokens: number[][] = Array.from({ length: R }, () => []);
+  const logprobs: number[][] = Array.from({ length: R }, () => []);
+  const finishReasons: ("stop" | "length")[] = new Array(R).fill("length");
+  if (maxNew <= 0) return { tokens, logprobs, finishReasons };
+
+  const cache = emptyCache(model.config);
+  let logits: tf.Tensor2D | null = null;
+  let positions: tf.Tensor1D | null = null;
+  try {
+    const pre = tf.tidy(() => {
+      const idT = tf.tensor2d(ids, [B, T], "int32");
+      const maskT = tf.tensor2d(mask, [B, T], "float32");
+      return model.prefill(idT, maskT, cache, options) as unknown as tf.TensorContainer;
+    }) as unknown as PrefillResult;
+    logits = pre.logits;
+    positions = pre.nextPositions;
+    if (n > 1 && logits && positions) {
+      // Prefill each prompt once, then copy its cache for every sample.
+      const rows = Array.from({ length: R }, (_, r) => Math.floor(r / n));
+      selectCacheRows(cache, rows);
+      const idx = tf.tensor1d(rows, "int32");
+      const l2 = tf.gather(logits, idx), p2 = tf.gather(positions, idx);
+      idx.dispose();
+      logits.dispose();
+      positions.dispose();
+      logits = l2 as tf.Tensor2D;
+      positions = p2 as tf.Tensor1D;
+    }
+    const done = new Array(R).fill(false);
+    const T_ = temperature > 0 ? temperature : 1;
+    for (let step = 0; step < maxNew; step++) {
+      const lpT = tf.tidy(() => tf.logSoftmax(tf.div(logits!, T_)));
+      const lp = (await lpT.data()) as Float32Array;
+      lpT.dispose();
+      const V = lp.length / R;
+      const next = new Array(R).fill(pad);
+      for (let r = 0; r < R; r++) {
+        if (done[r]) continue;
+        const row = lp.subarray(r * V, (r + 1) * V);
+        const tok = sampleToken(row, sampling, temperature > 0 ? rngs[r].next() : 0);
+        tokens[r].push(tok);
+        logprobs[r].push(row[tok]);
+        next[r] = tok;
+        if (eos.has(tok)) {
+          done[r] = true;
+          finishReasons[r] = "stop";
+        }
+      }
+      if (step === maxNew - 1 || done.every(Boolean)) break;
+      const prevLogits: tf.Tensor2D = logits!, prevPos: tf.Tensor1D = positions!;
+      const tokT = tf.tensor2d(next, [R, 1], "int32");
+      logits = model.decodeStep(tokT, prevPos, cache);
+      positions = tf.tidy(() => tf.add(prevPos, 1) as tf.Tensor1D);
+      tokT.dispose();
+      prevLogits.dispose();
+      prevPos.dispose();
+    }
+  } finally {
+    logits?.dispose();
+    positions?.dispose();
+    disposeCache(cache);
+  }
+  return { tokens, logprobs, finishReasons };
+}

@@ -1,0 +1,50 @@
+/**
+ * The key/value cache of KV-cached decoding: per layer, the keys and values of every token seen so
+ * far, plus their attention mask.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import type { ModelConfig } from "./types.ts";
+
+/** Per-layer keys/values of the tokens seen so far, and their attention mask. */
+export interface KVCache {
+  /** `[B, numKeyValueHeads, S, headDim]` per layer (after RoPE). */
+  keys: (tf.Tensor4D | null)[];
+  /** `[B, numKeyValueHeads, S, headDim]` per layer. */
+  values: (tf.Tensor4D | null)[];
+  /** `[B, S]` float32, 1 = real token. null before the first step. */
+  mask: tf.Tensor2D | null;
+}
+
+/** A fresh, empty KV cache for `config`. */
+export function emptyCache(config: ModelConfig): KVCache {
+  return {
+    keys: new Array(config.numHiddenLayers).fill(null),
+    values: new Array(config.numHiddenLayers).fill(null),
+    mask: null,
+  };
+}
+
+/** Free a cache's tensors. */
+export function disposeCache(cache: KVCache): void {
+  for (const t of [...cache.keys, ...cache.values, cache.mask]) t?.dispose();
+  cache.keys.fill(null);
+  cache.values.fill(null);
+  cache.mask = null;
+}
+
+/** Reorder / repeat a cache's batch rows (`rows[i]` = the old row that new row i copies). */
+export function selectCacheRows(cache: KVCache, rows: number[]): void {
+  const idx = tf.tensor1d(rows, "int32");
+  const pick = <T extends tf.Tensor>(t: T | null): T | null => {
+    if (!t) return t;
+    const out = tf.gather(t, idx, 0) as T;
+    t.dispose();
+    return out;
+  };
+  cache.keys = cache.keys.map(pick);
+  cache.values = cache.values.map(pick);
+  cache.mask = pick(cache.mask);
+  idx.dispose();
+}

@@ -1,0 +1,193 @@
+/**
+ * Loading and saving checkpoints in the Hugging Face layout (`config.json` + safetensors).
+ *
+ * `loadModel` dispatches on `model_type` through a registry: `qwen2` is built in, and `qwen2_5_vl`
+ * loads its text part until the vision model registers its own loader with
+ * {@linkcode registerArchitecture}.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import { useBackend } from "../backend.ts";
+import type { CausalLM, ModelConfig } from "./types.ts";
+import { configToJson, readConfig } from "./config.ts";
+import {
+  checkpointFiles,
+  forEachTensor,
+  type LazyTensor,
+  toSaveDtype,
+  writeCheckpoint,
+} from "./safetensors.ts";
+import { expectedParams, Qwen2Model } from "./qwen2.ts";
+import { ensureTinyModel, TINY_MODEL_NAME } from "./tiny.ts";
+
+/** Options of {@linkcode loadModel}. */
+export interface LoadModelOptions {
+  /** tfjs backend (`auto`, `tensorflow`, `wasm`, `webgpu`, `cpu`); default `MEDTHINK_BACKEND`, else `auto`. */
+  backend?: string;
+}
+
+/** Builds a model of one `model_type` from a checkpoint folder and its parsed config (backend already selected). */
+export type ArchitectureLoader = (
+  dir: string,
+  config: ModelConfig,
+  options: LoadModelOptions,
+) => Promise<CausalLM>;
+
+const ARCHITECTURES = new Map<string, ArchitectureLoader>();
+
+/**
+ * Register (or replace) the loader for a `model_type`, e.g. the Qwen2.5-VL model:
+ * `registerArchitecture("qwen2_5_vl", loadQwen25VL)`.
+ */
+export function registerArchitecture(modelType: string, loader: ArchitectureLoader): void {
+  ARCHITECTURES.set(modelType, loader);
+}
+
+/** Hub names as transformers 5 may write them for VL models -> the classic names. */
+export function canonicalTensorName(name: string): string {
+  if (name.startsWith("model.language_model.")) return "model." + name.slice("model.language_model.".length);
+  if (name.startsWith("model.visual.")) return name.slice("model.".length);
+  return name;
+}
+
+/**
+ * Read the named tensors of a checkpoint folder into float32 variables, one shard (and one tensor)
+ * at a time, checking each shape. `expected` maps canonical names to shapes; `optional` names may be
+ * absent. Tensors the checkpoint has beyond these are not read.
+ */
+export async function loadTensors(
+  dir: string,
+  expected: Record<string, number[]>,
+  options: { optional?: (name: string) => boolean } = {},
+): Promise<Record<string, tf.Variable>> {
+  const { files, weightMap, indexFile } = await checkpointFiles(dir);
+  const out: Record<string, tf.Variable> = {};
+  const seenIn = new Map<string, string>();
+  try {
+    for (const file of files) {
+      await forEachTensor(file, (raw, t) => {
+        const name = canonicalTensorName(raw);
+        const shape = expected[name];
+        if (seenIn.has(name)) {
+          throw new Error(`Tensor ${raw} appears twice: in ${seenIn.get(name)} and in ${file}.`);
+        }
+        seenIn.set(name, file);
+        if (shape.length !== t.shape.length || shape.some((d, i) => d !== t.shape[i])) {
+          throw new Error(
+            `Tensor ${raw} in ${file} has shape [${t.shape}] but ${dir}/config.json implies [${shape}].`,
+          );
+        }
+        const data = t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
+        const init = tf.tensor(data, shape, "float32");
+        out[name] = tf.variable(init, true);
+        init.dispose();
+      }, { filter: (raw) => expected[canonicalTensorName(raw)] !== undefined });
+    }
+    for (const name of Object.keys(expected)) {
+      if (out[name] || options.optional?.(name)) continue;
+      const where = weightMap
+        ? (Object.keys(weightMap).some((n) => canonicalTensorName(n) === name)
+          ? `its shard ${weightMap[Object.keys(weightMap).find((n) => canonicalTensorName(n) === name)!]}`
+          : `the index ${indexFile}`)
+        : files.join(", ");
+      throw new Error(`Checkpoint ${dir} is missing tensor ${name} (not found in ${where}).`);
+    }
+  } catch (e) {
+    for (const v of Object.values(out)) v.dispose();
+    throw e;
+  }
+  return out;
+}
+
+/** The built-in loader: a Qwen2 decoder (also the text part of a Qwen2.5-VL checkpoint, `visual.*` ignored). */
+export async function loadQwen2(
+  dir: string,
+  config: ModelConfig,
+  _options: LoadModelOptions = {},
+): Promise<Qwen2Model> {
+  const params = await loadTensors(dir, expectedParams(config));
+  return new Qwen2Model(config, params, { dir, backend: tf.getBackend() });
+}
+
+registerArchitecture("qwen2", loadQwen2);
+
+/**
+ * Load a checkpoint folder (Hub layout: `config.json` + `model.safetensors` or shards with
+ * `model.safetensors.index.json`) into float32 variables on the chosen backend.
+ * `"medthink-tiny"` names the embedded default model (created in the cache on first use).
+ *
+ * @example
+ * ```ts ignore
+ * import { loadModel } from "./load.ts";
+ * const model = await loadModel("medthink-tiny", { backend: "wasm" });
+ * const out = await model.generate([[151644, 872]], { maxNewTokens: 4, temperature: 0 });
+ * ```
+ */
+export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<CausalLM> {
+  await useBackend(options.backend);
+  if (dir === TINY_MODEL_NAME) dir = await ensureTinyModel();
+  const config = await readConfig(dir);
+  const loader = ARCHITECTURES.get(config.modelType) ??
+    (config.modelType.startsWith("qwen2") ? loadQwen2 : undefined);
+  if (!loader) {
+    throw new Error(`Config ${dir}/config.json has model_type '${config.modelType}', which has no loader.`);
+  }
+  return await loader(dir, config, options);
+}
+
+/** Options of {@linkcode saveModel}. */
+export interface SaveModelOptions {
+  /** Storage dtype: `float32` (default; save -> load is exact), `bfloat16` or `float16`. */
+  dtype?: string;
+  /** Largest shard in bytes (default 2 GiB); bigger checkpoints get shards and an index. */
+  maxShardBytes?: number;
+  /** Copy the source folder's other files (tokenizer, chat template, processor config). Default true. */
+  copyAuxFiles?: boolean;
+}
+
+const AUX_FILES = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "vocab.json",
+  "merges.txt",
+  "special_tokens_map.json",
+  "added_tokens.json",
+  "chat_template.json",
+  "chat_template.jinja",
+  "generation_config.json",
+  "preprocessor_config.json",
+];
+
+/**
+ * Save a model's parameters in the Hub layout: `config.json` (the original, dtype updated) and
+ * safetensors (sharded with an index when large), atomically. LoRA adapters are not included
+ * (merge them into the weights first if they should be).
+ *
+ * @example
+ * ```ts ignore
+ * await saveModel(model, "runs/sft/checkpoint", { dtype: "bfloat16" });
+ * ```
+ */
+export async function saveModel(model: CausalLM, dir: string, options: SaveModelOptions = {}): Promise<void> {
+  const dtype = toSaveDtype(options.dtype ?? "float32");
+  const dtypeName = { F32: "float32", BF16: "bfloat16", F16: "float16" }[dtype];
+  const tensors: LazyTensor[] = Object.entries(model.params).map(([name, v]) => ({
+    name,
+    shape: v.shape.slice(),
+    data: async () => (await v.data()) as Float32Array,
+  }));
+  const copyFiles: string[] = [];
+  if (model.dir && (options.copyAuxFiles ?? true)) {
+    for (const f of AUX_FILES) {
+      try {
+        if ((await Deno.stat(`${model.dir}/${f}`)).isFile) copyFiles.push(`${model.dir}/${f}`);
+      } catch { /* not there */ }
+    }
+  }
+  await writeCheckpoint(dir, configToJson(model.config, dtypeName), tensors, {
+    dtype,
+    maxShardBytes: options.maxShardBytes,
+    copyFiles,
+  });
+}

@@ -1,0 +1,525 @@
+/**
+ * The Qwen2 decoder (Qwen2, Qwen2.5 and the text part of Qwen2.5-VL), written out layer by layer
+ * with the Hugging Face names:
+ *
+ * ```
+ * h = embed_tokens(ids)
+ * for each layer:
+ *   h = h + o_proj(attention(rope(q_proj(x)), rope(k_proj(x)), v_proj(x)))   x = input_layernorm(h)
+ *   h = h + down_proj(silu(gate_proj(x)) * up_proj(x))                       x = post_attention_layernorm(h)
+ * logits = lm_head(norm(h))
+ * ```
+ *
+ * RMSNorm is `w * x / sqrt(mean(x^2) + eps)`; RoPE is rotate-half with `inv_freq = theta^(-2i/d)`;
+ * attention is grouped-query (q/k/v projections with bias, o_proj without) with a causal plus padding
+ * mask; positions come from the attention mask (`cumsum(mask) - 1`).
+ *
+ * Every linear layer goes through {@linkcode linear}, which adds a LoRA adapter (PEFT semantics) when
+ * `model.lora` has one for that module and `model.loraEnabled` is true.
+ *
+ * The Qwen2.5-VL wrapper reuses {@linkcode decoderForward} with its own input embeddings (image
+ * embeddings spliced in) and its own cos/sin (multimodal RoPE, {@linkcode ropeCosSin} with `[3, B, T]`
+ * positions), and overrides {@linkcode Qwen2Model.prefill} for generation.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import type {
+  CausalLM,
+  ForwardOptions,
+  GenerateOptions,
+  GenerateResult,
+  LoraAdapter,
+  ModelConfig,
+} from "./types.ts";
+import { generate, type PrefillResult } from "./generate.ts";
+import type { KVCache } from "./kv_cache.ts";
+
+export { disposeCache, emptyCache, selectCacheRows } from "./kv_cache.ts";
+export type { KVCache, PrefillResult };
+
+/** The parameters and adapters a forward pass reads (a {@linkcode CausalLM} has them all). */
+export interface DecoderWeights {
+  readonly config: ModelConfig;
+  readonly params: Record<string, tf.Variable>;
+  lora: Record<string, LoraAdapter>;
+  loraEnabled: boolean;
+}
+
+/** Inputs of {@linkcode decoderForward}. */
+export interface DecoderInputs {
+  /** `[B, T, hidden]` input embeddings (token embeddings, possibly with image embeddings spliced in). */
+  inputsEmbeds: tf.Tensor3D;
+  /** `[B, T]` float32 mask of the NEW tokens (1 = real). */
+  attentionMask: tf.Tensor2D;
+  /** `[B, T, headDim]` rotary cosines of the new tokens' positions (see {@linkcode ropeCosSin}). */
+  cos: tf.Tensor3D;
+  /** `[B, T, headDim]` rotary sines. */
+  sin: tf.Tensor3D;
+  /** When given, the new keys/values are appended to it (its old tensors are disposed, new ones kept). */
+  cache?: KVCache;
+}
+
+/** Names and shapes of every parameter a Qwen2 checkpoint with this config holds (Hub names). */
+export function expectedParams(config: ModelConfig): Record<string, number[]> {
+  const {
+    hiddenSize: H,
+    intermediateSize: I,
+    numAttentionHeads: NH,
+    numKeyValueHeads: KV,
+    headDim: D,
+    vocabSize: V,
+  } = config;
+  const out: Record<string, number[]> = { "model.embed_tokens.weight": [V, H] };
+  for (let i = 0; i < config.numHiddenLayers; i++) {
+    const p = `model.layers.${i}`;
+    out[`${p}.input_layernorm.weight`] = [H];
+    out[`${p}.self_attn.q_proj.weight`] = [NH * D, H];
+    out[`${p}.self_attn.q_proj.bias`] = [NH * D];
+    out[`${p}.self_attn.k_proj.weight`] = [KV * D, H];
+    out[`${p}.self_attn.k_proj.bias`] = [KV * D];
+    out[`${p}.self_attn.v_proj.weight`] = [KV * D, H];
+    out[`${p}.self_attn.v_proj.bias`] = [KV * D];
+    out[`${p}.self_attn.o_proj.weight`] = [H, NH * D];
+    out[`${p}.post_attention_layernorm.weight`] = [H];
+    out[`${p}.mlp.gate_proj.weight`] = [I, H];
+    out[`${p}.mlp.up_proj.weight`] = [I, H];
+    out[`${p}.mlp.down_proj.weight`] = [H, I];
+  }
+  out["model.norm.weight"] = [H];
+  if (!config.tieWordEmbeddings) out["lm_head.weight"] = [V, H];
+  return out;
+}
+
+/** Names of the linear modules LoRA can adapt in layer `i` (PEFT module names). */
+export function linearModules(config: ModelConfig): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < config.numHiddenLayers; i++) {
+    for (const m of ["q_proj", "k_proj", "v_proj", "o_proj"]) out.push(`model.layers.${i}.self_attn.${m}`);
+    for (const m of ["gate_proj", "up_proj", "down_proj"]) out.push(`model.layers.${i}.mlp.${m}`);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks
+
+/** RMSNorm: `w * x / sqrt(mean(x^2) + eps)` over the last axis. */
+export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps: number): tf.Tensor {
+  const variance = tf.mean(tf.square(x), -1, true);
+  return tf.mul(weight, tf.mul(x, tf.rsqrt(tf.add(variance, eps))));
+}
+
+/**
+ * `y = x W^T + b` for the module `name` (weight `${name}.weight`, optional `${name}.bias`), plus
+ * `scale * (x A^T) B^T` when a LoRA adapter is registered for `name` and enabled.
+ */
+export function linear(model: DecoderWeights, x: tf.Tensor, name: string): tf.Tensor {
+  const w = model.params[`${name}.weight`];
+  if (!w) throw new Error(`The model has no parameter ${name}.weight.`);
+  const b = model.params[`${name}.bias`];
+  const inDim = x.shape[x.shape.length - 1];
+  const x2 = tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
+  let y: tf.Tensor = tf.matMul(x2, w as tf.Tensor2D, false, true);
+  if (b) y = tf.add(y, b);
+  const ad = model.loraEnabled ? model.lora[name] : undefined;
+  if (ad) {
+    const low = tf.matMul(x2, ad.A as tf.Tensor2D, false, true);
+    y = tf.add(y, tf.mul(tf.matMul(low, ad.B as tf.Tensor2D, false, true), ad.scale));
+  }
+  return tf.reshape(y, [...x.shape.slice(0, -1), w.shape[0]]);
+}
+
+/**
+ * Embedding lookup `W[ids]` with a gradient that every backend can compute: the stock gradient of
+ * `gather` is `UnsortedSegmentSum`, which the wasm backend lacks; `scatterND` (which sums duplicate
+ * indices) builds the same `[V, H]` gradient without materialising a `[N, V]` one-hot.
+ */
+export function embeddingLookup(weight: tf.Tensor2D, ids: tf.Tensor): tf.Tensor {
+  const shape = ids.shape;
+  // deno-lint-ignore no-explicit-any
+  const lookup = tf.customGrad(
+    ((w: tf.Tensor, flat: tf.Tensor, save: tf.GradSaveFunc) => {
+      save([flat]);
+      return {
+        value: tf.gather(w as tf.Tensor2D, flat),
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+          const idx = saved[0];
+          const gradW = tf.scatterND(tf.reshape(idx, [-1, 1]), dy, w.shape);
+          return [gradW, tf.zerosLike(idx)];
+        },
+      };
+    }) as any,
+  );
+  const flat = tf.reshape(ids.dtype === "int32" ? ids : tf.cast(ids, "int32"), [-1]);
+  const out = lookup(weight, flat) as tf.Tensor;
+  return tf.reshape(out, [...shape, weight.shape[1]]);
+}
+
+/** Token embeddings `[B, T, hidden]` of int32 ids `[B, T]`. */
+export function embedTokens(model: DecoderWeights, ids: tf.Tensor2D): tf.Tensor3D {
+  return embeddingLookup(model.params["model.embed_tokens.weight"] as tf.Tensor2D, ids) as tf.Tensor3D;
+}
+
+/** `inv_freq[i] = theta^(-2i/d)`, i < d/2, computed in float64 then rounded to float32. */
+export function inverseFrequencies(config: ModelConfig): Float32Array {
+  const d = config.headDim;
+  const out = new Float32Array(d / 2);
+  for (let i = 0; i < d / 2; i++) out[i] = 1 / Math.pow(config.ropeTheta, (2 * i) / d);
+  return out;
+}
+
+// Cody-Waite split of 2*pi: C1 has few mantissa bits so k*C1 is exact in float32 for k < 2^16.
+const TWO_PI_HI = 6.28125;
+const TWO_PI_LO = 2 * Math.PI - 6.28125;
+
+/** cos/sin of float32 angles, reduced to [0, 2pi) first: some GPUs' sin/cos lose accuracy on large arguments. */
+function cosSinOf(angle: tf.Tensor): [tf.Tensor, tf.Tensor] {
+  const k = tf.floor(tf.mul(angle, 1 / (2 * Math.PI)));
+  const r = tf.sub(tf.sub(angle, tf.mul(k, TWO_PI_HI)), tf.mul(k, TWO_PI_LO));
+  return [tf.cos(r), tf.sin(r)];
+}
+
+/**
+ * Rotary cos/sin `[B, T, headDim]` for positions `[B, T]` (text) or `[3, B, T]` (Qwen2.5-VL multimodal
+ * RoPE: the temporal, height and width positions fill the head dims by `mropeSection`).
+ * Angles are `position * inv_freq` in float32, as Hugging Face computes them.
+ */
+export function ropeCosSin(
+  config: ModelConfig,
+  positions: tf.Tensor,
+): { cos: tf.Tensor3D; sin: tf.Tensor3D } {
+  return tf.tidy(() => {
+    const inv = tf.tensor1d(inverseFrequencies(config));
+    const pos = positions.dtype === "float32" ? positions : tf.cast(positions, "float32");
+    const half = config.headDim / 2;
+    if (pos.rank === 2) {
+      const freqs = tf.mul(tf.expandDims(pos, -1), inv); // [B, T, d/2]
+      const emb = tf.concat([freqs, freqs], -1);
+      const [cos, sin] = cosSinOf(emb);
+      return { cos: cos as tf.Tensor3D, sin: sin as tf.Tensor3D };
+    }
+    if (pos.rank !== 3 || pos.shape[0] !== 3) {
+      throw new Error(`Position ids must be [B, T] or [3, B, T]; got [${pos.shape}].`);
+    }
+    const section = config.mropeSection;
+    if (!section) {
+      throw new Error(
+        `Position ids [3, B, T] need a config with mrope_section (model_type ${config.modelType}).`,
+      );
+    }
+    // Which of the 3 position rows drives each of the d dims: sections [a, b, c] repeated for both halves.
+    const owner = new Float32Array(3 * config.headDim);
+    for (let h = 0; h < 2; h++) {
+      let start = h * half;
+      section.forEach((len, axis) => {
+        for (let j = start; j < start + len; j++) owner[axis * config.headDim + j] = 1;
+        start += len;
+      });
+    }
+    const sel = tf.tensor(owner, [3, 1, 1, config.headDim]);
+    const freqs = tf.mul(tf.expandDims(pos, -1), inv); // [3, B, T, d/2]
+    const [c, s] = cosSinOf(tf.concat([freqs, freqs], -1));
+    return { cos: tf.sum(tf.mul(c, sel), 0) as tf.Tensor3D, sin: tf.sum(tf.mul(s, sel), 0) as tf.Tensor3D };
+  });
+}
+
+/** Positions `[B, T]` from a mask: `cumsum(mask) - 1` (padding gets 0), offset by `past` tokens per row. */
+export function positionsFromMask(mask: tf.Tensor2D, past?: tf.Tensor): tf.Tensor2D {
+  return tf.tidy(() => {
+    let pos = tf.sub(tf.cumsum(mask, 1), 1);
+    if (past) pos = tf.add(pos, tf.reshape(past, [-1, 1]));
+    return tf.relu(pos) as tf.Tensor2D;
+  });
+}
+
+/** `x * cos + rotate_half(x) * sin`, `rotate_half([x1, x2]) = [-x2, x1]`; x `[B, heads, T, d]`, cos `[B, 1, T, d]`. */
+function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
+  const d = x.shape[3];
+  const [x1, x2] = tf.split(x, [d / 2, d / 2], 3);
+  const rotated = tf.concat([tf.neg(x2), x1], 3);
+  return tf.add(tf.mul(x, cos), tf.mul(rotated, sin)) as tf.Tensor4D;
+}
+
+/**
+ * Additive attention bias `[B, 1, T, S]`: 0 where query i (absolute index `past + i`) may see key j
+ * (j <= past + i and key j is a real token), -1e9 elsewhere. A large finite value (not -inf) keeps
+ * fully masked rows (left padding) finite.
+ */
+export function attentionBias(keyMask: tf.Tensor2D, queryLen: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [B, S] = keyMask.shape;
+    const past = S - queryLen;
+    const causal = new Float32Array(queryLen * S);
+    for (let i = 0; i < queryLen; i++) for (let j = 0; j <= past + i; j++) causal[i * S + j] = 1;
+    const allowed = tf.mul(tf.tensor(causal, [1, 1, queryLen, S]), tf.reshape(keyMask, [B, 1, 1, S]));
+    return tf.mul(tf.sub(1, allowed), -1e9) as tf.Tensor4D;
+  });
+}
+
+function selfAttention(
+  model: DecoderWeights,
+  layer: number,
+  x: tf.Tensor3D,
+  bias: tf.Tensor4D,
+  cos: tf.Tensor,
+  sin: tf.Tensor,
+  cache?: KVCache,
+): tf.Tensor {
+  const { numAttentionHeads: NH, numKeyValueHeads: KV, headDim: D } = model.config;
+  const [B, T] = x.shape;
+  const p = `model.layers.${layer}.self_attn`;
+  const heads = (t: tf.Tensor, n: number) =>
+    tf.transpose(tf.reshape(t, [B, T, n, D]), [0, 2, 1, 3]) as tf.Tensor4D;
+  const q = applyRope(heads(linear(model, x, `${p}.q_proj`), NH), cos, sin);
+  let k = applyRope(heads(linear(model, x, `${p}.k_proj`), KV), cos, sin);
+  let v = heads(linear(model, x, `${p}.v_proj`), KV);
+  if (cache) {
+    const oldK = cache.keys[layer], oldV = cache.values[layer];
+    if (oldK && oldV) {
+      k = tf.concat([oldK, k], 2);
+      v = tf.concat([oldV, v], 2);
+      oldK.dispose();
+      oldV.dispose();
+    }
+    cache.keys[layer] = tf.keep(k);
+    cache.values[layer] = tf.keep(v);
+  }
+  const S = k.shape[2];
+  const G = NH / KV;
+  // Grouped-query attention without repeating k/v: query head h = kv * G + g uses kv head kv
+  // (as HF's repeat_kv), so the G query heads of a group are stacked along the query axis.
+  const qg = tf.reshape(tf.mul(q, 1 / Math.sqrt(D)), [B, KV, G * T, D]);
+  const scores = tf.add(tf.reshape(tf.matMul(qg, k, false, true), [B, NH, T, S]), bias);
+  const probs = tf.reshape(tf.softmax(scores), [B, KV, G * T, S]);
+  const out = tf.reshape(tf.transpose(tf.reshape(tf.matMul(probs, v), [B, NH, T, D]), [0, 2, 1, 3]), [
+    B,
+    T,
+    NH * D,
+  ]);
+  return linear(model, out, `${p}.o_proj`);
+}
+
+function mlp(model: DecoderWeights, layer: number, x: tf.Tensor): tf.Tensor {
+  const p = `model.layers.${layer}.mlp`;
+  const gate = linear(model, x, `${p}.gate_proj`);
+  const up = linear(model, x, `${p}.up_proj`);
+  return linear(model, tf.mul(tf.mul(gate, tf.sigmoid(gate)), up), `${p}.down_proj`);
+}
+
+/**
+ * The decoder stack on given input embeddings: all layers, then the final RMSNorm.
+ * Returns `[B, T, hidden]`. With `cache`, attends to the cached tokens too and appends the new ones.
+ * Call inside `tf.tidy` (or dispose the result); cache tensors survive a tidy.
+ */
+export function decoderForward(model: DecoderWeights, inputs: DecoderInputs): tf.Tensor3D {
+  const { config, params } = model;
+  const { inputsEmbeds, attentionMask, cache } = inputs;
+  const T = inputsEmbeds.shape[1];
+  let keyMask = attentionMask;
+  if (cache) {
+    const prev = cache.mask;
+    keyMask = prev ? tf.concat([prev, attentionMask], 1) : tf.clone(attentionMask);
+    prev?.dispose();
+    cache.mask = tf.keep(keyMask);
+  }
+  const bias = attentionBias(keyMask, T);
+  const cos = tf.expandDims(inputs.cos, 1), sin = tf.expandDims(inputs.sin, 1);
+  let h: tf.Tensor = inputsEmbeds;
+  const eps = config.rmsNormEps;
+  for (let i = 0; i < config.numHiddenLayers; i++) {
+    const p = `model.layers.${i}`;
+    const a = selfAttention(
+      model,
+      i,
+      rmsNorm(h, params[`${p}.input_layernorm.weight`], eps) as tf.Tensor3D,
+      bias,
+      cos,
+      sin,
+      cache,
+    );
+    h = tf.add(h, a);
+    h = tf.add(h, mlp(model, i, rmsNorm(h, params[`${p}.post_attention_layernorm.weight`], eps)));
+  }
+  bias.dispose();
+  return rmsNorm(h, params["model.norm.weight"], eps) as tf.Tensor3D;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model
+
+/** Int32 `[B, T]` tensor from nested arrays or a tensor (a tensor is cast, not copied, when already int32). */
+export function toIdTensor(ids: number[][] | tf.Tensor2D): tf.Tensor2D {
+  if (ids instanceof tf.Tensor) return (ids.dtype === "int32" ? ids : tf.cast(ids, "int32")) as tf.Tensor2D;
+  if (!Array.isArray(ids) || !ids.length || !Array.isArray(ids[0])) {
+    throw new Error("Input ids must be a non-empty [B, T] nested array or a 2-D tensor.");
+  }
+  const T = ids[0].length;
+  if (ids.some((r) => r.length !== T)) {
+    throw new Error(
+      "Input ids rows have different lengths: left-pad them to one length and pass an attention mask.",
+    );
+  }
+  return tf.tensor2d(ids, [ids.length, T], "int32");
+}
+
+/** Float32 `[B, T]` mask from nested arrays, a tensor, or all ones when absent. */
+export function toMaskTensor(
+  mask: number[][] | tf.Tensor2D | undefined,
+  shape: [number, number],
+): tf.Tensor2D {
+  if (mask === undefined) return tf.ones(shape, "float32") as tf.Tensor2D;
+  const t = mask instanceof tf.Tensor
+    ? (mask.dtype === "float32" ? mask : tf.cast(mask, "float32"))
+    : tf.tensor2d(mask, undefined, "float32");
+  if (t.shape[0] !== shape[0] || t.shape[1] !== shape[1]) {
+    throw new Error(`Attention mask has shape [${t.shape}] but the input ids have [${shape}].`);
+  }
+  return t as tf.Tensor2D;
+}
+
+/** Options of the {@linkcode Qwen2Model} constructor. */
+export interface Qwen2ModelOptions {
+  dir?: string;
+  backend?: string;
+}
+
+/**
+ * A Qwen2-family causal LM in tfjs variables (the {@linkcode CausalLM} contract).
+ * Build one with `loadModel` (lib/model/load.ts).
+ */
+export class Qwen2Model implements CausalLM {
+  /** The normalised config. */
+  readonly config: ModelConfig;
+  /** Directory it was loaded from, if any. */
+  readonly dir?: string;
+  /** The tfjs backend in use. */
+  readonly backend: string;
+  /** All parameters as float32 variables under Hub names. */
+  readonly params: Record<string, tf.Variable>;
+  /** LoRA adapters keyed by module name. */
+  lora: Record<string, LoraAdapter> = {};
+  /** When false, adapters are ignored. */
+  loraEnabled = true;
+
+  /** Wrap loaded parameters (validated by the loader) as a model. */
+  constructor(config: ModelConfig, params: Record<string, tf.Variable>, options: Qwen2ModelOptions = {}) {
+    this.config = config;
+    this.params = params;
+    this.dir = options.dir;
+    this.backend = options.backend ?? tf.getBackend();
+  }
+
+  /** Rotary cos/sin of a forward pass: explicit `positionIds`, else from the mask. */
+  protected rope(mask: tf.Tensor2D, options: ForwardOptions): { cos: tf.Tensor3D; sin: tf.Tensor3D } {
+    const pos = options.positionIds ?? positionsFromMask(mask);
+    return ropeCosSin(this.config, pos);
+  }
+
+  /** The input embeddings of a forward pass (the VL model splices image embeddings in here). */
+  protected inputsEmbeds(ids: tf.Tensor2D, _options: ForwardOptions): tf.Tensor3D {
+    return embedTokens(this, ids);
+  }
+
+  /** Final-norm hidden states `[B, T, H]` (differentiable). */
+  hidden(inputIds: number[][] | tf.Tensor2D, options: ForwardOptions = {}): tf.Tensor3D {
+    return tf.tidy(() => {
+      const ids = toIdTensor(inputIds);
+      const mask = toMaskTensor(options.attentionMask, ids.shape as [number, number]);
+      const { cos, sin } = this.rope(mask, options);
+      return decoderForward(this, {
+        inputsEmbeds: this.inputsEmbeds(ids, options),
+        attentionMask: mask,
+        cos,
+        sin,
+      });
+    });
+  }
+
+  /** The output projection `[V, H]` (the embedding matrix when tied). Owned by the model: do not dispose. */
+  lmHeadWeight(): tf.Tensor2D {
+    return (this.params["lm_head.weight"] ?? this.params["model.embed_tokens.weight"]) as tf.Tensor2D;
+  }
+
+  /** `[..., H]` hidden states -> `[..., V]` logits. */
+  project(hidden: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const H = hidden.shape[hidden.shape.length - 1];
+      const w = this.lmHeadWeight();
+      const y = tf.matMul(tf.reshape(hidden, [-1, H]) as tf.Tensor2D, w, false, true);
+      return tf.reshape(y, [...hidden.shape.slice(0, -1), w.shape[0]]);
+    });
+  }
+
+  /**
+   * Full logits `[B, T, V]`.
+   *
+   * @example
+   * ```ts ignore
+   * const logits = model.logits([[1, 2, 3]]);
+   * ```
+   */
+  logits(inputIds: number[][] | tf.Tensor2D, options: ForwardOptions = {}): tf.Tensor3D {
+    return tf.tidy(() => this.project(this.hidden(inputIds, options)) as tf.Tensor3D);
+  }
+
+  /**
+   * Run the prompts through the decoder, filling `cache`: last-position logits and the position of
+   * the next token per row. The VL model overrides this (image embeddings, 3-D positions).
+   */
+  prefill(ids: tf.Tensor2D, mask: tf.Tensor2D, cache: KVCache, options: ForwardOptions = {}): PrefillResult {
+    return tf.tidy(() => {
+      const { cos, sin } = this.rope(mask, options);
+      const h = decoderForward(this, {
+        inputsEmbeds: this.inputsEmbeds(ids, options),
+        attentionMask: mask,
+        cos,
+        sin,
+        cache,
+      });
+      const [B, T, H] = h.shape;
+      const last = tf.slice(h, [0, T - 1, 0], [B, 1, H]);
+      // The next token's position: one past the largest position so far (for the VL model's 3-D
+      // positions that is where its text positions continue; for text it equals the count of real tokens).
+      const pid = options.positionIds;
+      const nextPositions = pid
+        ? tf.add(tf.max(tf.cast(pid.rank === 3 ? tf.max(pid, 0) : pid, "float32"), 1), 1)
+        : tf.sum(mask, 1);
+      return {
+        logits: tf.reshape(this.project(last), [B, -1]) as tf.Tensor2D,
+        nextPositions: tf.reshape(nextPositions, [B]) as tf.Tensor1D,
+      };
+    });
+  }
+
+  /** One decoding step: `tokens` `[B, 1]` at `positions` `[B]` -> logits `[B, V]`, cache extended. */
+  decodeStep(tokens: tf.Tensor2D, positions: tf.Tensor1D, cache: KVCache): tf.Tensor2D {
+    return tf.tidy(() => {
+      const B = tokens.shape[0];
+      const { cos, sin } = ropeCosSin(this.config, tf.reshape(positions, [B, 1]));
+      const h = decoderForward(this, {
+        inputsEmbeds: embedTokens(this, tokens),
+        attentionMask: tf.ones([B, 1]) as tf.Tensor2D,
+        cos,
+        sin,
+        cache,
+      });
+      return tf.reshape(this.project(h), [B, -1]) as tf.Tensor2D;
+    });
+  }
+
+  /** Batched, KV-cached generation from left-padded prompts (see lib/model/generate.ts). */
+  generate(inputIds: number[][] | tf.Tensor2D, options: GenerateOptions = {}): Promise<GenerateResult> {
+    return generate(this, inputIds, options);
+  }
+
+  /** Free every tensor the model holds (parameters and adapters). */
+  dispose(): void {
+    for (const v of Object.values(this.params)) v.dispose();
+    for (const a of Object.values(this.lora)) {
+      a.A.dispose();
+      a.B.dispose();
+    }
+    this.lora = {};
+  }
+}

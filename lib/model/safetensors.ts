@@ -1,0 +1,598 @@
+/**
+ * Reading and writing the safetensors format (Hugging Face's checkpoint files).
+ *
+ * A file is: 8 bytes little-endian header length N, N bytes of JSON header
+ * (`{name: {dtype, shape, data_offsets: [begin, end]}, __metadata__?: {...}}`), then the raw data,
+ * offsets relative to the end of the header. Floating tensors are decoded to `Float32Array`
+ * (BF16, F16, F32, F64), integer ones to `Int32Array` (I64, I32, I16, I8, U8, BOOL).
+ *
+ * Tensors are read one at a time from an open file (seek + read), so a shard is never held whole
+ * in memory; sharded checkpoints go through `model.safetensors.index.json`.
+ *
+ * @module
+ */
+
+/** Storage dtypes this reader understands, with their byte sizes. */
+export const DTYPE_BYTES: Record<string, number> = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
+
+/** Dtypes `writeSafetensors` can store float32 data as. */
+export type SaveDtype = "F32" | "BF16" | "F16";
+
+/** One tensor's entry in a safetensors header. */
+export interface TensorInfo {
+  dtype: string;
+  shape: number[];
+  /** `[begin, end)` byte range, relative to the start of the data section. */
+  dataOffsets: [number, number];
+}
+
+/** A parsed safetensors header. */
+export interface SafetensorsHeader {
+  /** The file it was read from. */
+  file: string;
+  /** Byte offset where the data section starts (8 + header length). */
+  dataStart: number;
+  /** Total file size in bytes. */
+  fileSize: number;
+  tensors: Record<string, TensorInfo>;
+  metadata: Record<string, string>;
+}
+
+/** A decoded tensor: float data as float32, integer data as int32. */
+export interface LoadedTensor {
+  dtype: string;
+  shape: number[];
+  data: Float32Array | Int32Array;
+}
+
+/** A tensor to write: float32 data and its shape. */
+export interface TensorToWrite {
+  shape: number[];
+  data: Float32Array;
+}
+
+function prod(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+async function readExactly(
+  f: Deno.FsFile,
+  position: number,
+  length: number,
+  file: string,
+): Promise<Uint8Array> {
+  const buf = new Uint8Array(length);
+  await f.seek(position, Deno.SeekMode.Start);
+  let got = 0;
+  while (got < length) {
+    const n = await f.read(buf.subarray(got));
+    if (n === null) {
+      throw new Error(
+        `Safetensors file ${file} is truncated: wanted ${length} bytes at offset ${position}, got ${got}.`,
+      );
+    }
+    got += n;
+  }
+  return buf;
+}
+
+/** Parse the header of an open safetensors file and check it against the file's size. */
+async function parseHeader(f: Deno.FsFile, file: string): Promise<SafetensorsHeader> {
+  const fileSize = (await f.stat()).size;
+  if (fileSize < 8) {
+    throw new Error(
+      `Safetensors file ${file} is truncated: ${fileSize} bytes, fewer than the 8-byte header length.`,
+    );
+  }
+  const lenBytes = await readExactly(f, 0, 8, file);
+  const n = Number(new DataView(lenBytes.buffer).getBigUint64(0, true));
+  if (8 + n > fileSize) {
+    throw new Error(
+      `Safetensors file ${file} is corrupt: its header length (${n} bytes) runs past the end of the file (${fileSize} bytes).`,
+    );
+  }
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(new TextDecoder().decode(await readExactly(f, 8, n, file)));
+  } catch (e) {
+    throw new Error(
+      `Safetensors file ${file} has a header that is not valid JSON (${(e as Error).message}).`,
+    );
+  }
+  const dataStart = 8 + n;
+  const tensors: Record<string, TensorInfo> = {};
+  let metadata: Record<string, string> = {};
+  for (const [name, v] of Object.entries(json)) {
+    if (name === "__metadata__") {
+      metadata = (v ?? {}) as Record<string, string>;
+      continue;
+    }
+    const e = v as { dtype?: string; shape?: number[]; data_offsets?: [number, number] };
+    if (typeof e?.dtype !== "string" || !Array.isArray(e.shape) || !Array.isArray(e.data_offsets)) {
+      throw new Error(`Safetensors file ${file} has a malformed header entry for tensor ${name}.`);
+    }
+    const size = DTYPE_BYTES[e.dtype];
+    if (size === undefined) {
+      throw new Error(
+        `Safetensors file ${file}: tensor ${name} has unknown dtype '${e.dtype}' (known: ${
+          Object.keys(DTYPE_BYTES).join(", ")
+        }).`,
+      );
+    }
+    const [begin, end] = e.data_offsets;
+    if (end - begin !== prod(e.shape) * size) {
+      throw new Error(
+        `Safetensors file ${file}: tensor ${name} has ${
+          end - begin
+        } bytes but shape [${e.shape}] of ${e.dtype} needs ${prod(e.shape) * size}.`,
+      );
+    }
+    if (dataStart + end > fileSize) {
+      throw new Error(
+        `Safetensors file ${file} is truncated: tensor ${name} ends at byte ${
+          dataStart + end
+        } but the file has ${fileSize} bytes.`,
+      );
+    }
+    tensors[name] = { dtype: e.dtype, shape: e.shape.slice(), dataOffsets: [begin, end] };
+  }
+  return { file, dataStart, fileSize, tensors, metadata };
+}
+
+/**
+ * Read only the header of a safetensors file (names, dtypes, shapes), validated against the file size.
+ *
+ * @example
+ * ```ts ignore
+ * const h = await readSafetensorsHeader("model.safetensors");
+ * console.log(Object.keys(h.tensors));
+ * ```
+ */
+export async function readSafetensorsHeader(file: string): Promise<SafetensorsHeader> {
+  const f = await Deno.open(file, { read: true });
+  try {
+    return await parseHeader(f, file);
+  } finally {
+    f.close();
+  }
+}
+
+let f16Table: Float32Array | null = null;
+
+/** float16 bits -> float32 value, for all 65536 bit patterns (decoding is then one lookup per element). */
+function halfTable(): Float32Array {
+  if (f16Table) return f16Table;
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const s = h & 0x8000 ? -1 : 1;
+    const e = (h >> 10) & 0x1f;
+    const m = h & 0x3ff;
+    if (e === 0) t[h] = s * m * 2 ** -24;
+    else if (e === 31) t[h] = m ? NaN : s * Infinity;
+    else t[h] = s * (1 + m / 1024) * 2 ** (e - 15);
+  }
+  return (f16Table = t);
+}
+
+/** Decode raw little-endian bytes of `dtype` into float32 (floats) or int32 (integers). */
+export function decodeTensorBytes(
+  bytes: Uint8Array,
+  dtype: string,
+  name = "?",
+  file = "?",
+): Float32Array | Int32Array {
+  // Copy into a fresh aligned buffer: offsets in a safetensors file need not be 4-aligned.
+  const buf = bytes.byteOffset % 8 === 0 ? bytes : bytes.slice();
+  const n = buf.byteLength / (DTYPE_BYTES[dtype] ?? 1);
+  switch (dtype) {
+    case "F32":
+      return new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+    case "BF16": {
+      const src = new Uint16Array(buf.buffer, buf.byteOffset, n);
+      const out = new Uint32Array(n);
+      for (let i = 0; i < n; i++) out[i] = src[i] << 16;
+      return new Float32Array(out.buffer);
+    }
+    case "F16": {
+      const src = new Uint16Array(buf.buffer, buf.byteOffset, n);
+      const t = halfTable();
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = t[src[i]];
+      return out;
+    }
+    case "F64":
+      return Float32Array.from(new Float64Array(buf.buffer, buf.byteOffset, n));
+    case "I64": {
+      const src = new BigInt64Array(buf.buffer, buf.byteOffset, n);
+      const out = new Int32Array(n);
+      for (let i = 0; i < n; i++) out[i] = Number(src[i]);
+      return out;
+    }
+    case "I32":
+      return new Int32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
+    case "I16":
+      return Int32Array.from(new Int16Array(buf.buffer, buf.byteOffset, n));
+    case "I8":
+      return Int32Array.from(new Int8Array(buf.buffer, buf.byteOffset, n));
+    case "U8":
+    case "BOOL":
+      return Int32Array.from(buf);
+    default:
+      throw new Error(`Safetensors file ${file}: tensor ${name} has unknown dtype '${dtype}'.`);
+  }
+}
+
+/**
+ * Read tensors of one safetensors file, one at a time, calling `onTensor` for each
+ * (so at most one decoded tensor is alive in this function). `filter` selects which are read.
+ */
+export async function forEachTensor(
+  file: string,
+  onTensor: (name: string, tensor: LoadedTensor) => void | Promise<void>,
+  options: { filter?: (name: string) => boolean } = {},
+): Promise<SafetensorsHeader> {
+  const f = await Deno.open(file, { read: true });
+  try {
+    const header = await parseHeader(f, file);
+    // Read in file order: sequential IO.
+    const entries = Object.entries(header.tensors).sort((a, b) => a[1].dataOffsets[0] - b[1].dataOffsets[0]);
+    for (const [name, info] of entries) {
+      if (options.filter && !options.filter(name)) continue;
+      const [begin, end] = info.dataOffsets;
+      const bytes = await readExactly(f, header.dataStart + begin, end - begin, file);
+      await onTensor(name, {
+        dtype: info.dtype,
+        shape: info.shape,
+        data: decodeTensorBytes(bytes, info.dtype, name, file),
+      });
+    }
+    return header;
+  } finally {
+    f.close();
+  }
+}
+
+/**
+ * Read every tensor of one safetensors file into memory.
+ *
+ * @example
+ * ```ts ignore
+ * const tensors = await readSafetensors("model.safetensors");
+ * console.log(tensors["model.norm.weight"].shape);
+ * ```
+ */
+export async function readSafetensors(file: string): Promise<Record<string, LoadedTensor>> {
+  const out: Record<string, LoadedTensor> = {};
+  await forEachTensor(file, (name, t) => {
+    out[name] = t;
+  });
+  return out;
+}
+
+/** The shard files of a checkpoint directory and which tensor lives where. */
+export interface CheckpointFiles {
+  /** Shard file paths, in order. */
+  files: string[];
+  /** tensor name -> shard path, when an index file exists. */
+  weightMap?: Record<string, string>;
+  /** The index file, when sharded. */
+  indexFile?: string;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Find the safetensors files of a checkpoint directory (`model.safetensors.index.json` or `model.safetensors`). */
+export async function checkpointFiles(dir: string): Promise<CheckpointFiles> {
+  const indexFile = `${dir}/model.safetensors.index.json`;
+  if (await exists(indexFile)) {
+    let index: { weight_map?: Record<string, string> };
+    try {
+      index = JSON.parse(await Deno.readTextFile(indexFile));
+    } catch (e) {
+      throw new Error(`Index file ${indexFile} is not valid JSON (${(e as Error).message}).`);
+    }
+    if (!index.weight_map || typeof index.weight_map !== "object") {
+      throw new Error(`Index file ${indexFile} has no 'weight_map'.`);
+    }
+    const weightMap: Record<string, string> = {};
+    const files: string[] = [];
+    for (const [name, shard] of Object.entries(index.weight_map)) {
+      const path = `${dir}/${shard}`;
+      weightMap[name] = path;
+      if (!files.includes(path)) files.push(path);
+    }
+    for (const path of files) {
+      if (!(await exists(path))) {
+        const tensor = Object.entries(weightMap).find(([, p]) => p === path)![0];
+        throw new Error(`Shard ${path} (listed in ${indexFile} for tensor ${tensor}) does not exist.`);
+      }
+    }
+    return { files, weightMap, indexFile };
+  }
+  const single = `${dir}/model.safetensors`;
+  if (await exists(single)) return { files: [single] };
+  const others: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (e.name.endsWith(".safetensors")) others.push(`${dir}/${e.name}`);
+    }
+  } catch {
+    throw new Error(`Checkpoint directory ${dir} does not exist or cannot be read.`);
+  }
+  if (others.length) return { files: others.sort() };
+  throw new Error(`Checkpoint directory ${dir} has no model.safetensors or model.safetensors.index.json.`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+/** float32 -> bfloat16 bits, round to nearest even (as torch does). */
+function f32ToBf16(src: Float32Array): Uint16Array {
+  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < u.length; i++) {
+    const x = u[i];
+    if ((x & 0x7fffffff) > 0x7f800000) out[i] = (x >>> 16) | 0x40; // quiet NaN
+    else out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+  }
+  return out;
+}
+
+/** float32 -> float16 bits, round to nearest even. */
+function f32ToF16(src: Float32Array): Uint16Array {
+  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < u.length; i++) {
+    const x = u[i];
+    const sign = (x >>> 16) & 0x8000;
+    const e = (x >>> 23) & 0xff;
+    let m = x & 0x7fffff;
+    if (e === 0xff) {
+      out[i] = sign | 0x7c00 | (m ? 0x200 : 0);
+      continue;
+    }
+    let he = e - 127 + 15;
+    if (he >= 31) {
+      out[i] = sign | 0x7c00; // overflow -> inf
+      continue;
+    }
+    if (he <= 0) {
+      if (he < -10) {
+        out[i] = sign;
+        continue;
+      }
+      m |= 0x800000;
+      const shift = 14 - he;
+      let hm = m >>> shift;
+      const rem = m & ((1 << shift) - 1);
+      const half = 1 << (shift - 1);
+      if (rem > half || (rem === half && (hm & 1))) hm++;
+      out[i] = sign | hm;
+      continue;
+    }
+    let hm = m >>> 13;
+    const rem = m & 0x1fff;
+    if (rem > 0x1000 || (rem === 0x1000 && (hm & 1))) {
+      hm++;
+      if (hm === 0x400) {
+        hm = 0;
+        he++;
+        if (he >= 31) {
+          out[i] = sign | 0x7c00;
+          continue;
+        }
+      }
+    }
+    out[i] = sign | (he << 10) | hm;
+  }
+  return out;
+}
+
+function encode(data: Float32Array, dtype: SaveDtype): Uint8Array {
+  const d = data.byteOffset % 4 === 0 ? data : data.slice();
+  switch (dtype) {
+    case "F32":
+      return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+    case "BF16": {
+      const b = f32ToBf16(d);
+      return new Uint8Array(b.buffer);
+    }
+    case "F16": {
+      const b = f32ToF16(d);
+      return new Uint8Array(b.buffer);
+    }
+  }
+}
+
+/** Map a config dtype (`bfloat16`, `float16`, `float32`) or a safetensors one to a save dtype. */
+export function toSaveDtype(dtype: string): SaveDtype {
+  switch (dtype.toLowerCase()) {
+    case "f32":
+    case "float32":
+    case "float":
+      return "F32";
+    case "bf16":
+    case "bfloat16":
+      return "BF16";
+    case "f16":
+    case "float16":
+    case "half":
+      return "F16";
+    default:
+      throw new Error(`Cannot save tensors as dtype '${dtype}': choose float32, bfloat16 or float16.`);
+  }
+}
+
+/**
+ * Write float32 tensors to one safetensors file, stored as `dtype` (default F32).
+ * Written to `<file>.tmp` and renamed, so a crash never leaves a half-written file under the real name.
+ *
+ * @example
+ * ```ts ignore
+ * await writeSafetensors("/tmp/x.safetensors", { w: { shape: [2], data: new Float32Array([1, 2]) } });
+ * ```
+ */
+export async function writeSafetensors(
+  file: string,
+  tensors: Record<string, TensorToWrite>,
+  options: { dtype?: SaveDtype; metadata?: Record<string, string> } = {},
+): Promise<void> {
+  const dtype = options.dtype ?? "F32";
+  const header: Record<string, unknown> = { __metadata__: { format: "pt", ...(options.metadata ?? {}) } };
+  const bytesPer = DTYPE_BYTES[dtype];
+  let offset = 0;
+  const names = Object.keys(tensors);
+  for (const name of names) {
+    const t = tensors[name];
+    if (t.data.length !== prod(t.shape)) {
+      throw new Error(`Tensor ${name} has ${t.data.length} values but shape [${t.shape}] (writing ${file}).`);
+    }
+    const size = t.data.length * bytesPer;
+    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + size] };
+    offset += size;
+  }
+  let json = new TextEncoder().encode(JSON.stringify(header));
+  // Pad the header with spaces to a multiple of 8 so the data section is aligned (as the reference writer does).
+  const padded = Math.ceil(json.length / 8) * 8;
+  if (padded !== json.length) {
+    const p = new Uint8Array(padded).fill(0x20);
+    p.set(json);
+    json = p;
+  }
+  const tmp = `${file}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  try {
+    const len = new Uint8Array(8);
+    new DataView(len.buffer).setBigUint64(0, BigInt(json.length), true);
+    await writeAll(f, len);
+    await writeAll(f, json);
+    for (const name of names) await writeAll(f, encode(tensors[name].data, dtype));
+  } finally {
+    f.close();
+  }
+  await Deno.rename(tmp, file);
+}
+
+async function writeAll(f: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < bytes.length) done += await f.write(bytes.subarray(done));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole checkpoints
+
+/** A tensor of a checkpoint being written, fetched only when its shard is written. */
+export interface LazyTensor {
+  name: string;
+  shape: number[];
+  data: () => Float32Array | Promise<Float32Array>;
+}
+
+/** Options of {@linkcode writeCheckpoint}. */
+export interface WriteCheckpointOptions {
+  /** Storage dtype of the tensors. Default F32. */
+  dtype?: SaveDtype;
+  /** Largest shard in bytes before a new one starts (a single bigger tensor gets its own). Default 2 GiB. */
+  maxShardBytes?: number;
+  /** Other files to copy into the checkpoint (e.g. the source model's tokenizer files). */
+  copyFiles?: string[];
+}
+
+/** Files of a checkpoint folder that a save replaces (everything else there is kept). */
+function isWeightOrConfig(name: string): boolean {
+  return name === "config.json" || name.endsWith(".safetensors") || name === "model.safetensors.index.json";
+}
+
+/**
+ * Write `config.json` and the tensors (one `model.safetensors`, or `model-0000i-of-0000n.safetensors`
+ * shards plus `model.safetensors.index.json`) to `dir`, atomically: everything is written to a temporary
+ * sibling folder, then swapped in by renames. Files already in `dir` that are not weights or
+ * config (tokenizer files, ...) are carried over.
+ */
+export async function writeCheckpoint(
+  dir: string,
+  config: Record<string, unknown>,
+  tensors: LazyTensor[],
+  options: WriteCheckpointOptions = {},
+): Promise<void> {
+  const dtype = options.dtype ?? "F32";
+  const maxBytes = options.maxShardBytes ?? 2 * 1024 ** 3;
+  const bytesPer = DTYPE_BYTES[dtype];
+  const shards: LazyTensor[][] = [];
+  let size = Infinity;
+  let total = 0;
+  for (const t of tensors) {
+    const b = prod(t.shape) * bytesPer;
+    total += b;
+    if (size + b > maxBytes && (shards.at(-1)?.length ?? 0) > 0 || !shards.length) {
+      shards.push([]);
+      size = 0;
+    }
+    shards.at(-1)!.push(t);
+    size += b;
+  }
+  const clean = dir.replace(/\/+$/, "");
+  const parent = clean.includes("/") ? clean.slice(0, clean.lastIndexOf("/")) || "/" : ".";
+  await Deno.mkdir(parent, { recursive: true });
+  const tag = crypto.randomUUID().slice(0, 8);
+  const tmp = `${clean}.tmp-${tag}`;
+  await Deno.mkdir(tmp, { recursive: true });
+  try {
+    const names = shards.length === 1
+      ? ["model.safetensors"]
+      : shards.map((_, i) =>
+        `model-${String(i + 1).padStart(5, "0")}-of-${String(shards.length).padStart(5, "0")}.safetensors`
+      );
+    const weightMap: Record<string, string> = {};
+    for (let s = 0; s < shards.length; s++) {
+      const record: Record<string, TensorToWrite> = {};
+      for (const t of shards[s]) {
+        record[t.name] = { shape: t.shape, data: await t.data() };
+        weightMap[t.name] = names[s];
+      }
+      await writeSafetensors(`${tmp}/${names[s]}`, record, { dtype });
+    }
+    if (shards.length > 1) {
+      const index = { metadata: { total_size: total }, weight_map: weightMap };
+      await Deno.writeTextFile(`${tmp}/model.safetensors.index.json`, JSON.stringify(index, null, 2) + "\n");
+    }
+    await Deno.writeTextFile(`${tmp}/config.json`, JSON.stringify(config, null, 2) + "\n");
+    for (const src of options.copyFiles ?? []) {
+      const base = src.slice(src.lastIndexOf("/") + 1);
+      if (!isWeightOrConfig(base)) await Deno.copyFile(src, `${tmp}/${base}`);
+    }
+    let old: string | null = null;
+    if (await exists(clean)) {
+      for await (const e of Deno.readDir(clean)) {
+        if (e.isFile && !isWeightOrConfig(e.name) && !(await exists(`${tmp}/${e.name}`))) {
+          await Deno.copyFile(`${clean}/${e.name}`, `${tmp}/${e.name}`);
+        }
+      }
+      old = `${clean}.old-${tag}`;
+      await Deno.rename(clean, old);
+    }
+    await Deno.rename(tmp, clean);
+    if (old) await Deno.remove(old, { recursive: true });
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+}
