@@ -1,7 +1,9 @@
 import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
 import { tf } from "../lib/deps.ts";
-import { mropeCosSin, ropeIndex } from "../lib/model/mrope.ts";
-import { GOLDEN } from "./_vl_fixture.ts";
+import { ropeIndex } from "../lib/model/mrope.ts";
+import { ropeCosSin } from "../lib/model/qwen2.ts";
+import { parseConfig } from "../lib/model/config.ts";
+import { GOLDEN, VL_DIR } from "./_vl_fixture.ts";
 
 const CFG = { imageTokenId: 303, visionStartTokenId: 300, spatialMergeSize: 2 };
 
@@ -22,10 +24,10 @@ Deno.test("ropeIndex rejects image blocks that do not match imageGridThw", () =>
   assertThrows(() => ropeIndex([[1, 2]], CFG, { imageGridThw: [[1, 2, 2]] }), /imageGridThw has 1 images/);
 });
 
-Deno.test("mropeCosSin equals ordinary RoPE when the three ids agree, and takes sections from their axes", async () => {
-  const opts = { headDim: 16, ropeTheta: 1e6, mropeSection: [2, 3, 3] };
+Deno.test("ropeCosSin with [3, B, T] positions equals ordinary RoPE when the three ids agree, and takes sections from their axes", async () => {
+  const config = parseConfig(JSON.parse(await Deno.readTextFile(`${VL_DIR}/config.json`)));
   const pos = tf.tensor3d([[[0, 7, 3]], [[0, 9, 3]], [[0, 4, 5]]]);
-  const { cos, sin } = mropeCosSin(pos, opts);
+  const { cos, sin } = ropeCosSin(config, pos);
   const c = (await cos.array()) as number[][][];
   const s = (await sin.array()) as number[][][];
   tf.dispose([pos, cos, sin]);

@@ -5,12 +5,10 @@
  * tokens of an image with grid `[t, h, w]` starting at `p` get `(p, p + i, p + j)`, and text resumes
  * at `p + max(h, w) / 2`. The rotary frequencies are split into `mrope_section` groups that take their
  * angle from the temporal, height and width ids respectively (Hugging Face's `get_rope_index` and
- * `apply_multimodal_rotary_pos_emb`).
+ * `apply_multimodal_rotary_pos_emb`; the cos/sin of the sections are `ropeCosSin` in `qwen2.ts`).
  *
  * @module
  */
-import { tf } from "../deps.ts";
-
 /** Token ids and merge size `ropeIndex` needs (the `qwen2_5_vl` config's fields). */
 export interface RopeIndexConfig {
   imageTokenId: number;
@@ -117,50 +115,4 @@ export function ropeIndex(inputIds: number[][], config: RopeIndexConfig, options
     throw new Error(`imageGridThw has ${grids.length} images but inputIds hold ${image} <|image_pad|> blocks.`);
   }
   return { positionIds, ropeDeltas, imageSpans };
-}
-
-/** Rotary settings of {@linkcode mropeCosSin}. */
-export interface MropeOptions {
-  headDim: number;
-  ropeTheta: number;
-  /** Frequencies per axis (temporal, height, width), summing to headDim / 2. Absent: plain 1-D RoPE on axis 0. */
-  mropeSection?: number[];
-}
-
-/**
- * cos and sin `[B, T, headDim]` of the multimodal rotary embedding for position ids `[3, B, T]`
- * (rotate-half layout: the headDim/2 angles repeated twice). Computed on the device, so it works
- * with positions that live there (no synchronous read).
- *
- * @example
- * ```ts
- * import { tf } from "../deps.ts";
- * import { mropeCosSin } from "./mrope.ts";
- * const pos = tf.tensor3d([[[0, 1]], [[0, 1]], [[0, 1]]]);
- * const { cos, sin } = mropeCosSin(pos, { headDim: 16, ropeTheta: 1e6, mropeSection: [2, 3, 3] });
- * // cos.shape = [1, 2, 16]
- * ```
- */
-export function mropeCosSin(positionIds: tf.Tensor, options: MropeOptions): { cos: tf.Tensor3D; sin: tf.Tensor3D } {
-  const half = options.headDim / 2;
-  const section = options.mropeSection ?? [half, 0, 0];
-  if (section.reduce((a, b) => a + b, 0) !== half) {
-    throw new Error(`mrope_section ${JSON.stringify(section)} must sum to head_dim / 2 = ${half}.`);
-  }
-  if (positionIds.rank !== 3 || positionIds.shape[0] !== 3) {
-    throw new Error(`positionIds must be [3, B, T] for multimodal RoPE, got [${positionIds.shape}].`);
-  }
-  const axisOf: number[] = [];
-  section.forEach((n, axis) => {
-    for (let i = 0; i < n; i++) axisOf.push(axis);
-  });
-  const inv = Array.from({ length: half }, (_, i) => 1 / Math.pow(options.ropeTheta, (2 * i) / options.headDim));
-  return tf.tidy(() => {
-    const pos = tf.cast(positionIds, "float32");
-    // [half, B, T]: each frequency's positions from its axis.
-    const perFreq = tf.gather(pos, tf.tensor1d(axisOf, "int32"), 0);
-    const angles = tf.mul(tf.transpose(perFreq, [1, 2, 0]), tf.tensor1d(inv));
-    const full = tf.concat([angles, angles], -1) as tf.Tensor3D;
-    return { cos: tf.cos(full), sin: tf.sin(full) };
-  });
 }

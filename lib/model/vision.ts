@@ -106,9 +106,9 @@ export function visionLayout(
 /**
  * Rows of `x` gathered by `fwd` where index `x.shape[0]` stands for a row of zeros. Every row of `x`
  * appears at most once, so the gradient is the same kind of gather (`bwd[j]` = where row j went, or
- * the zero row): no `UnsortedSegmentSum`, which the wasm backend lacks.
+ * `fwd.length` when it went nowhere): no `UnsortedSegmentSum`, which the wasm backend lacks.
  */
-function injectiveGather(x: tf.Tensor2D, fwd: number[], bwd: number[]): tf.Tensor2D {
+export function injectiveGather(x: tf.Tensor2D, fwd: number[], bwd: number[]): tf.Tensor2D {
   const f = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const x2 = inputs[0] as tf.Tensor2D;
     const idx = tf.tensor1d(fwd, "int32");
@@ -252,6 +252,35 @@ function segmentAttention(
   const flat = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [plan.S * plan.L, D]) as tf.Tensor2D;
   if (plan.uniform) return flat;
   return injectiveGather(flat, plan.fromPadded, plan.toPadded.map((r) => (r === N ? plan.S * plan.L : r)));
+}
+
+/** Names and shapes of the vision tower's parameters (Hub names, `visual.` prefix). */
+export function visionExpectedParams(v: VisionConfig): Record<string, number[]> {
+  const D = v.hiddenSize, I = v.intermediateSize, M = D * v.spatialMergeSize ** 2;
+  const out: Record<string, number[]> = {
+    "visual.patch_embed.proj.weight": [D, v.inChannels, v.temporalPatchSize, v.patchSize, v.patchSize],
+  };
+  for (let i = 0; i < v.depth; i++) {
+    const b = `visual.blocks.${i}.`;
+    out[b + "norm1.weight"] = [D];
+    out[b + "norm2.weight"] = [D];
+    out[b + "attn.qkv.weight"] = [3 * D, D];
+    out[b + "attn.qkv.bias"] = [3 * D];
+    out[b + "attn.proj.weight"] = [D, D];
+    out[b + "attn.proj.bias"] = [D];
+    for (const m of ["gate_proj", "up_proj"]) {
+      out[b + `mlp.${m}.weight`] = [I, D];
+      out[b + `mlp.${m}.bias`] = [I];
+    }
+    out[b + "mlp.down_proj.weight"] = [D, I];
+    out[b + "mlp.down_proj.bias"] = [D];
+  }
+  out["visual.merger.ln_q.weight"] = [D];
+  out["visual.merger.mlp.0.weight"] = [M, M];
+  out["visual.merger.mlp.0.bias"] = [M];
+  out["visual.merger.mlp.2.weight"] = [v.outHiddenSize, M];
+  out["visual.merger.mlp.2.bias"] = [v.outHiddenSize];
+  return out;
 }
 
 /** Options of {@linkcode visionForward}. */
