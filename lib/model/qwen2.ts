@@ -135,7 +135,7 @@ export function linear(model: DecoderWeights, x: tf.Tensor, name: string): tf.Te
  * `gather` is `UnsortedSegmentSum`, which the wasm backend lacks; `scatterND` (which sums duplicate
  * indices) builds the same `[V, H]` gradient without materialising a `[N, V]` one-hot.
  */
-export function embeddingLookup(weight: tf.Tensor2D, ids: tf.Tensor): tf.Tensor {
+export function embeddingLookup(weight: tf.Tensor, ids: tf.Tensor): tf.Tensor {
   const shape = ids.shape;
   // deno-lint-ignore no-explicit-any
   const lookup = tf.customGrad(
@@ -153,7 +153,7 @@ export function embeddingLookup(weight: tf.Tensor2D, ids: tf.Tensor): tf.Tensor 
   );
   const flat = tf.reshape(ids.dtype === "int32" ? ids : tf.cast(ids, "int32"), [-1]);
   const out = lookup(weight, flat) as tf.Tensor;
-  return tf.reshape(out, [...shape, weight.shape[1]]);
+  return tf.reshape(out, [...shape, weight.shape[1] as number]);
 }
 
 /** Token embeddings `[B, T, hidden]` of int32 ids `[B, T]`. */
