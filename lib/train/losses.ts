@@ -15,6 +15,7 @@
  */
 import { tf } from "../deps.ts";
 import type { CausalLM, ForwardOptions } from "../model/types.ts";
+import { concatMany } from "./_ops.ts";
 
 /** Label value that excludes a position from the loss (Hugging Face convention). */
 export const IGNORE_INDEX = -100;
@@ -122,7 +123,7 @@ export function headLogprobs(
       }
       for (let i = s; i < e; i += chunk) parts.push(values[k++]);
     }
-    return parts.length === 1 ? parts[0] : tf.concat(parts);
+    return parts.length === 1 ? parts[0] : concatMany(parts);
   }
 
   // deno-lint-ignore no-explicit-any
@@ -156,7 +157,7 @@ export function headLogprobs(
       let k = 0;
       for (const [s, e, on] of runs) {
         if (!on) {
-          dhParts.push(tf.zeros([e - s, h]));
+          dhParts.push(tf.zeros([e - s, h]) as tf.Tensor2D);
           continue;
         }
         for (let i = s; i < e; i += chunk) {
@@ -176,7 +177,7 @@ export function headLogprobs(
           dhParts.push(dh);
         }
       }
-      const dH = dhParts.length === 1 ? dhParts[0] : tf.concat(dhParts);
+      const dH = dhParts.length === 1 ? dhParts[0] : concatMany(dhParts);
       if (dhParts.length > 1) dhParts.forEach((t) => t.dispose());
       return [dH, dW];
     };

@@ -13,6 +13,7 @@
  * @module
  */
 import { tf } from "../deps.ts";
+import { addMany } from "./_ops.ts";
 
 /** Parameters that share a weight decay. */
 export interface ParamGroup {
@@ -195,7 +196,7 @@ export function adamw(options: AdamWOptions): AdamW {
 export async function clipGradNorm(grads: Record<string, tf.Tensor>, maxNorm: number): Promise<number> {
   const names = Object.keys(grads);
   if (names.length === 0) return 0;
-  const normT = tf.tidy(() => tf.addN(names.map((n) => grads[n].square().sum())).sqrt());
+  const normT = tf.tidy(() => addMany(names.map((n) => grads[n].square().sum())).sqrt());
   const norm = (await normT.data())[0];
   normT.dispose();
   if (maxNorm > 0 && Number.isFinite(maxNorm)) {
@@ -228,4 +229,29 @@ export function accumulateGrads(
   }
   for (const n of Object.keys(into)) if (!(n in out)) out[n] = into[n];
   return out;
+}
+
+/**
+ * `tf.variableGrads` keyed by OUR parameter names (tfjs keys gradients by its internal variable names).
+ *
+ * @example
+ * ```ts
+ * import { tf } from "../deps.ts";
+ * import { valueAndGrads } from "./optimizer.ts";
+ * const w = tf.variable(tf.scalar(3));
+ * const { value, grads } = valueAndGrads(() => w.square() as tf.Scalar, { "w.weight": w }); // grads["w.weight"] = 6
+ * ```
+ */
+export function valueAndGrads(
+  f: () => tf.Scalar,
+  params: Record<string, tf.Variable>,
+): { value: tf.Scalar; grads: Record<string, tf.Tensor> } {
+  const names = Object.keys(params);
+  const { value, grads } = tf.variableGrads(f, names.map((n) => params[n]));
+  const out: Record<string, tf.Tensor> = {};
+  for (const n of names) {
+    const g = grads[params[n].name];
+    if (g) out[n] = g;
+  }
+  return { value, grads: out };
 }
