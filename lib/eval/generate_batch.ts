@@ -10,6 +10,7 @@
  */
 import type { CausalLM } from "../model/types.ts";
 import type { ChatMessage, EncodedBatch } from "../tokenizer.ts";
+import type { Row } from "../data/types.ts";
 
 export type { ChatMessage };
 
@@ -20,17 +21,8 @@ export interface ChatTokenizer {
   decode(ids: number[], options?: { skipSpecialTokens?: boolean }): string;
 }
 
-/** A canonical dataset row (see `lib/data/dataset.ts`). Only `id` is required here. */
-export interface QuestionRow {
-  id: string | number;
-  question?: string;
-  options?: Record<string, string>;
-  answerLabel?: string;
-  answer?: string;
-  images?: unknown[] | null;
-  datasetName?: string;
-  [key: string]: unknown;
-}
+/** A canonical dataset row (see `lib/data/types.ts`). */
+export type QuestionRow = Row;
 
 /** Turns a row into chat messages (default: the recipe's prompt through `buildPrompt`). */
 export type PromptBuilder = (row: QuestionRow) => ChatMessage[] | Promise<ChatMessage[]>;
