@@ -222,6 +222,20 @@ function eosIdsFromGenerationConfig(dir: string): number[] {
   return [];
 }
 
+// The template only asks whether a part is an image; the image itself (possibly megabytes of bytes)
+// would otherwise be converted into Jinja values element by element.
+function lightMessage(m: ChatMessage): ChatMessage {
+  if (typeof m.content === "string") return m;
+  return {
+    ...m,
+    content: m.content.map((p) => {
+      const out: Record<string, unknown> = { ...p };
+      for (const k of ["image", "image_url", "video"]) if (k in out) out[k] = true;
+      return out as unknown as ChatContentPart;
+    }),
+  };
+}
+
 /**
  * A loaded tokenizer: encoding, decoding, the chat template and the special token ids the model
  * layer needs. Create it with {@linkcode loadTokenizer}.
@@ -324,7 +338,7 @@ export class Tokenizer {
         "applyChatTemplate returns text only (tokenize: false); encode the result with encode().",
       );
     }
-    return this.hf.apply_chat_template(messages, {
+    return this.hf.apply_chat_template(messages.map(lightMessage), {
       chat_template: options.chatTemplate ?? this.chatTemplate,
       add_generation_prompt: options.addGenerationPrompt ?? false,
       add_vision_id: options.addVisionId ?? false,
