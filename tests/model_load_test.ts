@@ -181,7 +181,10 @@ Deno.test("config: eos may be an int or a list; Qwen2.5-VL in both layouts gives
   check(v4.vision?.depth === 4 && v4.vision.inChannels === 3 && v4.imageTokenId === 303, "vision fields");
   const broken = structuredClone(raw);
   delete broken.text_config.num_hidden_layers;
-  await checkRejects(async () => parseConfig(broken, "v5.json"), ["num_hidden_layers", "v5.json"]);
+  await checkRejects(() => Promise.resolve().then(() => parseConfig(broken, "v5.json")), [
+    "num_hidden_layers",
+    "v5.json",
+  ]);
 });
 
 Deno.test("tied output head: no lm_head needed, logits use the embedding matrix", async () => {
