@@ -20,6 +20,7 @@ import {
 } from "./safetensors.ts";
 import { expectedParams, Qwen2Model } from "./qwen2.ts";
 import { ensureTinyModel, TINY_MODEL_NAME } from "./tiny.ts";
+import { ensureTinyVLModel, TINY_VL_MODEL_NAME } from "./tiny_vl.ts";
 
 /** Options of {@linkcode loadModel}. */
 export interface LoadModelOptions {
@@ -115,7 +116,8 @@ registerArchitecture("qwen2", loadQwen2);
 /**
  * Load a checkpoint folder (Hub layout: `config.json` + `model.safetensors` or shards with
  * `model.safetensors.index.json`) into float32 variables on the chosen backend.
- * `"medthink-tiny"` names the embedded default model (created in the cache on first use).
+ * `"medthink-tiny"` names the embedded default model (created in the cache on first use),
+ * `"medthink-tiny-vl"` the embedded vision-language default.
  *
  * @example
  * ```ts ignore
@@ -127,7 +129,10 @@ registerArchitecture("qwen2", loadQwen2);
 export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<CausalLM> {
   await useBackend(options.backend);
   if (dir === TINY_MODEL_NAME) dir = await ensureTinyModel();
+  if (dir === TINY_VL_MODEL_NAME) dir = await ensureTinyVLModel();
   const config = await readConfig(dir);
+  // The VL model registers its loader when imported; it imports this module, so load it lazily.
+  if (config.modelType === "qwen2_5_vl" && !ARCHITECTURES.has("qwen2_5_vl")) await import("./qwen25vl.ts");
   const loader = ARCHITECTURES.get(config.modelType) ??
     (config.modelType.startsWith("qwen2") ? loadQwen2 : undefined);
   if (!loader) {

@@ -234,7 +234,7 @@ function segmentAttention(
   plan: SegmentPlan,
   heads: number,
 ): tf.Tensor2D {
-  const N = q.shape[0], D = q.shape[1], hd = D / heads;
+  const D = q.shape[1], hd = D / heads;
   const toSegments = (x: tf.Tensor2D): tf.Tensor =>
     tf.transpose(
       tf.reshape(plan.uniform ? x : injectiveGather(x, plan.toPadded, plan.fromPadded), [
@@ -251,7 +251,8 @@ function segmentAttention(
   const out = tf.matMul(tf.softmax(scores), vs); // [S, H, L, hd]
   const flat = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [plan.S * plan.L, D]) as tf.Tensor2D;
   if (plan.uniform) return flat;
-  return injectiveGather(flat, plan.fromPadded, plan.toPadded.map((r) => (r === N ? plan.S * plan.L : r)));
+  // Padding slots (toPadded = N) went nowhere: N is also the index of the zero row of the gradient.
+  return injectiveGather(flat, plan.fromPadded, plan.toPadded);
 }
 
 /** Names and shapes of the vision tower's parameters (Hub names, `visual.` prefix). */
