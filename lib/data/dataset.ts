@@ -162,6 +162,15 @@ function normalize(path: string): string {
   return "/" + out.join("/");
 }
 
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function isInside(child: string, folder: string): boolean {
   return child === folder || child.startsWith(folder.endsWith("/") ? folder : folder + "/");
 }
@@ -199,8 +208,14 @@ function filesOfFolder(dir: string, split?: string): string[] {
   );
 }
 
-function expandPaths(pathOrPaths: string | string[], split?: string): string[] {
-  const out: string[] = [];
+/** A data file and the dataset folder it belongs to (the folder given, else the file's own). */
+interface DataFile {
+  file: string;
+  root: string;
+}
+
+function expandPaths(pathOrPaths: string | string[], split?: string): DataFile[] {
+  const out: DataFile[] = [];
   for (const p of Array.isArray(pathOrPaths) ? pathOrPaths : [pathOrPaths]) {
     let stat: Deno.FileInfo;
     try {
@@ -208,8 +223,10 @@ function expandPaths(pathOrPaths: string | string[], split?: string): string[] {
     } catch {
       throw new Error(`The dataset path ${p} does not exist.`);
     }
-    if (stat.isDirectory) out.push(...filesOfFolder(p.replace(/\/+$/, ""), split));
-    else out.push(p);
+    if (stat.isDirectory) {
+      const dir = p.replace(/\/+$/, "");
+      out.push(...filesOfFolder(dir, split).map((file) => ({ file, root: dir })));
+    } else out.push({ file: p, root: dirname(p) });
   }
   if (!out.length) throw new Error("loadDataset was given no dataset files.");
   return out;
@@ -443,6 +460,9 @@ function parseOptions(raw: unknown): Record<string, string> | string {
 interface ImageCheckContext {
   file: string;
   row: number;
+  /** The data file's folder: relative image paths resolve against it first. */
+  fileFolder: string;
+  /** The dataset folder (given folder, or the file's): images must stay inside it. */
   folder: string;
   folderReal: string;
   check: ImageCheck;
@@ -471,9 +491,12 @@ async function resolveImage(entry: unknown, c: ImageCheckContext): Promise<Image
   if (bytes) {
     ref = { bytes, name, file: c.file, row: c.row };
   } else {
-    // Images live beside the dataset file; a path that leaves its folder is refused (no reading of
-    // arbitrary files through a crafted dataset).
-    const resolved = normalize(path!.startsWith("/") ? path! : `${c.folder}/${path}`);
+    // Images live beside the dataset file (or, for a folder's data/ shards, under the folder); a path
+    // that leaves the dataset folder is refused (no reading of arbitrary files through a crafted dataset).
+    let resolved = normalize(path!.startsWith("/") ? path! : `${c.fileFolder}/${path}`);
+    if (!path!.startsWith("/") && c.fileFolder !== c.folder && !exists(resolved)) {
+      resolved = normalize(`${c.folder}/${path}`);
+    }
     if (!isInside(resolved, c.folder)) {
       throw bad("image_outside_folder", `the image path ${path} leaves the dataset folder ${c.folder}.`);
     }
@@ -604,7 +627,7 @@ export async function loadDataset(
   }
   const check = options.checkImages ?? "header";
   const report: LoadReport = {
-    files,
+    files: files.map((f) => f.file),
     formats: {},
     rows: 0,
     skipped: 0,
@@ -623,10 +646,11 @@ export async function loadDataset(
     report.skippedRows.push({ file: e.file, row: e.row, reason: e.reason, message: e.message });
   };
 
-  for (const file of files) {
+  for (const { file, root } of files) {
     if (rows.length >= limit) break;
     const records = await readRecords(file);
-    const folder = normalize(absolute(dirname(file)));
+    const fileFolder = normalize(absolute(dirname(file)));
+    const folder = normalize(absolute(root));
     let folderReal = folder;
     try {
       folderReal = Deno.realPathSync(folder);
@@ -640,7 +664,7 @@ export async function loadDataset(
     const ctx: FileContext = {
       file,
       folder,
-      defaultName: format === "pubmedqa" ? "pubmedqa" : basename(folder),
+      defaultName: format === "pubmedqa" ? "pubmedqa" : basename(folder === "/" ? fileFolder : folder),
       options,
     };
     for (const rec of records) {
@@ -658,7 +682,14 @@ export async function loadDataset(
           : format === "closed_vqa"
           ? closedVqaDraft(value, ctx)
           : columnsDraft(value, ctx, options.columns!);
-        const row = await toRow(draft, rec, ctx, { file, row: rec.row, folder, folderReal, check });
+        const row = await toRow(draft, rec, ctx, {
+          file,
+          row: rec.row,
+          fileFolder,
+          folder,
+          folderReal,
+          check,
+        });
         // Ids key seeds and resumable runs, so they must be unique. An id the data states twice is a
         // bad row; a derived one (name + index) gets a stable suffix.
         const seen = ids.get(row.id) ?? 0;

@@ -194,7 +194,9 @@ function valuesOf(analyte: LabAnalyte, cls: LabClass): number[] {
   for (let k = Math.round(a / step); k <= Math.round(b / step) + 1e-9; k++) {
     const v = Number((k * step).toFixed(analyte.decimals));
     if (classifyLabValue(analyte, v) !== cls) {
-      throw new Error(`lab_task: analyte ${analyte.name}'s ${cls} draw interval [${a}, ${b}] holds ${v}, which is not ${cls}.`);
+      throw new Error(
+        `lab_task: analyte ${analyte.name}'s ${cls} draw interval [${a}, ${b}] holds ${v}, which is not ${cls}.`,
+      );
     }
     out.push(v);
   }
@@ -223,7 +225,9 @@ export function labTaskSplits(options: LabTaskOptions = {}): LabSplits {
       const rows = shuffle(valuesOf(a, cls).map((v) => labRow(a, v)), rand);
       const k = Math.max(1, Math.round(rows.length * testFraction));
       if (rows.length - k < 1) {
-        throw new Error(`lab_task: analyte ${a.name} has too few ${cls} values to split into train and test.`);
+        throw new Error(
+          `lab_task: analyte ${a.name} has too few ${cls} values to split into train and test.`,
+        );
       }
       testPool[cls].push(rows.slice(0, k));
       trainPool[cls].push(rows.slice(k));
@@ -236,7 +240,9 @@ export function labTaskSplits(options: LabTaskOptions = {}): LabSplits {
     const pools = testPool[cls];
     const have = pools.reduce((t, r) => t + r.length, 0);
     if (want > have) {
-      throw new Error(`lab_task: ${want} held-out '${cls}' questions asked for but only ${have} distinct ones are reserved.`);
+      throw new Error(
+        `lab_task: ${want} held-out '${cls}' questions asked for but only ${have} distinct ones are reserved.`,
+      );
     }
     const cursor = pools.map(() => 0);
     for (let turn = 0, got = 0; got < want; turn++) {

@@ -30,7 +30,7 @@ export function fileTypeOf(path: string): FileType | null {
   return ext === "ndjson" ? "jsonl" : ext as FileType;
 }
 
-function readJsonl(path: string, text: string): RawRecord[] {
+function readJsonl(text: string): RawRecord[] {
   const out: RawRecord[] = [];
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
@@ -74,8 +74,7 @@ function readJson(path: string, text: string): RawRecord[] {
     // JavaScript objects list integer-like keys (PubMedQA's PMIDs) in numeric order, not file order.
     const d = data as Record<string, unknown>;
     topLevelKeys(text).forEach((k, i) => push(d[k], i + 1, k));
-  }
-  else throw new Error(`${path} holds neither a JSON array nor a JSON object of rows.`);
+  } else throw new Error(`${path} holds neither a JSON array nor a JSON object of rows.`);
   return records;
 }
 
@@ -155,7 +154,7 @@ export async function readRecords(path: string, options: ReadRecordsOptions = {}
   if (type === "parquet") return await readParquet(path, bytes, options.limit);
   const text = decoder.decode(bytes).replace(/^\uFEFF/, "");
   const records = type === "jsonl"
-    ? readJsonl(path, text)
+    ? readJsonl(text)
     : type === "json"
     ? readJson(path, text)
     : readDelimited(text, type === "tsv" ? "\t" : ",");
