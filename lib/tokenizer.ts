@@ -53,6 +53,11 @@ export interface DecodeOptions {
 export interface EncodeBatchOptions {
   /** Which side gets the padding. Prompts for generation are left-padded. Default `left`. */
   padding?: "left" | "right";
+  /** Cut each text's ids to at most this many tokens. Default no limit. */
+  maxLength?: number;
+  /** Which end loses tokens when cutting: `left` keeps the end of a prompt (where the question and the
+   * assistant header are), as TRL truncates prompts. Default `left`. */
+  truncationSide?: "left" | "right";
 }
 
 /** A padded batch of token ids. */
@@ -359,7 +364,16 @@ export class Tokenizer {
    */
   encodeBatch(texts: string[], options: EncodeBatchOptions = {}): EncodedBatch {
     const left = (options.padding ?? "left") === "left";
-    const rows = texts.map((t) => this.encode(t));
+    const max = options.maxLength;
+    if (max !== undefined && !(Number.isInteger(max) && max > 0)) {
+      throw new Error(`encodeBatch's maxLength must be a positive whole number, not ${max}.`);
+    }
+    const cutLeft = (options.truncationSide ?? "left") === "left";
+    const rows = texts.map((t) => {
+      const ids = this.encode(t);
+      if (max === undefined || ids.length <= max) return ids;
+      return cutLeft ? ids.slice(ids.length - max) : ids.slice(0, max);
+    });
     const width = Math.max(0, ...rows.map((r) => r.length));
     const inputIds: number[][] = [];
     const attentionMask: number[][] = [];

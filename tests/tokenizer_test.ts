@@ -90,6 +90,15 @@ Deno.test("encodeBatch: left padding with pad id and mask", () => {
   const right = tok.encodeBatch(["Which organ secretes insulin?", "Hi"], { padding: "right" });
   assertEquals(right.inputIds[1].slice(0, b.length), b);
   assertEquals(right.attentionMask[1].at(-1), 0);
+  const cut = tok.encodeBatch(["Which organ secretes insulin?", "Hi"], { maxLength: 2 });
+  assertEquals(cut.inputIds, [a.slice(-2), [151643, ...b]]);
+  assertEquals(
+    tok.encodeBatch(["Which organ secretes insulin?"], { maxLength: 2, truncationSide: "right" }).inputIds,
+    [
+      a.slice(0, 2),
+    ],
+  );
+  assertThrows(() => tok.encodeBatch(["x"], { maxLength: 0 }), /positive whole number/);
 });
 
 Deno.test("expandImageTokens: one run per image, mismatched counts are an error", () => {
