@@ -308,6 +308,19 @@ async function linkDeps(pkg: string, libtf: string): Promise<void> {
   await Deno.symlink(path.join(libtf, "lib"), path.join(deps, "lib"));
 }
 
+/**
+ * Copy `src` to `dest` as a new file. Deno fills `node_modules/` with hard links into its global cache
+ * (extra files we added there included), so `dest` may be the very same file as `src`, or a link that
+ * must not be written through: unlink it first.
+ */
+async function replaceFile(src: string, dest: string): Promise<void> {
+  const [a, b] = await Promise.all([Deno.stat(src), Deno.stat(dest).catch(() => null)]);
+  if (b && a.dev === b.dev && a.ino === b.ino) return;
+  await Deno.mkdir(path.dirname(dest), { recursive: true });
+  await Deno.remove(dest).catch(() => {});
+  await Deno.copyFile(src, dest);
+}
+
 async function nodedir(): Promise<string | undefined> {
   const fromEnv = Deno.env.get("npm_config_nodedir");
   if (fromEnv) return fromEnv;
@@ -345,8 +358,7 @@ async function build(pkg: string): Promise<void> {
   if (r.code !== 0) fail(`node-gyp failed (exit ${r.code}) in ${pkg}; see its output above.`);
   const built = path.join(pkg, "build", "Release", "tfjs_binding.node");
   if (!(await isFile(built))) fail(`node-gyp finished but ${built} does not exist.`);
-  await Deno.mkdir(path.dirname(bindingPath(pkg)), { recursive: true });
-  await Deno.copyFile(built, bindingPath(pkg));
+  await replaceFile(built, bindingPath(pkg));
   log(`built ${bindingPath(pkg)} in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
 }
 
@@ -436,13 +448,13 @@ async function main(): Promise<void> {
     await linkDeps(p, libtf);
     if (source) {
       // Same sources, same headers, relative rpath: the compiled file is valid here too.
-      await Deno.mkdir(path.dirname(bindingPath(p)), { recursive: true });
-      await Deno.copyFile(bindingPath(source), bindingPath(p));
+      await replaceFile(bindingPath(source), bindingPath(p));
       log(`copied the binding into ${p}`);
     } else {
       await build(p);
       source = p;
     }
+    await Deno.remove(path.join(p, MARKER)).catch(() => {}); // may be a hard link into the other copy
     await Deno.writeTextFile(path.join(p, MARKER), libtf + "\n");
   }
   if (!values["no-check"]) await check(root);
