@@ -60,33 +60,65 @@ function argmax(x: Float32Array): number {
 }
 
 /**
- * Indices whose log-prob is at least `cut`, lowering the cut until `enough(candidates, massBelow)` holds
- * (massBelow = total probability of everything under the cut). Avoids sorting the whole vocabulary.
+ * The smallest log-prob `tau` such that, walking the values in ascending order and summing their
+ * probabilities `probs[i]`, the sum exceeds `target` at `tau`: everything below `tau` is what HF's
+ * sort-and-cumsum top-p filter drops. One histogram pass plus the sort of a single bin, instead of
+ * sorting the ~150k-entry vocabulary on every step.
  */
-function candidatesAbove(
-  lp: Float32Array,
-  keep: (i: number) => boolean,
-  enough: (count: number, massBelow: number) => boolean,
-): number[] {
-  let max = -Infinity;
-  for (let i = 0; i < lp.length; i++) if (keep(i) && lp[i] > max) max = lp[i];
-  for (let cut = max - 9;; cut -= 9) {
-    const idx: number[] = [];
-    let below = 0;
-    for (let i = 0; i < lp.length; i++) {
-      if (!keep(i)) continue;
-      if (lp[i] >= cut || cut < -1e30) idx.push(i);
-      else below += Math.exp(lp[i]);
-    }
-    if (enough(idx.length, below) || below === 0) return idx;
-    if (cut < max - 200) cut = -Infinity; // the rest is below float32 resolution: take everything
+function ascendingCrossing(lp: Float32Array, probs: Float64Array, target: number): number {
+  const V = lp.length;
+  let lo = Infinity, hi = -Infinity;
+  for (let i = 0; i < V; i++) {
+    if (lp[i] < lo) lo = lp[i];
+    if (lp[i] > hi) hi = lp[i];
   }
+  if (!(hi > lo)) return hi;
+  const NB = 4096;
+  const scale = (NB - 1) / (hi - lo);
+  const mass = new Float64Array(NB);
+  for (let i = 0; i < V; i++) mass[Math.floor((lp[i] - lo) * scale)] += probs[i];
+  let cum = 0, b = 0;
+  for (; b < NB; b++) {
+    if (cum + mass[b] > target) break;
+    cum += mass[b];
+  }
+  if (b === NB) return hi; // rounding: keep at least the most likely
+  const inBin: number[] = [];
+  for (let i = 0; i < V; i++) if (Math.floor((lp[i] - lo) * scale) === b) inBin.push(i);
+  inBin.sort((x, y) => lp[x] - lp[y]);
+  for (const i of inBin) {
+    cum += probs[i];
+    if (cum > target) return lp[i];
+  }
+  return lp[inBin[inBin.length - 1]];
+}
+
+/** Indices (ascending) of the k largest log-probs, ties with the k-th included (HF's TopKLogitsWarper). */
+function topKIndices(lp: Float32Array, k: number): number[] {
+  // Histogram the values, find the bin holding the k-th largest, then sort only what lies above it.
+  const V = lp.length;
+  let lo = Infinity, hi = -Infinity;
+  for (let i = 0; i < V; i++) {
+    if (lp[i] < lo) lo = lp[i];
+    if (lp[i] > hi) hi = lp[i];
+  }
+  const NB = 4096;
+  const scale = hi > lo ? (NB - 1) / (hi - lo) : 0;
+  const count = new Uint32Array(NB);
+  for (let i = 0; i < V; i++) count[Math.floor((lp[i] - lo) * scale)]++;
+  let b = NB - 1, above = 0;
+  for (; b > 0 && above + count[b] < k; b--) above += count[b];
+  const idx: number[] = [];
+  for (let i = 0; i < V; i++) if (Math.floor((lp[i] - lo) * scale) >= b) idx.push(i);
+  idx.sort((x, y) => lp[y] - lp[x]);
+  const kth = lp[idx[k - 1]];
+  return idx.filter((i) => lp[i] >= kth).sort((x, y) => x - y);
 }
 
 /**
  * Choose one token from a row of log-probabilities at temperature T (`log_softmax(logits / T)`):
- * greedy when `temperature` is 0, else top-k, then top-p (nucleus) filtering and a draw from the
- * renormalised rest, using `u` uniform in [0, 1).
+ * greedy when `temperature` is 0, else top-k, then top-p (nucleus) filtering and an inverse-CDF draw
+ * from the renormalised rest (tokens in id order) with `u` uniform in [0, 1).
  *
  * @example
  * ```ts
@@ -98,48 +130,63 @@ function candidatesAbove(
 export function sampleToken(lp: Float32Array, opts: SamplingOptions, u: number): number {
   if (opts.temperature <= 0) return argmax(lp);
   const V = lp.length;
-  let kept: Uint8Array | null = null; // null = every token
   if (opts.topK > 0 && opts.topK < V) {
-    // Keep every token whose log-prob is >= the k-th largest (ties kept, as HF's TopKLogitsWarper).
-    const idx = candidatesAbove(lp, () => true, (n) => n >= opts.topK);
-    const vals = Float32Array.from(idx, (i) => lp[i]).sort();
-    const kth = vals[vals.length - opts.topK];
-    kept = new Uint8Array(V);
-    for (let i = 0; i < V; i++) if (lp[i] >= kth) kept[i] = 1;
+    let idx = topKIndices(lp, opts.topK);
+    if (opts.topP < 1) {
+      // The same ascending cumulative rule on the (small) renormalised top-k set.
+      let Z = 0;
+      for (const i of idx) Z += Math.exp(lp[i]);
+      const asc = idx.slice().sort((a, b) => lp[a] - lp[b]);
+      let cum = 0, tau = lp[asc[asc.length - 1]];
+      for (const i of asc) {
+        cum += Math.exp(lp[i]) / Z;
+        if (cum > 1 - opts.topP) {
+          tau = lp[i];
+          break;
+        }
+      }
+      idx = idx.filter((i) => lp[i] >= tau);
+    }
+    return drawAmong(lp, idx, u);
   }
   if (opts.topP < 1) {
-    // HF's TopPLogitsWarper: sort ascending, drop tokens whose cumulative (renormalised) mass is
-    // <= 1 - top_p, always keep the most likely one. Tokens under the cut whose total mass is already
-    // <= 1 - top_p are all dropped, so only the candidates above it need sorting.
-    const k = kept;
-    const isKept = k ? (i: number) => k[i] === 1 : () => true;
+    const probs = new Float64Array(V);
     let Z = 0;
-    for (let i = 0; i < V; i++) if (isKept(i)) Z += Math.exp(lp[i]);
-    const drop = 1 - opts.topP;
-    const idx = candidatesAbove(lp, isKept, (_n, below) => below / Z <= drop);
-    let below = 0;
-    const cand = new Set(idx);
-    for (let i = 0; i < V; i++) if (isKept(i) && !cand.has(i)) below += Math.exp(lp[i]);
-    idx.sort((a, b) => lp[a] - lp[b] || b - a);
-    const nucleus = new Uint8Array(V);
-    let cum = below / Z;
-    for (let j = 0; j < idx.length; j++) {
-      cum += Math.exp(lp[idx[j]]) / Z;
-      if (cum > drop || j === idx.length - 1) nucleus[idx[j]] = 1;
+    for (let i = 0; i < V; i++) Z += probs[i] = Math.exp(lp[i]);
+    const tau = ascendingCrossing(lp, probs, (1 - opts.topP) * Z);
+    let total = 0;
+    for (let i = 0; i < V; i++) if (lp[i] >= tau) total += probs[i];
+    const target = u * total;
+    let acc = 0, last = 0;
+    for (let i = 0; i < V; i++) {
+      if (lp[i] < tau) continue;
+      acc += probs[i];
+      last = i;
+      if (acc > target) return i;
     }
-    kept = nucleus;
+    return last;
   }
-  let total = 0;
-  for (let i = 0; i < V; i++) if (!kept || kept[i]) total += Math.exp(lp[i]);
-  const target = u * total;
-  let acc = 0, last = -1;
+  // Plain sampling: the row is normalised, so walk until the mass passes u (half a pass on average).
+  let acc = 0;
   for (let i = 0; i < V; i++) {
-    if (kept && !kept[i]) continue;
     acc += Math.exp(lp[i]);
-    last = i;
+    if (acc > u) return i;
+  }
+  return drawAmong(lp, null, u); // rounding left u beyond the total: redo against the true total
+}
+
+/** Inverse-CDF draw among `idx` (all tokens when null) with weights exp(lp), `u` in [0, 1). */
+function drawAmong(lp: Float32Array, idx: number[] | null, u: number): number {
+  const ids = idx ?? Array.from(lp.keys());
+  let total = 0;
+  for (const i of ids) total += Math.exp(lp[i]);
+  const target = u * total;
+  let acc = 0;
+  for (const i of ids) {
+    acc += Math.exp(lp[i]);
     if (acc > target) return i;
   }
-  return last; // rounding left target at the very end
+  return ids[ids.length - 1];
 }
 
 /**
