@@ -1,0 +1,196 @@
+import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
+import { arquero as aq } from "../lib/deps.ts";
+import { compareReports, evaluate, formatReport, PUBLISHED_ACCURACY, resolveBenchmarks } from "../lib/eval/evaluate.ts";
+import { sampleSeed } from "../lib/eval/generate_batch.ts";
+import { readJsonl } from "../lib/eval/jsonl_store.ts";
+import { loadModel } from "../lib/model/load.ts";
+import { loadTokenizer } from "../lib/tokenizer.ts";
+import { charTokenizer, fakeModel, fakeRows } from "./_eval_fakes.ts";
+
+const DATA = new URL("../../shared/data/", import.meta.url).pathname;
+
+function expected(rows: { id: string; answerLabel: string }[], seed = 0, run = 0) {
+  let lenient = 0, strict = 0;
+  for (const r of rows) {
+    const s = sampleSeed(seed, r.id, run);
+    const right = "ABCD"[s % 4] === r.answerLabel;
+    if (right) lenient++;
+    if (right && s % 3 !== 0) strict++;
+  }
+  return { lenient: lenient / rows.length, strict: strict / rows.length };
+}
+
+const benches = () => [
+  { name: "alpha", table: aq.from(fakeRows(40, "a")) },
+  { name: "beta", table: aq.from(fakeRows(30, "b")) },
+];
+
+Deno.test("evaluate: greedy by default; lenient headline and strict accuracy; CI; mean over benchmarks; files", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "eval_test_" });
+  try {
+    const model = fakeModel();
+    const report = await evaluate(model, benches(), { tokenizer: charTokenizer, outDir: dir, batchSize: 16 });
+    assertEquals(model.calls[0].temperature, 0);
+    assertEquals(report.benchmarks.map((b) => [b.name, b.n]), [["alpha", 40], ["beta", 30]]);
+    for (const [i, b] of report.benchmarks.entries()) {
+      const want = expected(fakeRows(i === 0 ? 40 : 30, i === 0 ? "a" : "b"));
+      assertEquals(b.accuracy, want.lenient);
+      assertEquals(b.lenientAccuracy, want.lenient);
+      assertEquals(b.strictAccuracy, want.strict);
+      assert(b.ci.low <= b.accuracy && b.accuracy <= b.ci.high && b.ci.high - b.ci.low > 0.05, "a real interval");
+      assertEquals(b.ci.level, 0.95);
+    }
+    assert(report.benchmarks.some((b) => b.lenientAccuracy > b.strictAccuracy), "lenient grading finds untagged answers");
+    assertEquals(report.mean!.accuracy, (report.benchmarks[0].accuracy + report.benchmarks[1].accuracy) / 2);
+    assert(report.mean!.ci.low <= report.mean!.accuracy && report.mean!.accuracy <= report.mean!.ci.high);
+    assertEquals(report.complete, true);
+    // every prediction written, graded
+    const preds = await readJsonl<Record<string, unknown>>(`${dir}/predictions.jsonl`);
+    assertEquals(preds.length, 70);
+    assertEquals(Object.keys(preds[0]).sort(), [
+      "answerLabel", "benchmark", "completion", "extracted", "finishReason", "format", "id", "length", "lenient",
+      "predictedLabel", "run", "strict",
+    ]);
+    const md = await Deno.readTextFile(`${dir}/report.md`);
+    assert(md.includes("| alpha | 40 | lenient |") && md.includes("| beta | 30 | lenient |"));
+    assert(md.includes("**mean of 2**"));
+    assert(md.includes("greedy"));
+    assertEquals(JSON.parse(await Deno.readTextFile(`${dir}/report.json`)).benchmarks.length, 2);
+    assert((await Deno.readTextFile(`${dir}/accuracy.svg`)).includes(">alpha<"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("evaluate: resumes from predictions.jsonl without asking the model twice", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "eval_test_" });
+  try {
+    const full = await evaluate(fakeModel(), benches(), { tokenizer: charTokenizer, batchSize: 8 });
+    const crashing = fakeModel();
+    crashing.failOnCall = 4;
+    await rejects(evaluate(crashing, benches(), { tokenizer: charTokenizer, outDir: dir, batchSize: 8 }), /simulated crash/);
+    assertEquals((await readJsonl(`${dir}/predictions.jsonl`)).length, 24);
+    const again = fakeModel();
+    const resumed = await evaluate(again, benches(), { tokenizer: charTokenizer, outDir: dir, batchSize: 8 });
+    assertEquals(again.calls.reduce((s, c) => s + c.prompts.length, 0), 70 - 24);
+    assertEquals(resumed.benchmarks, full.benchmarks);
+    assertEquals((await readJsonl(`${dir}/predictions.jsonl`)).length, 70);
+    await rejects(
+      evaluate(fakeModel(), benches(), { tokenizer: charTokenizer, outDir: dir, maxNewTokens: 5 }),
+      /predictions\.jsonl was written with different settings/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("evaluate: sampled runs draw seed (seed, id, run); accuracy is the mean over runs", async () => {
+  const model = fakeModel();
+  const rows = fakeRows(24, "a");
+  const report = await evaluate(model, [{ name: "alpha", table: aq.from(rows) }], {
+    tokenizer: charTokenizer,
+    runs: 3,
+    temperature: 0.7,
+    seed: 9,
+  });
+  assertEquals(model.calls[0].temperature, 0.7);
+  const byRun = [0, 1, 2].map((r) => expected(rows, 9, r).lenient);
+  const b = report.benchmarks[0];
+  assertEquals(b.accuracyByRun, byRun);
+  assert(Math.abs(b.accuracy - (byRun[0] + byRun[1] + byRun[2]) / 3) < 1e-12);
+  assert(formatReport(report).includes("temperature 0.7"));
+});
+
+Deno.test("evaluate: truncated completions are counted and graded as written", async () => {
+  const report = await evaluate(fakeModel(), [{ name: "alpha", table: aq.from(fakeRows(8, "a")) }], {
+    tokenizer: charTokenizer,
+    maxNewTokens: 4,
+  });
+  assertEquals(report.benchmarks[0].truncationRate, 1);
+  assertEquals(report.benchmarks[0].strictAccuracy, 0);
+});
+
+Deno.test("compareReports: paired difference per benchmark and of the mean, with intervals", async () => {
+  const base = await evaluate(fakeModel(), benches(), { tokenizer: charTokenizer, modelName: "base" });
+  // an oracle that always answers right, in the recipe's format
+  const oracle = fakeModel((_seed, prompt) => {
+    const n = Number(/Question number (\d+)\?/.exec(prompt)![1]);
+    return `<think>easy</think><answer>${"ABCD"[n % 4]}</answer>`;
+  });
+  const tuned = await evaluate(oracle, benches(), { tokenizer: charTokenizer, modelName: "tuned", compareWith: base });
+  const c = tuned.comparison!;
+  assertEquals(c.other, "base");
+  for (const [i, b] of c.benchmarks.entries()) {
+    assertEquals(b.accuracy, 1);
+    assertEquals(b.otherAccuracy, base.benchmarks[i].accuracy);
+    assert(Math.abs(b.diff.estimate - (1 - base.benchmarks[i].accuracy)) < 1e-12);
+    assert(b.diff.low > 0, "an oracle is significantly better");
+  }
+  assert(Math.abs(c.mean!.estimate - (1 - base.mean!.accuracy)) < 1e-12);
+  const md = formatReport(tuned);
+  assert(md.includes("## Paired comparison: tuned minus base"));
+  // comparing on the shared questions only
+  const half = await evaluate(fakeModel(), [{ name: "alpha", table: aq.from(fakeRows(20, "a")) }], {
+    tokenizer: charTokenizer,
+  });
+  const c2 = compareReports(tuned, half);
+  assertEquals(c2.benchmarks.map((b) => [b.name, b.n]), [["alpha", 20]]);
+});
+
+Deno.test("resolveBenchmarks: registry names with a data folder, limits, and one file split by dataset name", async () => {
+  const res = await resolveBenchmarks(["medqa", "pubmedqa"], { dataDir: DATA, limit: 5 });
+  assertEquals(res.map((b) => [b.name, b.rows.length, b.grader]), [["medqa", 5, "lenient"], ["pubmedqa", 5, "lenient"]]);
+  assertEquals(Object.values(res[1].rows[0].options), ["Yes", "No", "Maybe"]);
+  const mixed = aq.from([...fakeRows(3, "pmc_vqa"), ...fakeRows(2, "slake")]);
+  const split = await resolveBenchmarks([{ name: "eval", table: mixed, splitByDatasetName: true, grader: "strict" }]);
+  assertEquals(split.map((b) => [b.name, b.rows.length, b.grader]), [["pmc_vqa", 3, "strict"], ["slake", 2, "strict"]]);
+  await rejects(resolveBenchmarks(["nope"]), /Unknown benchmark 'nope'; known: medqa/);
+  await rejects(
+    resolveBenchmarks([{ name: "x", table: aq.from(fakeRows(1)) }, { name: "x", table: aq.from(fakeRows(1)) }]),
+    /Two benchmarks are named 'x'/,
+  );
+  assertEquals(PUBLISHED_ACCURACY["Qwen2.5-VL-3B"]["VQA-RAD"], 62.01);
+});
+
+Deno.test("evaluate: an image benchmark with a text-only model is a clear error, before any generation", async () => {
+  const model = fakeModel(undefined, { modelType: "qwen2" });
+  await rejects(
+    evaluate(model, ["medqa", "vqa_rad_closed"], { tokenizer: charTokenizer, dataDir: DATA, limit: 3 }),
+    /Benchmark 'vqa_rad_closed' has 3 question\(s\) with images, but the model fake-model \(qwen2\) is text-only/,
+  );
+  assertEquals(model.calls.length, 0);
+});
+
+Deno.test({
+  name: "evaluate: medthink-tiny on MedQA and PubMedQA subsets; the report lists both",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "eval_test_" });
+    try {
+      const model = await loadModel("medthink-tiny");
+      const tokenizer = await loadTokenizer();
+      const report = await evaluate(model, ["medqa", "pubmedqa"], {
+        tokenizer,
+        dataDir: DATA,
+        limit: 6,
+        maxNewTokens: 3,
+        batchSize: 6,
+        outDir: dir,
+        modelName: "medthink-tiny",
+      });
+      assertEquals(report.benchmarks.map((b) => [b.name, b.n]), [["medqa", 6], ["pubmedqa", 6]]);
+      for (const b of report.benchmarks) {
+        assert(b.accuracy >= 0 && b.accuracy <= 1);
+        assertEquals(b.truncationRate > 0, true);
+      }
+      const md = await Deno.readTextFile(`${dir}/report.md`);
+      assert(md.startsWith("# Evaluation: medthink-tiny"));
+      assert(md.includes("| medqa | 6 |") && md.includes("| pubmedqa | 6 |"));
+      assertEquals((await readJsonl(`${dir}/predictions.jsonl`)).length, 12);
+      model.dispose();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
