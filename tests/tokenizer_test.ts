@@ -123,6 +123,20 @@ Deno.test("the embedded default is written once to the cache and reused", async 
   const cfg = JSON.parse(Deno.readTextFileSync(`${dir}/tokenizer_config.json`));
   assertEquals(cfg.chat_template, QWEN25_VL_CHAT_TEMPLATE);
   assert(!("151667" in cfg.added_tokens_decoder));
+  // A plain tokenizer.json (the Rust `tokenizers` library refuses unknown top-level keys).
+  const json = JSON.parse(Deno.readTextFileSync(`${dir}/tokenizer.json`));
+  assertEquals(Object.keys(json).sort(), [
+    "added_tokens",
+    "decoder",
+    "model",
+    "normalizer",
+    "padding",
+    "post_processor",
+    "pre_tokenizer",
+    "truncation",
+    "version",
+  ]);
+  assertEquals(json.added_tokens.at(-1).id, 151664);
 });
 
 Deno.test("a model folder's own tokenizer files and chat template are used", async () => {
