@@ -368,6 +368,44 @@ Deno.test("MedVLThinker schema in JSON with inline {bytes, path} images; folders
   }
 });
 
+Deno.test("PubMedQA in the Hugging Face pubmed_qa layout (JSONL, context struct)", async () => {
+  const dir = await tempDataset();
+  try {
+    const file = `${dir}/pqa.jsonl`;
+    Deno.writeTextFileSync(
+      file,
+      jsonl([
+        {
+          pubid: 1,
+          question: "Does X help?",
+          context: { contexts: ["c1", "c2"], labels: ["AIM", "RESULTS"] },
+          final_decision: "no",
+        },
+        {
+          pubid: 2,
+          question: "Does Y help?",
+          context: { contexts: ["d"], labels: [] },
+          final_decision: "perhaps",
+        },
+      ]),
+    );
+    await assertRejects(
+      () => loadDataset(file),
+      /pqa\.jsonl row 2: the answer label "perhaps" is not among the options \(A, B, C\)/,
+    );
+    const rows = tableRows(await loadDataset(file, { onBadRow: "skip" }));
+    assertEquals(rows.map((r) => [r.id, r.answerLabel, r.answer, r.datasetName]), [[
+      "1",
+      "B",
+      "No",
+      "pubmedqa",
+    ]]);
+    assertEquals(rows[0].question, "Does X help?\n\nContext:\nAIM: c1\nRESULTS: c2");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("paths that do not exist and unknown formats are clear errors", async () => {
   await assertRejects(
     () => loadDataset("/nonexistent/data.jsonl"),

@@ -327,8 +327,11 @@ function medagentsDraft(rec: Record<string, unknown>, ctx: FileContext): Draft {
 function pubmedqaDraft(rec: Record<string, unknown>, ctx: FileContext, key?: string): Draft {
   const q = str(rec.QUESTION ?? rec.question);
   let question: string | undefined = q;
-  const contexts = Array.isArray(rec.CONTEXTS) ? rec.CONTEXTS.map((c) => String(c)) : [];
-  const labels = Array.isArray(rec.LABELS) ? rec.LABELS.map((c) => String(c)) : [];
+  // ori_pqal.json: CONTEXTS / LABELS; the Hugging Face `pubmed_qa` export: context.{contexts, labels}.
+  const hf = (rec.context && typeof rec.context === "object" ? rec.context : {}) as Record<string, unknown>;
+  const list = (v: unknown) => (Array.isArray(v) ? v.map((c) => String(asText(c))) : []);
+  const contexts = list(rec.CONTEXTS ?? hf.contexts);
+  const labels = list(rec.LABELS ?? hf.labels);
   if (q && q.trim() && contexts.length && (ctx.options.includeContexts ?? true)) {
     // Question first (the prompt prints "Question: ..."), then the abstract, one section a line.
     const body = contexts.map((c, i) => (labels[i] ? `${labels[i]}: ${c}` : c)).join("\n");
