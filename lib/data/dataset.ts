@@ -40,14 +40,23 @@ export type DatasetFormat = "medvlthinker" | "medagents" | "pubmedqa" | "closed_
  * `images` is one column (a path, a list of paths, `{bytes, path}` structs) or a list of columns.
  */
 export interface ColumnMapping {
+  /** Column of unique row ids (default: derived from the dataset name and row). */
   id?: string;
+  /** Column of the question text. */
   question?: string;
+  /** Column of all options, or one column per option (letters A, B, ... in order). */
   options?: string | string[];
+  /** Column of the correct letter (derived from `answer` when absent). */
   answerLabel?: string;
+  /** Column of the correct option's text. */
   answer?: string;
+  /** Column(s) of image paths or `{bytes, path}` structs. */
   images?: string | string[];
+  /** Column of the reasoning trace (SFT target). */
   reasoning?: string;
+  /** Column of the benchmark / source name. */
   datasetName?: string;
+  /** Column of a content hash (overlap checks). */
   hash?: string;
 }
 
