@@ -154,11 +154,26 @@ export function formatFilterReport(report: FilterReport): string {
   ].join("\n");
 }
 
+/** Options of {@linkcode attachProbe}. */
+export interface AttachProbeOptions {
+  /** A dataset row without a probe result: `error` (default) or `drop` (e.g. a probe run with a limit). */
+  missing?: "error" | "drop";
+}
+
 /**
  * Join probe results (`id, passCount, n, passRate, ...`) onto a dataset by `id`, so that `filter`
- * returns dataset rows. Every dataset row must have been probed.
+ * returns dataset rows.
+ *
+ * @example
+ * ```ts
+ * import { arquero as aq } from "../deps.ts";
+ * import { attachProbe } from "./filter.ts";
+ * const data = aq.table({ id: ["x", "y"], question: ["Q1", "Q2"] });
+ * const probed = aq.table({ id: ["y"], passCount: [1], n: [4] });
+ * console.assert(attachProbe(data, probed, { missing: "drop" }).numRows() === 1);
+ * ```
  */
-export function attachProbe(dataset: Table, probed: Table): Table {
+export function attachProbe(dataset: Table, probed: Table, options: AttachProbeOptions = {}): Table {
   checkColumns(probed, ["id", "passCount", "n"]);
   const byId = new Map<string, number>();
   const ids = probed.array("id") as ArrayLike<unknown>;
@@ -166,13 +181,14 @@ export function attachProbe(dataset: Table, probed: Table): Table {
   const dataIds = dataset.array("id") as ArrayLike<unknown>;
   const extra = probed.columnNames().filter((c) => c !== "id" && !dataset.columnNames().includes(c));
   const columns: Record<string, unknown[]> = {};
-  for (const c of dataset.columnNames()) columns[c] = Array.from(dataset.array(c) as ArrayLike<unknown>);
-  for (const c of extra) columns[c] = [];
+  for (const c of [...dataset.columnNames(), ...extra]) columns[c] = [];
   for (let i = 0; i < dataset.numRows(); i++) {
     const j = byId.get(String(dataIds[i]));
     if (j === undefined) {
+      if (options.missing === "drop") continue;
       throw new Error(`Dataset row ${i} (id ${dataIds[i]}) has no probe result; probe every row first.`);
     }
+    for (const c of dataset.columnNames()) columns[c].push((dataset.array(c) as ArrayLike<unknown>)[i]);
     for (const c of extra) columns[c].push((probed.array(c) as ArrayLike<unknown>)[j]);
   }
   return aq.table(columns);
