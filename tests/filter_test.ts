@@ -81,6 +81,7 @@ Deno.test("attachProbe joins pass counts onto dataset rows by id", () => {
   ]);
   assertEquals(Array.from(filter(joined).array("question") as string[]), ["Q2"]);
   throws(() => attachProbe(aq.table({ id: ["z"] }), pr), /row 0 \(id z\) has no probe result/);
+  assertEquals(attachProbe(aq.table({ id: ["z", "x"] }), pr, { missing: "drop" }).numRows(), 1);
 });
 
 Deno.test("findOverlap: same normalised question or same hash; optional removal", () => {
