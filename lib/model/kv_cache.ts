@@ -15,6 +15,8 @@ export interface KVCache {
   values: (tf.Tensor4D | null)[];
   /** `[B, S]` float32, 1 = real token. null before the first step. */
   mask: tf.Tensor2D | null;
+  /** The output matrix transposed `[H, V]`, made once per generation where that is faster (wasm). */
+  lmHeadT?: tf.Tensor2D | null;
 }
 
 /** A fresh, empty KV cache for `config`. */
@@ -28,7 +30,8 @@ export function emptyCache(config: ModelConfig): KVCache {
 
 /** Free a cache's tensors. */
 export function disposeCache(cache: KVCache): void {
-  for (const t of [...cache.keys, ...cache.values, cache.mask]) t?.dispose();
+  for (const t of [...cache.keys, ...cache.values, cache.mask, cache.lmHeadT]) t?.dispose();
+  cache.lmHeadT = null;
   cache.keys.fill(null);
   cache.values.fill(null);
   cache.mask = null;
