@@ -5,7 +5,7 @@ import { transformers } from "../lib/deps.ts";
 import { decodeImage } from "../lib/data/images.ts";
 import {
   DEFAULT_IMAGE_PROCESSOR,
-  expandImageTokens,
+  imageTokenCount,
   parseImageProcessorConfig,
   patchify,
   processImage,
@@ -112,14 +112,9 @@ Deno.test("a VQA-RAD JPEG goes through decode, resize and patches", async () => 
   assert(pixelValues.every(Number.isFinite));
 });
 
-Deno.test("expandImageTokens gives each image its number of <|image_pad|> tokens", () => {
-  const text = "<|vision_start|><|image_pad|><|vision_end|>a<|vision_start|><|image_pad|><|vision_end|>b";
-  const got = expandImageTokens(text, [[1, 4, 6], [1, 2, 2]]);
-  assertEquals(
-    got,
-    "<|vision_start|>" + "<|image_pad|>".repeat(6) + "<|vision_end|>a<|vision_start|><|image_pad|><|vision_end|>b",
-  );
-  assertThrows(() => expandImageTokens(text, [[1, 4, 6]]), /2 <\|image_pad\|> placeholders but 1 images/);
+Deno.test("imageTokenCount: one <|image_pad|> per 2 x 2 patches", () => {
+  assertEquals(imageTokenCount([1, 4, 6]), 6);
+  assertEquals(imageTokenCount(GOLDEN.single_image.image_grid_thw[0]), 25);
 });
 
 Deno.test("processor config: both size layouts, and bad values named", () => {

@@ -55,7 +55,10 @@ export const DEFAULT_IMAGE_PROCESSOR: Readonly<ImageProcessorConfig> = Object.fr
  * Normalise a parsed `preprocessor_config.json` (both the `min_pixels`/`max_pixels` keys and
  * transformers 5's `size: {shortest_edge, longest_edge}`); `file` is for error messages.
  */
-export function parseImageProcessorConfig(raw: Record<string, unknown>, file = "preprocessor_config.json"): ImageProcessorConfig {
+export function parseImageProcessorConfig(
+  raw: Record<string, unknown>,
+  file = "preprocessor_config.json",
+): ImageProcessorConfig {
   const d = DEFAULT_IMAGE_PROCESSOR;
   const size = (raw.size && typeof raw.size === "object" ? raw.size : {}) as Record<string, unknown>;
   const num = (key: string, v: unknown, def: number): number => {
@@ -140,11 +143,17 @@ export interface SmartResizeOptions {
  * smartResize(480, 640); // [476, 644]
  * ```
  */
-export function smartResize(height: number, width: number, options: SmartResizeOptions = {}): [number, number] {
+export function smartResize(
+  height: number,
+  width: number,
+  options: SmartResizeOptions = {},
+): [number, number] {
   const factor = options.factor ?? 28;
   const minPixels = options.minPixels ?? DEFAULT_IMAGE_PROCESSOR.minPixels;
   const maxPixels = options.maxPixels ?? DEFAULT_IMAGE_PROCESSOR.maxPixels;
-  if (!(height > 0 && width > 0)) throw new Error(`An image of ${width} x ${height} pixels cannot be resized.`);
+  if (!(height > 0 && width > 0)) {
+    throw new Error(`An image of ${width} x ${height} pixels cannot be resized.`);
+  }
   if (Math.max(height, width) / Math.min(height, width) > 200) {
     throw new Error(
       `An image of ${width} x ${height} pixels has an aspect ratio above 200, which Qwen2-VL's processor rejects.`,
@@ -213,7 +222,9 @@ function precomputeCoeffs(
     }
     for (let x = 0; x < ksize; x++) {
       const v = x < xmax && ww !== 0 ? k[x] / ww : x < xmax ? k[x] : 0;
-      kk[xx * ksize + x] = v < 0 ? Math.trunc(-0.5 + v * (1 << PRECISION_BITS)) : Math.trunc(0.5 + v * (1 << PRECISION_BITS));
+      kk[xx * ksize + x] = v < 0
+        ? Math.trunc(-0.5 + v * (1 << PRECISION_BITS))
+        : Math.trunc(0.5 + v * (1 << PRECISION_BITS));
     }
     bounds[xx * 2] = xmin;
     bounds[xx * 2 + 1] = xmax;
@@ -316,9 +327,13 @@ export function patchify(
   const p = options.patchSize ?? 14, tp = options.temporalPatchSize ?? 2, m = options.mergeSize ?? 2;
   const { channels: C, height: H, width: W } = size;
   if (H % (p * m) !== 0 || W % (p * m) !== 0) {
-    throw new Error(`An image of ${W} x ${H} pixels cannot be cut into patches: both sides must be multiples of ${p * m}.`);
+    throw new Error(
+      `An image of ${W} x ${H} pixels cannot be cut into patches: both sides must be multiples of ${p * m}.`,
+    );
   }
-  if (image.length !== C * H * W) throw new Error(`The image holds ${image.length} values, not ${C} x ${H} x ${W}.`);
+  if (image.length !== C * H * W) {
+    throw new Error(`The image holds ${image.length} values, not ${C} x ${H} x ${W}.`);
+  }
   const gh = H / p, gw = W / p;
   const rowLen = C * tp * p * p;
   const out = new Float32Array(gh * gw * rowLen);
@@ -381,14 +396,19 @@ function toRgb(img: PixelImage): Uint8Array | Uint8ClampedArray {
  * const { pixelValues, gridThw } = processImage(await decodeImage("scan.jpg"), config);
  * ```
  */
-export function processImage(image: PixelImage | RawImage, config: ImageProcessorConfig = DEFAULT_IMAGE_PROCESSOR): ImagePatches {
+export function processImage(
+  image: PixelImage | RawImage,
+  config: ImageProcessorConfig = DEFAULT_IMAGE_PROCESSOR,
+): ImagePatches {
   const img = image as PixelImage;
   const factor = config.patchSize * config.mergeSize;
   let rgb = toRgb(img);
   let [H, W] = [img.height, img.width];
   if (config.doResize) {
     const [h, w] = smartResize(H, W, { factor, minPixels: config.minPixels, maxPixels: config.maxPixels });
-    if (h !== H || w !== W) rgb = resizeRgb(rgb, { width: W, height: H, channels: 3 }, { width: w, height: h }, config.resample);
+    if (h !== H || w !== W) {
+      rgb = resizeRgb(rgb, { width: W, height: H, channels: 3 }, { width: w, height: h }, config.resample);
+    }
     [H, W] = [h, w];
   }
   const chw = new Float32Array(3 * H * W);
@@ -442,31 +462,10 @@ export function processImages(
   return { pixelValues, numPatches, patchDim, imageGridThw: parts.map((p) => p.gridThw.slice()) };
 }
 
-/** Number of `<|image_pad|>` tokens an image with grid `[t, h, w]` takes: `t*h*w / merge^2`. */
+/**
+ * Number of `<|image_pad|>` tokens an image with grid `[t, h, w]` takes: `t*h*w / merge^2` (what
+ * `expandImageTokens` of lib/tokenizer.ts needs per image).
+ */
 export function imageTokenCount(gridThw: number[], mergeSize = 2): number {
   return (gridThw[0] * gridThw[1] * gridThw[2]) / (mergeSize * mergeSize);
-}
-
-/**
- * Expand each `<|image_pad|>` of a rendered prompt (one per image, between `<|vision_start|>` and
- * `<|vision_end|>`) into as many as its image has merged patches, images taken in order.
- *
- * @example
- * ```ts
- * import { expandImageTokens } from "./processor.ts";
- * expandImageTokens("<|vision_start|><|image_pad|><|vision_end|>Q", [[1, 4, 4]]);
- * // "<|vision_start|>" + "<|image_pad|>".repeat(4) + "<|vision_end|>Q"
- * ```
- */
-export function expandImageTokens(text: string, imageGridThw: number[][], options: { mergeSize?: number; imageToken?: string } = {}): string {
-  const token = options.imageToken ?? "<|image_pad|>";
-  const parts = text.split(token);
-  if (parts.length - 1 !== imageGridThw.length) {
-    throw new Error(`The prompt has ${parts.length - 1} ${token} placeholders but ${imageGridThw.length} images were given.`);
-  }
-  let out = parts[0];
-  for (let i = 0; i < imageGridThw.length; i++) {
-    out += token.repeat(imageTokenCount(imageGridThw[i], options.mergeSize ?? 2)) + parts[i + 1];
-  }
-  return out;
 }
