@@ -1,0 +1,93 @@
+/**
+ * medthink: teach vision-language models to reason about medical questions, in Deno.
+ *
+ * The MedVLThinker recipe as composable functions: {@link probe} each question's difficulty with the
+ * model itself, {@link filter} to the questions worth learning from, train by {@link sft} or {@link grpo},
+ * and {@link evaluate} on medical benchmarks. Models are Hugging Face Qwen2 / Qwen2.5 / Qwen2.5-VL
+ * checkpoints run in TensorFlow.js; tables are arquero; plots are Observable Plot.
+ *
+ * @example
+ * ```ts
+ * import { loadModel, loadTokenizer } from "./mod.ts";
+ * const model = await loadModel("medthink-tiny", { backend: "cpu" });
+ * const tok = await loadTokenizer();
+ * const { inputIds, attentionMask } = tok.encodeBatch(["Which organ secretes insulin?"]);
+ * const out = await model.generate(inputIds, { attentionMask, maxNewTokens: 4, temperature: 0 });
+ * console.log(tok.decode(out.tokens[0]));
+ * model.dispose();
+ * ```
+ *
+ * @module
+ */
+
+// Backends and tensors
+export { tf } from "./lib/deps.ts";
+export { BACKEND_NAMES, backendAvailable, backendUnavailableReason, useBackend } from "./lib/backend.ts";
+export type { UseBackendOptions } from "./lib/backend.ts";
+
+// Models
+export type {
+  BackendName,
+  CausalLM,
+  ForwardOptions,
+  GenerateOptions,
+  GenerateResult,
+  LoraAdapter,
+  ModelConfig,
+  VisionConfig,
+} from "./lib/model/types.ts";
+export { parseConfig, readConfig } from "./lib/model/config.ts";
+export { loadModel, registerArchitecture, saveModel } from "./lib/model/load.ts";
+export type { ArchitectureLoader, LoadModelOptions, SaveModelOptions } from "./lib/model/load.ts";
+export { Qwen2Model } from "./lib/model/qwen2.ts";
+export { Qwen25VLModel } from "./lib/model/qwen25vl.ts";
+export { defaultModelDir, ensureTinyModel, TINY_MODEL_NAME } from "./lib/model/tiny.ts";
+export { defaultVLModelDir, ensureTinyVLModel, TINY_VL_MODEL_NAME } from "./lib/model/tiny_vl.ts";
+export { readSafetensors, readSafetensorsHeader, writeSafetensors } from "./lib/model/safetensors.ts";
+
+// Tokenizer and data
+export { expandImageTokens, loadTokenizer, Tokenizer } from "./lib/tokenizer.ts";
+export type { ChatContentPart, ChatMessage, ChatTemplateOptions, EncodedBatch } from "./lib/tokenizer.ts";
+export { loadDataset, loadReport, tableRows } from "./lib/data/dataset.ts";
+export type { DatasetFormat, LoadDatasetOptions, LoadReport } from "./lib/data/dataset.ts";
+export type { ImageRef, Row } from "./lib/data/types.ts";
+export { decodeImage } from "./lib/data/images.ts";
+export { processImages } from "./lib/data/processor.ts";
+export { buildPrompt, buildSftMessages, RECIPE_INSTRUCTION, RECIPE_TEMPLATE, sftTarget } from "./lib/data/prompt.ts";
+export type { PromptOptions } from "./lib/data/prompt.ts";
+export { classifyLabValue, labTaskSplits } from "./lib/data/lab_task.ts";
+
+// Rewards
+export { lenientGrade } from "./lib/reward/lenient.ts";
+export type { LenientGrade } from "./lib/reward/lenient.ts";
+export { medvlthinkerReward } from "./lib/reward/medvlthinker.ts";
+export type { MedVLThinkerScore } from "./lib/reward/medvlthinker.ts";
+export { softFormatReward } from "./lib/reward/soft_format.ts";
+export { namedReward } from "./lib/reward/types.ts";
+export type { NamedReward, RewardFunction } from "./lib/reward/types.ts";
+export { rewardByName } from "./lib/reward/registry.ts";
+
+// Training
+export { sftLoss, tokenLogprobs } from "./lib/train/losses.ts";
+export { adamw, clipGradNorm } from "./lib/train/optimizer.ts";
+export type { AdamW, AdamWOptions } from "./lib/train/optimizer.ts";
+export { lrSchedule } from "./lib/train/schedule.ts";
+export { addLora, loadLora, mergeLora, saveLora } from "./lib/train/lora.ts";
+export type { LoraOptions } from "./lib/train/lora.ts";
+export { sft } from "./lib/train/sft.ts";
+export type { SftOptions, SftResult } from "./lib/train/sft.ts";
+export { groupAdvantages, grpoLoss, perTokenLogps } from "./lib/train/grpo_loss.ts";
+export type { GrpoBatch, GrpoLossOptions, GrpoLossType } from "./lib/train/grpo_loss.ts";
+export { GRPO_PRESETS, grpo, MEDVLTHINKER_GRPO } from "./lib/train/grpo.ts";
+export type { GrpoOptions, GrpoResult, GrpoStepMetrics } from "./lib/train/grpo.ts";
+
+// Probe, filter, evaluate
+export { probe } from "./lib/eval/probe.ts";
+export type { ProbeOptions } from "./lib/eval/probe.ts";
+export { filter, filterWithReport, findOverlap } from "./lib/eval/filter.ts";
+export type { FilterOptions, FilterReport } from "./lib/eval/filter.ts";
+export { BENCHMARKS, compareReports, evaluate, formatReport, PUBLISHED_ACCURACY, registerBenchmark } from "./lib/eval/evaluate.ts";
+export type { BenchmarkResult, EvalReport, EvaluateOptions } from "./lib/eval/evaluate.ts";
+
+// Plots
+export * as plot from "./lib/plot.ts";
