@@ -38,7 +38,7 @@ export class Rng {
   #s3: number;
   #spare: number | null = null;
 
-  /** A generator whose whole stream is fixed by `seed` (any number; its low 32 bits... and more via hashing). */
+  /** A generator whose whole stream is fixed by `seed` (any integer up to 2^53; both halves count). */
   constructor(seed: number) {
     // Fold a non-32-bit seed (e.g. Date.now()) into 32 bits without losing the high part.
     const hi = Math.floor(seed / 4294967296) >>> 0;
@@ -86,20 +86,31 @@ export class Rng {
     return r * Math.cos(2 * Math.PI * v);
   }
 
-  /** Fill `out` with normal(0, std) values (fast path for weight initialisation). */
+  /**
+   * Fill `out` with normal(0, std) values (weight initialisation): Marsaglia's polar method on
+   * 32-bit uniforms, which needs no trigonometry (about 2x faster than Box-Muller here).
+   */
   fillNormal(out: Float32Array, std = 1): Float32Array {
     const n = out.length;
+    let s0 = this.#s0, s1 = this.#s1, s2 = this.#s2, s3 = this.#s3;
     let i = 0;
-    for (; i + 1 < n; i += 2) {
-      // 32-bit uniforms are plenty for initialisation and twice as fast as 53-bit ones.
-      const u = (this.nextU32() + 1) / 4294967297;
-      const v = this.nextU32() / 4294967296;
-      const r = std * Math.sqrt(-2 * Math.log(u));
-      const a = 2 * Math.PI * v;
-      out[i] = r * Math.cos(a);
-      out[i + 1] = r * Math.sin(a);
+    while (i < n) {
+      // Two xoshiro128** draws, inlined (this loop runs tens of millions of times).
+      let r = Math.imul(rotl(Math.imul(s1, 5), 7), 9);
+      let t = s1 << 9;
+      s2 ^= s0, s3 ^= s1, s1 ^= s2, s0 ^= s3, s2 ^= t, s3 = rotl(s3, 11);
+      const u = r * 4.656612873077393e-10; // signed 32-bit -> [-1, 1)
+      r = Math.imul(rotl(Math.imul(s1, 5), 7), 9);
+      t = s1 << 9;
+      s2 ^= s0, s3 ^= s1, s1 ^= s2, s0 ^= s3, s2 ^= t, s3 = rotl(s3, 11);
+      const v = r * 4.656612873077393e-10;
+      const q = u * u + v * v;
+      if (q >= 1 || q === 0) continue;
+      const f = std * Math.sqrt((-2 * Math.log(q)) / q);
+      out[i++] = u * f;
+      if (i < n) out[i++] = v * f;
     }
-    if (i < n) out[i] = std * this.normal();
+    this.#s0 = s0, this.#s1 = s1, this.#s2 = s2, this.#s3 = s3;
     return out;
   }
 }
