@@ -16,7 +16,13 @@ import { loadDataset } from "./lib/data/dataset.ts";
 import type { Row } from "./lib/data/types.ts";
 import { probe } from "./lib/eval/probe.ts";
 import { attachProbe, filterWithReport, findOverlap, formatFilterReport } from "./lib/eval/filter.ts";
-import { type BenchmarkSpec, evaluate, formatReport, PUBLISHED_ACCURACY, resolveBenchmarks } from "./lib/eval/evaluate.ts";
+import {
+  type BenchmarkSpec,
+  evaluate,
+  formatReport,
+  PUBLISHED_ACCURACY,
+  resolveBenchmarks,
+} from "./lib/eval/evaluate.ts";
 import { readJsonl } from "./lib/eval/jsonl_store.ts";
 import { passCountHistogram, writeSvg } from "./lib/plot.ts";
 
@@ -36,7 +42,11 @@ interface Command {
 }
 
 const MODEL_SETTINGS: Record<string, Setting> = {
-  model: { kind: "string", help: "checkpoint folder (Hub layout) or medthink-tiny", default: "medthink-tiny" },
+  model: {
+    kind: "string",
+    help: "checkpoint folder (Hub layout) or medthink-tiny",
+    default: "medthink-tiny",
+  },
   backend: { kind: "string", help: "tfjs backend: auto, tensorflow, wasm, webgpu, cpu", default: "auto" },
 };
 
@@ -45,60 +55,105 @@ const SAMPLING_SETTINGS: Record<string, Setting> = {
   topK: { kind: "number", help: "top-k sampling (0 = off)", default: 0 },
   maxNewTokens: { kind: "number", help: "new tokens per completion", default: 4096 },
   seed: { kind: "number", help: "base seed; sample j of question q uses a hash of (seed, q, j)", default: 0 },
-  template: { kind: "string", help: "prompt template with {instruction} {question} {options} (default: the recipe's)" },
+  template: {
+    kind: "string",
+    help: "prompt template with {instruction} {question} {options} (default: the recipe's)",
+  },
   overwrite: { kind: "boolean", help: "start over instead of resuming from the output file", default: false },
 };
 
 const COMMANDS: Record<string, Command> = {
   probe: {
-    summary: "sample n answers per question, grade them with the recipe's reward, record pass counts (resumable)",
+    summary:
+      "sample n answers per question, grade them with the recipe's reward, record pass counts (resumable)",
     settings: {
       ...MODEL_SETTINGS,
       data: { kind: "list", help: "dataset file(s) or folder (parquet, JSONL, JSON, CSV)" },
-      format: { kind: "string", help: "dataset layout (medvlthinker, medagents, pubmedqa, closed_vqa); default: recognised" },
+      format: {
+        kind: "string",
+        help: "dataset layout (medvlthinker, medagents, pubmedqa, closed_vqa); default: recognised",
+      },
       limit: { kind: "number", help: "probe only the first N questions" },
       n: { kind: "number", help: "samples per question", default: 16 },
       temperature: { kind: "number", help: "sampling temperature", default: 1 },
       ...SAMPLING_SETTINGS,
       batchSize: { kind: "number", help: "questions per generate call", default: 4 },
-      out: { kind: "string", help: "JSONL file of per-question results (resumed when it exists)", default: "runs/probe/probe.jsonl" },
-      keepCompletions: { kind: "boolean", help: "also write every completion to the JSONL file", default: false },
+      out: {
+        kind: "string",
+        help: "JSONL file of per-question results (resumed when it exists)",
+        default: "runs/probe/probe.jsonl",
+      },
+      keepCompletions: {
+        kind: "boolean",
+        help: "also write every completion to the JSONL file",
+        default: false,
+      },
       histogram: { kind: "string", help: "SVG file for the pass-count histogram (default: beside out)" },
     },
     run: runProbe,
   },
   filter: {
-    summary: "keep questions whose pass rate lies in a band (default the recipe's 1/16..7/16); check benchmark overlap",
+    summary:
+      "keep questions whose pass rate lies in a band (default the recipe's 1/16..7/16); check benchmark overlap",
     settings: {
-      probe: { kind: "string", help: "probe results: the JSONL written by `probe`, or a CSV/JSON table with id, passCount, n" },
+      probe: {
+        kind: "string",
+        help: "probe results: the JSONL written by `probe`, or a CSV/JSON table with id, passCount, n",
+      },
       data: { kind: "list", help: "the probed dataset: when given, the kept dataset rows are written" },
       format: { kind: "string", help: "dataset layout (default: recognised)" },
       minPass: { kind: "number", help: "lowest pass count kept (overrides min-rate)" },
       maxPass: { kind: "number", help: "highest pass count kept (overrides max-rate)" },
       minRate: { kind: "number", help: "lowest pass rate kept", default: 1 / 16 },
       maxRate: { kind: "number", help: "highest pass rate kept", default: 7 / 16 },
-      order: { kind: "string", help: "original, easy-to-hard (curriculum) or hard-to-easy", default: "original" },
-      benchmarks: { kind: "list", help: "benchmarks (registry names or files) to check for overlap with the kept rows" },
+      order: {
+        kind: "string",
+        help: "original, easy-to-hard (curriculum) or hard-to-easy",
+        default: "original",
+      },
+      benchmarks: {
+        kind: "list",
+        help: "benchmarks (registry names or files) to check for overlap with the kept rows",
+      },
       dataDir: { kind: "string", help: "folder that benchmark names and relative paths are read from" },
       removeOverlap: { kind: "boolean", help: "drop kept rows that appear in a benchmark", default: false },
-      out: { kind: "string", help: "JSONL file of the kept rows (MedVLThinker columns, plus pass_count and n)", default: "runs/filter/filtered.jsonl" },
+      out: {
+        kind: "string",
+        help: "JSONL file of the kept rows (MedVLThinker columns, plus pass_count and n)",
+        default: "runs/filter/filtered.jsonl",
+      },
     },
     run: runFilter,
   },
   evaluate: {
-    summary: "accuracy per benchmark (strict and lenient grading, bootstrap 95% CI), mean, report (resumable)",
+    summary:
+      "accuracy per benchmark (strict and lenient grading, bootstrap 95% CI), mean, report (resumable)",
     settings: {
       ...MODEL_SETTINGS,
-      benchmarks: { kind: "list", help: "registry names (medqa, pubmedqa, vqa_rad_closed, medvlthinker_eval) or data files", default: ["medqa"] },
+      benchmarks: {
+        kind: "list",
+        help: "registry names (medqa, pubmedqa, vqa_rad_closed, medvlthinker_eval) or data files",
+        default: ["medqa"],
+      },
       dataDir: { kind: "string", help: "folder that benchmark names and relative paths are read from" },
       limit: { kind: "number", help: "at most N questions per benchmark" },
       temperature: { kind: "number", help: "0 = greedy (the recipe)", default: 0 },
       ...SAMPLING_SETTINGS,
       runs: { kind: "number", help: "runs per question (accuracy is their mean)", default: 1 },
       batchSize: { kind: "number", help: "questions per generate call", default: 8 },
-      out: { kind: "string", help: "folder for predictions.jsonl, report.md, report.json, accuracy.svg", default: "runs/eval" },
-      compare: { kind: "string", help: "report.json of another evaluation to compare with, question by question" },
-      reference: { kind: "string", help: `published results drawn on the chart: ${Object.keys(PUBLISHED_ACCURACY).join(", ")}` },
+      out: {
+        kind: "string",
+        help: "folder for predictions.jsonl, report.md, report.json, accuracy.svg",
+        default: "runs/eval",
+      },
+      compare: {
+        kind: "string",
+        help: "report.json of another evaluation to compare with, question by question",
+      },
+      reference: {
+        kind: "string",
+        help: `published results drawn on the chart: ${Object.keys(PUBLISHED_ACCURACY).join(", ")}`,
+      },
       modelName: { kind: "string", help: "name of the model in the report (default: its folder)" },
     },
     run: runEvaluate,
@@ -133,7 +188,9 @@ function coerce(command: string, key: string, kind: Kind, value: unknown, source
       return String(value).split(",").map((s) => s.trim()).filter(Boolean);
     default:
       if (typeof value === "object") {
-        throw new Error(`${source}: '${key}' of ${command} must be a single value, got ${JSON.stringify(value)}.`);
+        throw new Error(
+          `${source}: '${key}' of ${command} must be a single value, got ${JSON.stringify(value)}.`,
+        );
       }
       return String(value);
   }
@@ -151,8 +208,12 @@ export function helpText(name: string): string {
     `  --config FILE.yaml`.padEnd(34) + "settings file",
   ];
   for (const [key, s] of Object.entries(cmd.settings)) {
-    const flag = `  --${kebab(key)}${s.kind === "boolean" ? "" : ` <${s.kind === "list" ? "a,b,..." : s.kind}>`}`;
-    const def = s.default !== undefined ? ` (default: ${Array.isArray(s.default) ? s.default.join(",") : s.default})` : "";
+    const flag = `  --${kebab(key)}${
+      s.kind === "boolean" ? "" : ` <${s.kind === "list" ? "a,b,..." : s.kind}>`
+    }`;
+    const def = s.default !== undefined
+      ? ` (default: ${Array.isArray(s.default) ? s.default.join(",") : s.default})`
+      : "";
     lines.push(flag.padEnd(34) + s.help + def);
   }
   lines.push(`  --help`.padEnd(34) + "show this help");
@@ -206,7 +267,9 @@ export async function parseCommand(name: string, args: string[]): Promise<Record
       throw new Error(`Config ${file} cannot be read as YAML: ${(e as Error).message.split("\n")[0]}`);
     }
     if (doc !== null && doc !== undefined) {
-      if (typeof doc !== "object" || Array.isArray(doc)) throw new Error(`Config ${file} must be a mapping of settings.`);
+      if (typeof doc !== "object" || Array.isArray(doc)) {
+        throw new Error(`Config ${file} must be a mapping of settings.`);
+      }
       // A config may hold sections for several commands; the command's own section wins.
       const top = doc as Record<string, unknown>;
       const section = top[name] && typeof top[name] === "object" && !Array.isArray(top[name])
@@ -222,7 +285,9 @@ export async function parseCommand(name: string, args: string[]): Promise<Record
         if (!s) {
           const other = Object.values(COMMANDS).some((c) => key in c.settings);
           if (other) continue; // a shared config file: settings of another command
-          throw new Error(`Config ${file}: unknown key '${raw}' for ${name} (see \`cli.ts ${name} --help\`).`);
+          throw new Error(
+            `Config ${file}: unknown key '${raw}' for ${name} (see \`cli.ts ${name} --help\`).`,
+          );
         }
         config[key] = coerce(name, raw, s.kind, v, `Config ${file}`);
       }
@@ -259,7 +324,9 @@ function abortOnInterrupt(label: string): { signal: AbortSignal; dispose(): void
   const controller = new AbortController();
   const handler = () => {
     if (controller.signal.aborted) Deno.exit(130);
-    console.error(`\n${label}: stopping after the batch in flight (Ctrl-C again to quit now); rerun to resume.`);
+    console.error(
+      `\n${label}: stopping after the batch in flight (Ctrl-C again to quit now); rerun to resume.`,
+    );
     controller.abort();
   };
   try {
@@ -301,13 +368,18 @@ async function runProbe(config: Record<string, unknown>): Promise<void> {
       signal: stop.signal,
     });
     const histogram = (config.histogram as string | undefined) ?? `${dirOf(out)}/pass_counts.svg`;
-    await writeSvg(histogram, passCountHistogram(result, { n: config.n as number, title: `Pass counts (n = ${config.n})` }));
+    await writeSvg(
+      histogram,
+      passCountHistogram(result, { n: config.n as number, title: `Pass counts (n = ${config.n})` }),
+    );
     const csv = out.replace(/\.jsonl$/, "") + ".csv";
     await Deno.writeTextFile(csv, result.toCSV());
     const counts = Array.from(result.array("passCount") as number[]);
     const mean = counts.reduce((a, b) => a + b, 0) / Math.max(1, counts.length);
     console.log(
-      `probe: ${result.numRows()} of ${table.numRows()} questions done, mean pass count ${mean.toFixed(2)} of ${config.n}` +
+      `probe: ${result.numRows()} of ${table.numRows()} questions done, mean pass count ${
+        mean.toFixed(2)
+      } of ${config.n}` +
         (result.numRows() < table.numRows() ? " (stopped: rerun the same command to resume)" : ""),
     );
     console.log(`results: ${out}\ntable: ${csv}\nhistogram: ${histogram}`);
@@ -321,10 +393,14 @@ async function readProbeTable(path: string) {
   if (path.endsWith(".jsonl")) {
     const records = await readJsonl<{ id: string; passCount: number; n: number }>(path);
     if (records.length === 0) throw new Error(`${path} holds no probe results.`);
-    return aq.from(records.map((r) => ({ id: String(r.id), passCount: r.passCount, n: r.n, passRate: r.passCount / r.n })));
+    return aq.from(
+      records.map((r) => ({ id: String(r.id), passCount: r.passCount, n: r.n, passRate: r.passCount / r.n })),
+    );
   }
   const text = await Deno.readTextFile(path);
-  const table = path.endsWith(".json") ? aq.from(JSON.parse(text)) : aq.fromCSV(text, { parse: { id: String } });
+  const table = path.endsWith(".json")
+    ? aq.from(JSON.parse(text))
+    : aq.fromCSV(text, { parse: { id: String } });
   return table;
 }
 
@@ -371,10 +447,16 @@ async function runFilter(config: Record<string, unknown>): Promise<void> {
     // A probe run with a limit covers only part of the dataset: filter what was probed.
     table = attachProbe(dataset, probed, { missing: "drop" });
     if (table.numRows() < dataset.numRows()) {
-      console.log(`${dataset.numRows() - table.numRows()} dataset row(s) have no probe result and are left out.`);
+      console.log(
+        `${dataset.numRows() - table.numRows()} dataset row(s) have no probe result and are left out.`,
+      );
     }
     if (table.numRows() < probed.numRows()) {
-      throw new Error(`${probed.numRows() - table.numRows()} probe result(s) match no row of ${data.join(", ")}: wrong dataset?`);
+      throw new Error(
+        `${probed.numRows() - table.numRows()} probe result(s) match no row of ${
+          data.join(", ")
+        }: wrong dataset?`,
+      );
     }
   }
   const { table: kept, report } = filterWithReport(table, {
@@ -388,16 +470,22 @@ async function runFilter(config: Record<string, unknown>): Promise<void> {
   let final = kept;
   const benchmarks = config.benchmarks as string[] | undefined;
   if (benchmarks?.length) {
-    if (!data?.length) throw new Error("filter: the overlap check needs the dataset's questions: pass --data too.");
+    if (!data?.length) {
+      throw new Error("filter: the overlap check needs the dataset's questions: pass --data too.");
+    }
     const specs = benchmarks.map((b) => (/[./]/.test(b) ? { name: b, path: b } : b));
     const resolved = await resolveBenchmarks(specs, { dataDir: config.dataDir as string | undefined });
     const named = Object.fromEntries(resolved.map((b) => [b.name, aq.from(b.rows)]));
     const overlap = findOverlap(kept, named, { remove: config.removeOverlap as boolean });
     console.log(
       `Overlap with ${resolved.map((b) => b.name).join(", ")}: ${overlap.trainIds.length} kept question(s)` +
-        (overlap.trainIds.length > 0 ? (config.removeOverlap ? ", removed." : " (pass --remove-overlap to drop them).") : "."),
+        (overlap.trainIds.length > 0
+          ? (config.removeOverlap ? ", removed." : " (pass --remove-overlap to drop them).")
+          : "."),
     );
-    for (const m of overlap.matches.slice(0, 20)) console.log(`  ${m.trainId} = ${m.benchmark}:${m.benchmarkId} (${m.by})`);
+    for (const m of overlap.matches.slice(0, 20)) {
+      console.log(`  ${m.trainId} = ${m.benchmark}:${m.benchmarkId} (${m.by})`);
+    }
     final = overlap.table;
   }
   const out = String(config.out);
@@ -413,7 +501,9 @@ async function runFilter(config: Record<string, unknown>): Promise<void> {
 
 async function runEvaluate(config: Record<string, unknown>): Promise<void> {
   const names = need(config, "benchmarks", "evaluate") as string[];
-  const specs: (string | BenchmarkSpec)[] = names.map((b) => (/[./]/.test(b) ? { name: b.replace(/^.*\/|\.[^.]*$/g, ""), path: b } : b));
+  const specs: (string | BenchmarkSpec)[] = names.map((
+    b,
+  ) => (/[./]/.test(b) ? { name: b.replace(/^.*\/|\.[^.]*$/g, ""), path: b } : b));
   const refKey = config.reference as string | undefined;
   if (refKey && !PUBLISHED_ACCURACY[refKey]) {
     throw new Error(`--reference '${refKey}' is not one of ${Object.keys(PUBLISHED_ACCURACY).join(", ")}.`);
@@ -441,7 +531,11 @@ async function runEvaluate(config: Record<string, unknown>): Promise<void> {
       signal: stop.signal,
     });
     console.log(formatReport(report));
-    console.log(`report: ${report.files!.markdown}, ${report.files!.json}\nchart: ${report.files!.svg}\npredictions: ${report.files!.predictions}`);
+    console.log(
+      `report: ${report.files!.markdown}, ${report.files!.json}\nchart: ${report.files!.svg}\npredictions: ${
+        report.files!.predictions
+      }`,
+    );
   } finally {
     stop.dispose();
     model.dispose();

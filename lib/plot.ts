@@ -31,7 +31,9 @@ function toRows(data: Rows): Record<string, unknown>[] {
 
 // Deno's default type libraries have no DOM: the document is only handed to Plot.
 function newDocument(): unknown {
-  return (parseHTML("<!DOCTYPE html><html><head></head><body></body></html>") as unknown as { document: unknown })
+  return (parseHTML("<!DOCTYPE html><html><head></head><body></body></html>") as unknown as {
+    document: unknown;
+  })
     .document;
 }
 
@@ -42,7 +44,9 @@ function escapeXml(s: string): string {
 // Plot returns an <svg> element for charts without legends/captions (we never ask for those, so
 // the output is always plain SVG); a standalone .svg file needs the namespace declared.
 function render(options: Record<string, unknown>): string {
-  const el = Plot.plot({ ...options, document: newDocument() } as Plot.PlotOptions) as unknown as { outerHTML: string };
+  const el = Plot.plot({ ...options, document: newDocument() } as Plot.PlotOptions) as unknown as {
+    outerHTML: string;
+  };
   let svg = el.outerHTML;
   if (!svg.startsWith("<svg")) throw new Error("Observable Plot did not return an SVG element.");
   if (!/^<svg[^>]*\sxmlns=/.test(svg)) svg = svg.replace(/^<svg/, `<svg xmlns="${SVG_NS}"`);
@@ -50,9 +54,7 @@ function render(options: Record<string, unknown>): string {
 }
 
 function titleMark(title: string | undefined): unknown[] {
-  return title
-    ? [Plot.text([title], { frameAnchor: "top", dy: -30, fontSize: 13, fontWeight: "bold" })]
-    : [];
+  return title ? [Plot.text([title], { frameAnchor: "top", dy: -30, fontSize: 13, fontWeight: "bold" })] : [];
 }
 
 /**
@@ -65,7 +67,10 @@ function titleMark(title: string | undefined): unknown[] {
  * console.assert(svg.startsWith("<svg"));
  * ```
  */
-export function passCountHistogram(probed: Rows | number[], options: ChartOptions & { n?: number } = {}): string {
+export function passCountHistogram(
+  probed: Rows | number[],
+  options: ChartOptions & { n?: number } = {},
+): string {
   const rows: Record<string, unknown>[] = Array.isArray(probed) && typeof probed[0] === "number"
     ? (probed as number[]).map((p) => ({ passCount: p }))
     : toRows(probed as Rows);
@@ -86,10 +91,20 @@ export function passCountHistogram(probed: Rows | number[], options: ChartOption
     marginTop: options.title ? 44 : 24,
     x: { label: `pass count (correct of ${n})`, type: "band", domain: bins.map((b) => b.passCount) },
     // Whole questions only: as many ticks as there are integers, at most 10.
-    y: { label: "questions", grid: true, ticks: Math.max(1, Math.min(10, Math.max(...bins.map((b) => b.questions)))), tickFormat: "d" },
+    y: {
+      label: "questions",
+      grid: true,
+      ticks: Math.max(1, Math.min(10, Math.max(...bins.map((b) => b.questions)))),
+      tickFormat: "d",
+    },
     marks: [
       Plot.barY(bins, { x: "passCount", y: "questions", fill: "steelblue" }),
-      Plot.text(bins, { x: "passCount", y: "questions", text: (d: { questions: number }) => String(d.questions), dy: -6 }),
+      Plot.text(bins, {
+        x: "passCount",
+        y: "questions",
+        text: (d: { questions: number }) => String(d.questions),
+        dy: -6,
+      }),
       Plot.ruleY([0]),
       ...titleMark(options.title),
     ],
@@ -104,6 +119,7 @@ export interface LineChartOptions extends ChartOptions {
   y: string;
   /** Axis labels (default: the column names). */
   xLabel?: string;
+  /** Label of the y axis (default: the column name). */
   yLabel?: string;
   /** Draw a dot per point as well. Default: when there are at most 50 points. */
   dots?: boolean;
@@ -117,7 +133,9 @@ export function lineChart(data: Rows, options: LineChartOptions): string {
   const x = options.x ?? "step";
   const y = options.y;
   const all = toRows(data);
-  if (all.length > 0 && !all.some((r) => y in r)) throw new Error(`No row of the metric table has a '${y}' column.`);
+  if (all.length > 0 && !all.some((r) => y in r)) {
+    throw new Error(`No row of the metric table has a '${y}' column.`);
+  }
   const rows = all
     .map((r, i) => ({ x: r[x] === undefined ? i : Number(r[x]), y: Number(r[y]) }))
     .filter((r) => r.y !== null && Number.isFinite(r.y) && Number.isFinite(r.x));
@@ -184,9 +202,7 @@ export function metricCurves(data: Rows, options: MetricCurvesOptions = {}): str
   const top = options.title ? 28 : 0;
   const panels = metrics.map((m) => lineChart(rows, { x, y: m, width, height: panelHeight, title: m }));
   const total = top + panels.length * panelHeight;
-  const parts = panels.map((svg, i) =>
-    svg.replace(/^<svg/, `<svg x="0" y="${top + i * panelHeight}"`)
-  );
+  const parts = panels.map((svg, i) => svg.replace(/^<svg/, `<svg x="0" y="${top + i * panelHeight}"`));
   const title = options.title
     ? `<text x="8" y="20" font-family="system-ui, sans-serif" font-size="14" font-weight="bold">${
       escapeXml(options.title)
@@ -210,7 +226,9 @@ export function grpoCurves(data: Rows, options: Omit<MetricCurvesOptions, "metri
     rows.some((r) => typeof r[k] === "number")
   );
   const metrics: string[] = [];
-  for (const re of GRPO_CURVE_PATTERNS) for (const k of names) if (re.test(k) && !metrics.includes(k)) metrics.push(k);
+  for (const re of GRPO_CURVE_PATTERNS) {
+    for (const k of names) if (re.test(k) && !metrics.includes(k)) metrics.push(k);
+  }
   if (metrics.length === 0) {
     throw new Error(`The GRPO log has no reward, KL, length or clip column (columns: ${names.join(", ")}).`);
   }
@@ -219,10 +237,13 @@ export function grpoCurves(data: Rows, options: Omit<MetricCurvesOptions, "metri
 
 /** One bar of {@linkcode accuracyBars}: accuracy (0..1) with an optional interval. */
 export interface AccuracyBar {
+  /** Benchmark name (x axis). */
   name: string;
+  /** Accuracy, 0..1. */
   accuracy: number;
-  /** Interval bounds, 0..1. */
+  /** Lower interval bound, 0..1. */
   low?: number;
+  /** Upper interval bound, 0..1. */
   high?: number;
 }
 
@@ -310,7 +331,13 @@ export function accuracyBars(
       }),
       ...(refs.length > 0
         ? [
-          Plot.tickY(refs, { x: "name", y: "value", stroke: "#d62728", strokeWidth: 3, strokeDasharray: "4,2" }),
+          Plot.tickY(refs, {
+            x: "name",
+            y: "value",
+            stroke: "#d62728",
+            strokeWidth: 3,
+            strokeDasharray: "4,2",
+          }),
           Plot.text(refs, { x: "name", y: "value", text: "label", dy: -7, fill: "#d62728", fontSize: 10 }),
         ]
         : []),
@@ -324,6 +351,7 @@ export function accuracyBars(
 export interface JupyterDisplayable {
   /** The SVG document. */
   svg: string;
+  /** `Symbol.for("Jupyter.display")`: the MIME bundle the kernel shows. */
   [key: symbol]: () => Record<string, string>;
 }
 
@@ -350,5 +378,8 @@ export function display(svg: string): JupyterDisplayable {
 export async function writeSvg(path: string, svg: string): Promise<void> {
   const dir = path.replace(/[\\/][^\\/]*$/, "");
   if (dir && dir !== path) await Deno.mkdir(dir, { recursive: true });
-  await Deno.writeTextFile(path, svg.startsWith("<?xml") ? svg : `<?xml version="1.0" encoding="UTF-8"?>\n${svg}`);
+  await Deno.writeTextFile(
+    path,
+    svg.startsWith("<?xml") ? svg : `<?xml version="1.0" encoding="UTF-8"?>\n${svg}`,
+  );
 }

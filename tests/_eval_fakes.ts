@@ -30,7 +30,12 @@ export const charTokenizer = {
     };
   },
   decode(ids: number[], options: { skipSpecialTokens?: boolean } = {}): string {
-    return ids.map((i) => (i <= 1 ? (options.skipSpecialTokens ? "" : i === EOS ? "<eos>" : "<pad>") : String.fromCharCode(i - 2)))
+    return ids.map((
+      i,
+    ) => (i <= 1
+      ? (options.skipSpecialTokens ? "" : i === EOS ? "<eos>" : "<pad>")
+      : String.fromCharCode(i - 2))
+    )
       .join("");
   },
 };

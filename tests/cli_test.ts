@@ -27,7 +27,9 @@ Deno.test("cli: --help on each command lists its flags", async () => {
     assert(text.startsWith(`Usage: deno run -A cli.ts ${name} [--config FILE.yaml]`));
     assert(text.includes("--config FILE.yaml"));
   }
-  assert(helpText("probe").includes("--max-new-tokens <number>") && helpText("probe").includes("(default: 16)"));
+  assert(
+    helpText("probe").includes("--max-new-tokens <number>") && helpText("probe").includes("(default: 16)"),
+  );
   assert(helpText("filter").includes("--order <string>"));
   assert(helpText("evaluate").includes("--benchmarks <a,b,...>"));
   const r = await cli(["evaluate", "--help"]);
@@ -69,7 +71,10 @@ Deno.test("cli: defaults < YAML config (any key case, command sections) < flags"
     assertEquals(e.benchmarks, ["medqa", "pubmedqa"]);
     assertEquals(e.temperature, 0);
     await Deno.writeTextFile(`${dir}/bad.yaml`, "n: 4\nbogus_key: 1\n");
-    await rejects(parseCommand("probe", ["--config", `${dir}/bad.yaml`]), /bad\.yaml: unknown key 'bogus_key' for probe/);
+    await rejects(
+      parseCommand("probe", ["--config", `${dir}/bad.yaml`]),
+      /bad\.yaml: unknown key 'bogus_key' for probe/,
+    );
     await rejects(parseCommand("probe", ["--n", "four"]), /'--n' of probe must be a number, got 'four'/);
     await rejects(parseCommand("probe", ["--nope"]), /nope/);
     await rejects(parseCommand("serve!", []), /Unknown command 'serve!'/);
@@ -104,19 +109,30 @@ Deno.test({
       assert(p.stdout.includes("probe: 6 of 6 questions done"), p.stdout);
       assertEquals((await readJsonl(`${dir}/probe/probe.jsonl`)).length, 6);
       assert((await Deno.readTextFile(`${dir}/probe/pass_counts.svg`)).includes("pass count (correct of 2)"));
-      assert((await Deno.readTextFile(`${dir}/probe/probe.csv`)).startsWith("id,passCount,n,passRate,meanResponseLength"));
+      assert(
+        (await Deno.readTextFile(`${dir}/probe/probe.csv`)).startsWith(
+          "id,passCount,n,passRate,meanResponseLength",
+        ),
+      );
 
       // keep everything (a random model solves nothing) so the written file can be read back
       const f = await cli([
         "filter",
-        "--probe", `${dir}/probe/probe.jsonl`,
-        "--data", `${DATA}medqa_4opt/test.jsonl`,
-        "--min-pass", "0",
-        "--max-pass", "2",
-        "--benchmarks", "medqa",
-        "--data-dir", DATA,
+        "--probe",
+        `${dir}/probe/probe.jsonl`,
+        "--data",
+        `${DATA}medqa_4opt/test.jsonl`,
+        "--min-pass",
+        "0",
+        "--max-pass",
+        "2",
+        "--benchmarks",
+        "medqa",
+        "--data-dir",
+        DATA,
         "--remove-overlap",
-        "--out", `${dir}/filtered.jsonl`,
+        "--out",
+        `${dir}/filtered.jsonl`,
       ]);
       // every probed question IS in the MedQA benchmark: all of them are found and removed
       assertEquals(f.code, 0, f.stderr);
@@ -127,12 +143,18 @@ Deno.test({
 
       const f2 = await cli([
         "filter",
-        "--probe", `${dir}/probe/probe.jsonl`,
-        "--data", `${DATA}medqa_4opt/test.jsonl`,
-        "--min-pass", "0",
-        "--max-pass", "2",
-        "--order", "easy-to-hard",
-        "--out", `${dir}/kept.jsonl`,
+        "--probe",
+        `${dir}/probe/probe.jsonl`,
+        "--data",
+        `${DATA}medqa_4opt/test.jsonl`,
+        "--min-pass",
+        "0",
+        "--max-pass",
+        "2",
+        "--order",
+        "easy-to-hard",
+        "--out",
+        `${dir}/kept.jsonl`,
       ]);
       assertEquals(f2.code, 0, f2.stderr);
       assert(f2.stdout.includes("kept 6 of 6"), f2.stdout);
@@ -144,18 +166,28 @@ Deno.test({
         [...Array.from(original.array("id") as string[])].sort(),
       );
       const o0 = original.object(0) as Record<string, unknown>;
-      const k0 = kept.objects().find((r) => (r as Record<string, unknown>).id === o0.id) as Record<string, unknown>;
+      const k0 = kept.objects().find((r) => (r as Record<string, unknown>).id === o0.id) as Record<
+        string,
+        unknown
+      >;
       assertEquals([k0.question, k0.options, k0.answerLabel], [o0.question, o0.options, o0.answerLabel]);
 
       const e = await cli([
         "evaluate",
-        "--benchmarks", "medqa,pubmedqa",
-        "--data-dir", DATA,
-        "--limit", "3",
-        "--max-new-tokens", "2",
-        "--out", `${dir}/eval`,
-        "--model-name", "tiny",
-        "--reference", "Qwen2.5-VL-3B",
+        "--benchmarks",
+        "medqa,pubmedqa",
+        "--data-dir",
+        DATA,
+        "--limit",
+        "3",
+        "--max-new-tokens",
+        "2",
+        "--out",
+        `${dir}/eval`,
+        "--model-name",
+        "tiny",
+        "--reference",
+        "Qwen2.5-VL-3B",
       ]);
       assertEquals(e.code, 0, e.stderr);
       const md = await Deno.readTextFile(`${dir}/eval/report.md`);

@@ -1,6 +1,12 @@
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
 import { arquero as aq } from "../lib/deps.ts";
-import { compareReports, evaluate, formatReport, PUBLISHED_ACCURACY, resolveBenchmarks } from "../lib/eval/evaluate.ts";
+import {
+  compareReports,
+  evaluate,
+  formatReport,
+  PUBLISHED_ACCURACY,
+  resolveBenchmarks,
+} from "../lib/eval/evaluate.ts";
 import { sampleSeed } from "../lib/eval/generate_batch.ts";
 import { readJsonl } from "../lib/eval/jsonl_store.ts";
 import { loadModel } from "../lib/model/load.ts";
@@ -37,10 +43,16 @@ Deno.test("evaluate: greedy by default; lenient headline and strict accuracy; CI
       assertEquals(b.accuracy, want.lenient);
       assertEquals(b.lenientAccuracy, want.lenient);
       assertEquals(b.strictAccuracy, want.strict);
-      assert(b.ci.low <= b.accuracy && b.accuracy <= b.ci.high && b.ci.high - b.ci.low > 0.05, "a real interval");
+      assert(
+        b.ci.low <= b.accuracy && b.accuracy <= b.ci.high && b.ci.high - b.ci.low > 0.05,
+        "a real interval",
+      );
       assertEquals(b.ci.level, 0.95);
     }
-    assert(report.benchmarks.some((b) => b.lenientAccuracy > b.strictAccuracy), "lenient grading finds untagged answers");
+    assert(
+      report.benchmarks.some((b) => b.lenientAccuracy > b.strictAccuracy),
+      "lenient grading finds untagged answers",
+    );
     assertEquals(report.mean!.accuracy, (report.benchmarks[0].accuracy + report.benchmarks[1].accuracy) / 2);
     assert(report.mean!.ci.low <= report.mean!.accuracy && report.mean!.accuracy <= report.mean!.ci.high);
     assertEquals(report.complete, true);
@@ -48,8 +60,18 @@ Deno.test("evaluate: greedy by default; lenient headline and strict accuracy; CI
     const preds = await readJsonl<Record<string, unknown>>(`${dir}/predictions.jsonl`);
     assertEquals(preds.length, 70);
     assertEquals(Object.keys(preds[0]).sort(), [
-      "answerLabel", "benchmark", "completion", "extracted", "finishReason", "format", "id", "length", "lenient",
-      "predictedLabel", "run", "strict",
+      "answerLabel",
+      "benchmark",
+      "completion",
+      "extracted",
+      "finishReason",
+      "format",
+      "id",
+      "length",
+      "lenient",
+      "predictedLabel",
+      "run",
+      "strict",
     ]);
     const md = await Deno.readTextFile(`${dir}/report.md`);
     assert(md.includes("| alpha | 40 | lenient |") && md.includes("| beta | 30 | lenient |"));
@@ -68,7 +90,10 @@ Deno.test("evaluate: resumes from predictions.jsonl without asking the model twi
     const full = await evaluate(fakeModel(), benches(), { tokenizer: charTokenizer, batchSize: 8 });
     const crashing = fakeModel();
     crashing.failOnCall = 4;
-    await rejects(evaluate(crashing, benches(), { tokenizer: charTokenizer, outDir: dir, batchSize: 8 }), /simulated crash/);
+    await rejects(
+      evaluate(crashing, benches(), { tokenizer: charTokenizer, outDir: dir, batchSize: 8 }),
+      /simulated crash/,
+    );
     assertEquals((await readJsonl(`${dir}/predictions.jsonl`)).length, 24);
     const again = fakeModel();
     const resumed = await evaluate(again, benches(), { tokenizer: charTokenizer, outDir: dir, batchSize: 8 });
@@ -117,7 +142,11 @@ Deno.test("compareReports: paired difference per benchmark and of the mean, with
     const n = Number(/Question number (\d+)\?/.exec(prompt)![1]);
     return `<think>easy</think><answer>${"ABCD"[n % 4]}</answer>`;
   });
-  const tuned = await evaluate(oracle, benches(), { tokenizer: charTokenizer, modelName: "tuned", compareWith: base });
+  const tuned = await evaluate(oracle, benches(), {
+    tokenizer: charTokenizer,
+    modelName: "tuned",
+    compareWith: base,
+  });
   const c = tuned.comparison!;
   assertEquals(c.other, "base");
   for (const [i, b] of c.benchmarks.entries()) {
@@ -139,14 +168,30 @@ Deno.test("compareReports: paired difference per benchmark and of the mean, with
 
 Deno.test("resolveBenchmarks: registry names with a data folder, limits, and one file split by dataset name", async () => {
   const res = await resolveBenchmarks(["medqa", "pubmedqa"], { dataDir: DATA, limit: 5 });
-  assertEquals(res.map((b) => [b.name, b.rows.length, b.grader]), [["medqa", 5, "lenient"], ["pubmedqa", 5, "lenient"]]);
+  assertEquals(res.map((b) => [b.name, b.rows.length, b.grader]), [["medqa", 5, "lenient"], [
+    "pubmedqa",
+    5,
+    "lenient",
+  ]]);
   assertEquals(Object.values(res[1].rows[0].options), ["Yes", "No", "Maybe"]);
   const mixed = aq.from([...fakeRows(3, "pmc_vqa"), ...fakeRows(2, "slake")]);
-  const split = await resolveBenchmarks([{ name: "eval", table: mixed, splitByDatasetName: true, grader: "strict" }]);
-  assertEquals(split.map((b) => [b.name, b.rows.length, b.grader]), [["pmc_vqa", 3, "strict"], ["slake", 2, "strict"]]);
+  const split = await resolveBenchmarks([{
+    name: "eval",
+    table: mixed,
+    splitByDatasetName: true,
+    grader: "strict",
+  }]);
+  assertEquals(split.map((b) => [b.name, b.rows.length, b.grader]), [["pmc_vqa", 3, "strict"], [
+    "slake",
+    2,
+    "strict",
+  ]]);
   await rejects(resolveBenchmarks(["nope"]), /Unknown benchmark 'nope'; known: medqa/);
   await rejects(
-    resolveBenchmarks([{ name: "x", table: aq.from(fakeRows(1)) }, { name: "x", table: aq.from(fakeRows(1)) }]),
+    resolveBenchmarks([{ name: "x", table: aq.from(fakeRows(1)) }, {
+      name: "x",
+      table: aq.from(fakeRows(1)),
+    }]),
     /Two benchmarks are named 'x'/,
   );
   assertEquals(PUBLISHED_ACCURACY["Qwen2.5-VL-3B"]["VQA-RAD"], 62.01);
@@ -193,4 +238,37 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("stats: normal quantile, Wilson and normal intervals, seeded bootstrap", async () => {
+  const {
+    normalQuantile,
+    wilsonInterval,
+    normalInterval,
+    bootstrapMeanCI,
+    pairedBootstrapCI,
+    bootstrapMeanOfMeansCI,
+  } = await import("../lib/eval/stats.ts");
+  // scipy.stats.norm.ppf
+  assert(Math.abs(normalQuantile(0.975) - 1.959963984540054) < 1e-8);
+  assert(Math.abs(normalQuantile(0.005) - -2.5758293035489) < 1e-8);
+  assert(Math.abs(normalQuantile(0.5)) < 1e-12);
+  assert(Math.abs(normalQuantile(0.025) + normalQuantile(0.975)) < 1e-12);
+  // statsmodels proportion_confint(8, 10, method="wilson") = (0.4901625, 0.9433178)
+  const w = wilsonInterval(8, 10);
+  assert(Math.abs(w.low - 0.4901625) < 1e-6 && Math.abs(w.high - 0.9433178) < 1e-6);
+  // method="normal" = (0.5520819, 1.0) after clipping
+  const n = normalInterval(8, 10);
+  assert(Math.abs(n.low - 0.5520819) < 1e-6 && n.high === 1);
+  const values = Array.from({ length: 200 }, (_, i) => (i % 5 < 2 ? 1 : 0)); // p = 0.4
+  const a = bootstrapMeanCI(values, { seed: 1 });
+  assertEquals(a, bootstrapMeanCI(values, { seed: 1 }));
+  assert(Math.abs(a.estimate - 0.4) < 1e-12);
+  // the bootstrap interval agrees with Wilson's to within a couple of points at n = 200
+  const wil = wilsonInterval(80, 200);
+  assert(Math.abs(a.low - wil.low) < 0.02 && Math.abs(a.high - wil.high) < 0.02, JSON.stringify([a, wil]));
+  const same = pairedBootstrapCI(values, values);
+  assertEquals([same.estimate, same.low, same.high], [0, 0, 0]);
+  const m = bootstrapMeanOfMeansCI([values, values.map((v) => 1 - v)]);
+  assert(Math.abs(m.estimate - 0.5) < 1e-12 && m.low < 0.5 && m.high > 0.5);
 });

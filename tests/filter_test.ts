@@ -37,9 +37,13 @@ Deno.test("filter: for n = 4 the same band keeps exactly 1 correct", () => {
 Deno.test("filter: explicit pass-count and rate bands", () => {
   const t = probed([0, 1, 2, 3, 4], 4);
   assertEquals(Array.from(filter(t, { minPass: 1, maxPass: 3 }).array("id") as string[]), ["q1", "q2", "q3"]);
-  assertEquals(Array.from(filter(t, { minRate: 0.5, maxRate: 1 }).array("id") as string[]), ["q2", "q3", "q4"]);
+  assertEquals(Array.from(filter(t, { minRate: 0.5, maxRate: 1 }).array("id") as string[]), [
+    "q2",
+    "q3",
+    "q4",
+  ]);
   // counts win over rates when both are given
-  assertEquals(filter(t, { minPass: 4, minRate: 0 , maxRate: 1 }).numRows(), 1);
+  assertEquals(filter(t, { minPass: 4, minRate: 0, maxRate: 1 }).numRows(), 1);
 });
 
 Deno.test("filter: easy-to-hard orders by pass rate (curriculum), ties stable; other columns follow", () => {

@@ -1,4 +1,9 @@
-import { deepStrictEqual as assertEquals, match as assertMatch, ok as assert, throws } from "node:assert/strict";
+import {
+  deepStrictEqual as assertEquals,
+  match as assertMatch,
+  ok as assert,
+  throws,
+} from "node:assert/strict";
 import {
   accuracyBars,
   display,
@@ -11,7 +16,9 @@ import {
 import { arquero as aq } from "../lib/deps.ts";
 
 function texts(svg: string): string[] {
-  return [...svg.matchAll(/<text[^>]*>([^<]*)<\/text>|<tspan[^>]*>([^<]*)<\/tspan>/g)].map((m) => (m[1] ?? m[2]).trim());
+  return [...svg.matchAll(/<text[^>]*>([^<]*)<\/text>|<tspan[^>]*>([^<]*)<\/tspan>/g)].map((m) =>
+    (m[1] ?? m[2]).trim()
+  );
 }
 
 Deno.test("passCountHistogram: one bar per pass count 0..n, labelled with its question count", () => {
@@ -34,7 +41,10 @@ Deno.test("passCountHistogram: a pass count above n is an error", () => {
 });
 
 Deno.test("lossCurve and metricCurves draw one path per metric with axis labels", () => {
-  const log = Array.from({ length: 10 }, (_, i) => ({ step: i + 1, loss: 2 / (i + 1), reward: i / 10, kl: i * 1e-3 }));
+  const log = Array.from(
+    { length: 10 },
+    (_, i) => ({ step: i + 1, loss: 2 / (i + 1), reward: i / 10, kl: i * 1e-3 }),
+  );
   const loss = lossCurve(log);
   assert((loss.match(/<path /g) ?? []).length >= 1);
   assert(texts(loss).some((s) => s.includes("loss")));
@@ -51,7 +61,9 @@ Deno.test("grpoCurves picks reward, KL, length and clip columns in that order", 
     { step: 2, lr: 1e-6, clipFractionLow: 0.1, completionLengthMean: 12, kl: 0.01, rewardMean: 0.2 },
   ];
   const svg = grpoCurves(log);
-  const order = ["rewardMean", "kl", "completionLengthMean", "clipFractionLow"].map((m) => svg.indexOf(`>${m}<`));
+  const order = ["rewardMean", "kl", "completionLengthMean", "clipFractionLow"].map((m) =>
+    svg.indexOf(`>${m}<`)
+  );
   assert(order.every((i) => i > 0), "every metric drawn");
   assertEquals([...order].sort((a, b) => a - b), order);
   assert(!svg.includes(">lr<"), "learning rate is not a GRPO curve");

@@ -49,7 +49,10 @@ Deno.test("probe: pass counts are the strict reward over n seeded samples; one s
     assertEquals(objects[i].passRate, want / 8);
     assertEquals(objects[i].n, 8);
   }
-  assert(rows.some((r) => expectedPassCount(5, r.id, r.answerLabel, 8) > 0), "the fixture must have some passes");
+  assert(
+    rows.some((r) => expectedPassCount(5, r.id, r.answerLabel, 8) > 0),
+    "the fixture must have some passes",
+  );
   // the recipe's sampling defaults and the prompt reached the model
   assertEquals(model.calls.length, 4);
   assertEquals(model.calls[0].temperature, 1);
@@ -76,7 +79,12 @@ Deno.test("probe: a crash midway resumes from the JSONL file and gives the unint
   const dir = await tmp();
   try {
     const rows = aq.from(fakeRows(11));
-    const full = await probe(fakeModel(), rows, { tokenizer: charTokenizer, n: 4, batchSize: 2, out: `${dir}/full.jsonl` });
+    const full = await probe(fakeModel(), rows, {
+      tokenizer: charTokenizer,
+      n: 4,
+      batchSize: 2,
+      out: `${dir}/full.jsonl`,
+    });
     const crashing = fakeModel();
     crashing.failOnCall = 3; // batches 1 and 2 written, then the crash
     await rejects(
@@ -87,7 +95,12 @@ Deno.test("probe: a crash midway resumes from the JSONL file and gives the unint
     // a crash in the middle of a write leaves a partial last line: it must be dropped, not fail
     await Deno.writeTextFile(`${dir}/part.jsonl`, '{"id":"q4","passC', { append: true });
     const resumedModel = fakeModel();
-    const resumed = await probe(resumedModel, rows, { tokenizer: charTokenizer, n: 4, batchSize: 3, out: `${dir}/part.jsonl` });
+    const resumed = await probe(resumedModel, rows, {
+      tokenizer: charTokenizer,
+      n: 4,
+      batchSize: 3,
+      out: `${dir}/part.jsonl`,
+    });
     assertEquals(resumed.objects(), full.objects());
     // only the 7 questions not done were generated again
     assertEquals(resumedModel.calls.reduce((s, c) => s + c.prompts.length, 0), 7);
@@ -103,13 +116,20 @@ Deno.test("probe: a crash midway resumes from the JSONL file and gives the unint
 });
 
 Deno.test("probe: bad input is refused with one clear sentence", async () => {
-  await rejects(probe(fakeModel(), aq.from(fakeRows(2)), { tokenizer: charTokenizer, n: 0 }), /n must be a positive integer/);
+  await rejects(
+    probe(fakeModel(), aq.from(fakeRows(2)), { tokenizer: charTokenizer, n: 0 }),
+    /n must be a positive integer/,
+  );
   const dup = [...fakeRows(2), ...fakeRows(1)];
-  await rejects(probe(fakeModel(), aq.from(dup), { tokenizer: charTokenizer, n: 2 }), /Row 2 .* repeats id q0/);
+  await rejects(
+    probe(fakeModel(), aq.from(dup), { tokenizer: charTokenizer, n: 2 }),
+    /Row 2 .* repeats id q0/,
+  );
 });
 
 Deno.test({
-  name: "probe: 50 MedQA questions, n = 4, on medthink-tiny: stopped midway and resumed = uninterrupted; filter; histogram",
+  name:
+    "probe: 50 MedQA questions, n = 4, on medthink-tiny: stopped midway and resumed = uninterrupted; filter; histogram",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
@@ -120,7 +140,14 @@ Deno.test({
       const model = await loadModel("medthink-tiny");
       const tokenizer = await loadTokenizer();
       // A short template keeps prefill small on 2 cores; generation is 2 tokens.
-      const opts = { tokenizer, n: 4, maxNewTokens: 2, batchSize: 10, seed: 11, template: "Question: {question}\n\n{options}" };
+      const opts = {
+        tokenizer,
+        n: 4,
+        maxNewTokens: 2,
+        batchSize: 10,
+        seed: 11,
+        template: "Question: {question}\n\n{options}",
+      };
       const t0 = performance.now();
       const full = await probe(model, table, { ...opts, out: `${dir}/full.jsonl` });
       const fullMs = performance.now() - t0;
@@ -138,7 +165,10 @@ Deno.test({
       assertEquals(Array.from(full.array("n") as number[]).every((x) => x === 4), true);
       const { table: kept, report } = filterWithReport(full);
       assertEquals(report.total, 50);
-      assertEquals(report.kept, Array.from(full.array("passCount") as number[]).filter((p) => p === 1).length);
+      assertEquals(
+        report.kept,
+        Array.from(full.array("passCount") as number[]).filter((p) => p === 1).length,
+      );
       assertEquals(kept.numRows(), report.kept);
       const svg = passCountHistogram(full);
       assert(svg.includes("pass count (correct of 4)"));

@@ -7,11 +7,10 @@
  *
  * @module
  */
-import { arquero as aq } from "../deps.ts";
 import type { CausalLM } from "../model/types.ts";
 import type { Row } from "../data/types.ts";
 import { buildPrompt } from "../data/prompt.ts";
-import { type ColumnMapping, type DatasetFormat, loadDataset } from "../data/dataset.ts";
+import { type ColumnMapping, type DatasetFormat, loadDataset, type Table } from "../data/dataset.ts";
 import { medvlthinkerReward } from "../reward/medvlthinker.ts";
 import { lenientGrade } from "../reward/lenient.ts";
 import { createProgress } from "../train/progress.ts";
@@ -27,8 +26,7 @@ import {
 import { openJsonlStore } from "./jsonl_store.ts";
 import { bootstrapMeanCI, bootstrapMeanOfMeansCI, type Interval, mean, pairedBootstrapCI } from "./stats.ts";
 
-/** An arquero table of canonical rows. */
-export type Table = ReturnType<typeof aq.table>;
+export type { Table };
 
 /** Which grader's verdict is the headline accuracy. */
 export type GraderName = "lenient" | "strict";
@@ -93,17 +91,60 @@ export function registerBenchmark(spec: BenchmarkSpec): void {
  * (RECIPE.md); for reference marks on plots, never as our results.
  */
 export const PUBLISHED_ACCURACY: Readonly<Record<string, Readonly<Record<string, number>>>> = Object.freeze({
-  "Qwen2.5-VL-3B": { "PMC-VQA": 44.77, MMMU: 44.12, "MedXpertQA-MM": 20.69, PathVQA: 61.96, SLAKE: 61.30, "VQA-RAD": 62.01, mean: 49.14 },
-  "MedVLThinker-3B-RL-m23k": { "PMC-VQA": 47.32, MMMU: 52.16, "MedXpertQA-MM": 22.90, PathVQA: 62.28, SLAKE: 63.38, "VQA-RAD": 71.08, mean: 53.19 },
-  "Qwen2.5-VL-7B": { "PMC-VQA": 49.30, MMMU: 52.94, "MedXpertQA-MM": 18.89, PathVQA: 65.39, SLAKE: 65.71, "VQA-RAD": 68.75, mean: 53.50 },
-  "MedVLThinker-7B-RL-m23k": { "PMC-VQA": 50.67, MMMU: 56.86, "MedXpertQA-MM": 24.43, PathVQA: 66.83, SLAKE: 65.79, "VQA-RAD": 64.71, mean: 54.88 },
-  "MedVLThinker-32B-RL-m23k": { "PMC-VQA": 54.37, MMMU: 70.00, "MedXpertQA-MM": 34.60, PathVQA: 68.82, SLAKE: 73.96, "VQA-RAD": 76.96, mean: 63.12 },
+  "Qwen2.5-VL-3B": {
+    "PMC-VQA": 44.77,
+    MMMU: 44.12,
+    "MedXpertQA-MM": 20.69,
+    PathVQA: 61.96,
+    SLAKE: 61.30,
+    "VQA-RAD": 62.01,
+    mean: 49.14,
+  },
+  "MedVLThinker-3B-RL-m23k": {
+    "PMC-VQA": 47.32,
+    MMMU: 52.16,
+    "MedXpertQA-MM": 22.90,
+    PathVQA: 62.28,
+    SLAKE: 63.38,
+    "VQA-RAD": 71.08,
+    mean: 53.19,
+  },
+  "Qwen2.5-VL-7B": {
+    "PMC-VQA": 49.30,
+    MMMU: 52.94,
+    "MedXpertQA-MM": 18.89,
+    PathVQA: 65.39,
+    SLAKE: 65.71,
+    "VQA-RAD": 68.75,
+    mean: 53.50,
+  },
+  "MedVLThinker-7B-RL-m23k": {
+    "PMC-VQA": 50.67,
+    MMMU: 56.86,
+    "MedXpertQA-MM": 24.43,
+    PathVQA: 66.83,
+    SLAKE: 65.79,
+    "VQA-RAD": 64.71,
+    mean: 54.88,
+  },
+  "MedVLThinker-32B-RL-m23k": {
+    "PMC-VQA": 54.37,
+    MMMU: 70.00,
+    "MedXpertQA-MM": 34.60,
+    PathVQA: 68.82,
+    SLAKE: 73.96,
+    "VQA-RAD": 76.96,
+    mean: 63.12,
+  },
 });
 
 /** A benchmark ready to run. */
 export interface ResolvedBenchmark {
+  /** Name in reports. */
   name: string;
+  /** Its questions, in order. */
   rows: Row[];
+  /** The headline grader. */
   grader: GraderName;
 }
 
@@ -144,7 +185,9 @@ export async function resolveBenchmarks(
     if (typeof b === "string") {
       const found = BENCHMARKS.get(b);
       if (!found) {
-        throw new Error(`Unknown benchmark '${b}'; known: ${[...BENCHMARKS.keys()].join(", ")} (or give {name, path}).`);
+        throw new Error(
+          `Unknown benchmark '${b}'; known: ${[...BENCHMARKS.keys()].join(", ")} (or give {name, path}).`,
+        );
       }
       spec = found;
     } else spec = b;
@@ -183,7 +226,9 @@ export async function resolveBenchmarks(
       groups.push(...by.entries());
     } else groups.push([spec.name, rows]);
     for (const [name, list] of groups) {
-      if (out.some((o) => o.name === name)) throw new Error(`Two benchmarks are named '${name}'; names must be unique.`);
+      if (out.some((o) => o.name === name)) {
+        throw new Error(`Two benchmarks are named '${name}'; names must be unique.`);
+      }
       if (list.length === 0) throw new Error(`Benchmark '${name}' has no rows.`);
       out.push({ name, rows: Number.isFinite(limit) ? list.slice(0, limit) : list, grader });
     }
@@ -242,16 +287,23 @@ export interface EvaluateOptions extends ResolveOptions {
 
 /** One graded completion, as written to `predictions.jsonl`. */
 export interface Prediction {
+  /** Benchmark name. */
   benchmark: string;
+  /** Question id. */
   id: string;
+  /** Run index (0-based). */
   run: number;
+  /** The completion, decoded without special tokens. */
   completion: string;
   /** Generated tokens (stop token included). */
   length: number;
+  /** `stop` (an end token) or `length` (hit `maxNewTokens`). */
   finishReason: "stop" | "length";
+  /** The correct option's letter. */
   answerLabel: string;
-  /** Lenient grader: the extracted answer and the option it names. */
+  /** Lenient grader: the extracted answer. */
   extracted: string;
+  /** Lenient grader: the option the extracted answer names, or null. */
   predictedLabel: string | null;
   /** 1 when the lenient grader says correct. */
   lenient: number;
@@ -263,20 +315,27 @@ export interface Prediction {
 
 /** Per-benchmark results. */
 export interface BenchmarkResult {
+  /** Benchmark name. */
   name: string;
   /** Questions evaluated. */
   n: number;
   /** Headline accuracy (grader below), mean over questions of the mean over runs. */
   accuracy: number;
+  /** Bootstrap interval of `accuracy` (questions resampled). */
   ci: Interval;
+  /** Which grader gives the headline accuracy. */
   grader: GraderName;
+  /** Accuracy under the lenient grader (the recipe's evaluation). */
   lenientAccuracy: number;
+  /** Accuracy under the recipe's strict reward (format and answer). */
   strictAccuracy: number;
+  /** Bootstrap interval of `strictAccuracy`. */
   strictCi: Interval;
   /** Share of completions passing the strict format check. */
   formatRate: number;
   /** Share of completions that hit `maxNewTokens`. */
   truncationRate: number;
+  /** Mean generated tokens per completion. */
   meanResponseLength: number;
   /** Accuracy of each run separately. */
   accuracyByRun: number[];
@@ -286,6 +345,7 @@ export interface BenchmarkResult {
 export interface Comparison {
   /** The other evaluation's model name. */
   other: string;
+  /** Per shared benchmark: shared questions, both accuracies, and the paired difference (this minus other). */
   benchmarks: { name: string; n: number; accuracy: number; otherAccuracy: number; diff: Interval }[];
   /** Difference of the means over the compared benchmarks. */
   mean: Interval | null;
@@ -293,8 +353,11 @@ export interface Comparison {
 
 /** What {@linkcode evaluate} returns (and writes as report.json). */
 export interface EvalReport {
+  /** The model's name. */
   model: string;
+  /** Decoding settings (temperature, topP, topK, maxNewTokens, seed, template, runs). */
   settings: Record<string, unknown>;
+  /** One entry per benchmark, in the order given. */
   benchmarks: BenchmarkResult[];
   /** Plain mean over benchmarks, with a bootstrap interval (each benchmark resampled). */
   mean: { accuracy: number; ci: Interval; strictAccuracy: number } | null;
@@ -302,12 +365,20 @@ export interface EvalReport {
   complete: boolean;
   /** Per benchmark, question id -> headline score (mean over runs): what paired comparisons use. */
   scores: Record<string, Record<string, number>>;
+  /** The paired comparison asked for with `compareWith`. */
   comparison?: Comparison;
   /** Files written (when `outDir` was given). */
   files?: { predictions: string; json: string; markdown: string; svg: string };
 }
 
-function gradeOne(benchmark: string, row: Row, run: number, completion: string, length: number, reason: "stop" | "length"): Prediction {
+function gradeOne(
+  benchmark: string,
+  row: Row,
+  run: number,
+  completion: string,
+  length: number,
+  reason: "stop" | "length",
+): Prediction {
   const strict = medvlthinkerReward(completion, row);
   const lenient = lenientGrade(completion, row);
   return {
@@ -362,7 +433,9 @@ export async function evaluate(
     level = 0.95,
     signal,
   } = options;
-  if (!Number.isInteger(runs) || runs < 1) throw new Error(`evaluate option runs must be a positive integer, got ${runs}.`);
+  if (!Number.isInteger(runs) || runs < 1) {
+    throw new Error(`evaluate option runs must be a positive integer, got ${runs}.`);
+  }
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new Error(`evaluate option batchSize must be a positive integer, got ${batchSize}.`);
   }
@@ -382,15 +455,28 @@ export async function evaluate(
   for (const b of resolved) {
     const ids = new Set<string>();
     for (const r of b.rows) {
-      if (ids.has(String(r.id))) throw new Error(`Benchmark '${b.name}' repeats question id ${r.id}; ids must be unique.`);
+      if (ids.has(String(r.id))) {
+        throw new Error(`Benchmark '${b.name}' repeats question id ${r.id}; ids must be unique.`);
+      }
       ids.add(String(r.id));
     }
   }
   const prompt: PromptBuilder = options.prompt ?? ((row) => buildPrompt(row, { template }));
-  const settings = { temperature, topP, topK, maxNewTokens, seed, template: template ?? null, model: modelName };
+  const settings = {
+    temperature,
+    topP,
+    topK,
+    maxNewTokens,
+    seed,
+    template: template ?? null,
+    model: modelName,
+  };
   const predictionsPath = outDir ? `${outDir.replace(/\/$/, "")}/predictions.jsonl` : undefined;
   const store = predictionsPath
-    ? await openJsonlStore<Prediction>(predictionsPath, { meta: { kind: "evaluate", ...settings }, overwrite })
+    ? await openJsonlStore<Prediction>(predictionsPath, {
+      meta: { kind: "evaluate", ...settings },
+      overwrite,
+    })
     : undefined;
   const key = (b: string, id: string, run: number) => `${b}\u0000${id}\u0000${run}`;
   const preds = new Map<string, Prediction>();
@@ -401,7 +487,13 @@ export async function evaluate(
   };
   const total = resolved.reduce((s, b) => s + b.rows.length, 0);
   let done = resolved.reduce((s, b) => s + b.rows.filter((r) => isDone(b.name, r)).length, 0);
-  const bar = createProgress({ total, label: "evaluate", start: done, bar: options.progress, show: ["benchmark"] });
+  const bar = createProgress({
+    total,
+    label: "evaluate",
+    start: done,
+    bar: options.progress,
+    show: ["benchmark"],
+  });
   let stopped = false;
   outer: for (const b of resolved) {
     const pending = b.rows.filter((r) => !isDone(b.name, r));
@@ -437,7 +529,11 @@ export async function evaluate(
     }
   }
   bar.close();
-  const report = summarize(modelName, settings, resolved, preds, runs, { samples: bootstrapSamples, level, seed });
+  const report = summarize(modelName, settings, resolved, preds, runs, {
+    samples: bootstrapSamples,
+    level,
+    seed,
+  });
   report.settings.runs = runs;
   report.complete = !stopped;
   if (options.compareWith) {
@@ -457,7 +553,10 @@ export async function evaluate(
     await Deno.writeTextFile(report.files.json, JSON.stringify(report, null, 2) + "\n");
     await Deno.writeTextFile(report.files.markdown, formatReport(report));
     if (report.benchmarks.length > 0) {
-      await writeSvg(report.files.svg, accuracyBars(report, { title: `Accuracy: ${modelName}`, reference: options.reference }));
+      await writeSvg(
+        report.files.svg,
+        accuracyBars(report, { title: `Accuracy: ${modelName}`, reference: options.reference }),
+      );
     }
   }
   return report;
@@ -526,13 +625,23 @@ function summarize(
       strictAccuracy: mean(results.map((r) => r.strictAccuracy)),
     }
     : null;
-  return { model: modelName, settings: { ...settings }, benchmarks: results, mean: meanResult, complete: true, scores };
+  return {
+    model: modelName,
+    settings: { ...settings },
+    benchmarks: results,
+    mean: meanResult,
+    complete: true,
+    scores,
+  };
 }
 
 /** Options of {@linkcode compareReports}. */
 export interface CompareOptions {
+  /** Bootstrap resamples. Default 2000. */
   samples?: number;
+  /** Interval coverage. Default 0.95. */
   level?: number;
+  /** Bootstrap seed. Default 0. */
   seed?: number;
 }
 
@@ -551,7 +660,9 @@ export interface CompareOptions {
  */
 export function compareReports(a: EvalReport, b: EvalReport, options: CompareOptions = {}): Comparison {
   const { samples = 2000, level = 0.95, seed = 0 } = options;
-  if (!a.scores || !b.scores) throw new Error("compareReports needs reports with per-question scores (from evaluate).");
+  if (!a.scores || !b.scores) {
+    throw new Error("compareReports needs reports with per-question scores (from evaluate).");
+  }
   const out: Comparison["benchmarks"] = [];
   const diffs: number[][] = [];
   for (const [name, sa] of Object.entries(a.scores)) {
@@ -570,7 +681,9 @@ export function compareReports(a: EvalReport, b: EvalReport, options: CompareOpt
     });
     diffs.push(ids.map((_, i) => xa[i] - xb[i]));
   }
-  if (out.length === 0) throw new Error(`Reports of ${a.model} and ${b.model} share no benchmark questions to compare.`);
+  if (out.length === 0) {
+    throw new Error(`Reports of ${a.model} and ${b.model} share no benchmark questions to compare.`);
+  }
   return {
     other: b.model,
     benchmarks: out,
@@ -599,9 +712,13 @@ export function formatReport(report: EvalReport): string {
   const lines = [
     `# Evaluation: ${report.model}`,
     "",
-    `Decoding: ${Number(s.temperature) === 0 ? "greedy" : `temperature ${s.temperature}, top-p ${s.topP}`}, ` +
+    `Decoding: ${
+      Number(s.temperature) === 0 ? "greedy" : `temperature ${s.temperature}, top-p ${s.topP}`
+    }, ` +
     `up to ${s.maxNewTokens} new tokens, ${s.runs ?? 1} run(s), seed ${s.seed}.` +
-    (report.complete ? "" : " **Incomplete: the run was stopped; the numbers cover the questions answered.**"),
+    (report.complete
+      ? ""
+      : " **Incomplete: the run was stopped; the numbers cover the questions answered.**"),
     "",
     `Accuracy in percent with ${L}% bootstrap intervals. Headline grader per benchmark as listed; ` +
     `strict = the recipe's reward (format and answer).`,
@@ -611,7 +728,9 @@ export function formatReport(report: EvalReport): string {
   ];
   for (const b of report.benchmarks) {
     lines.push(
-      `| ${b.name} | ${b.n} | ${b.grader} | ${pctCi(b.ci)} | ${pct(b.lenientAccuracy)} | ${pctCi(b.strictCi)} | ` +
+      `| ${b.name} | ${b.n} | ${b.grader} | ${pctCi(b.ci)} | ${pct(b.lenientAccuracy)} | ${
+        pctCi(b.strictCi)
+      } | ` +
         `${pct(b.formatRate)} | ${pct(b.truncationRate)} | ${b.meanResponseLength.toFixed(1)} |`,
     );
   }
@@ -633,7 +752,9 @@ export function formatReport(report: EvalReport): string {
       "| --- | ---: | ---: | ---: | --- |",
     );
     for (const b of c.benchmarks) {
-      lines.push(`| ${b.name} | ${b.n} | ${pct(b.accuracy)} | ${pct(b.otherAccuracy)} | ${signedPct(b.diff)} |`);
+      lines.push(
+        `| ${b.name} | ${b.n} | ${pct(b.accuracy)} | ${pct(b.otherAccuracy)} | ${signedPct(b.diff)} |`,
+      );
     }
     if (c.mean) lines.push(`| **mean** | | | | ${signedPct(c.mean)} |`);
   }

@@ -5,9 +5,9 @@
  * @module
  */
 import { arquero as aq } from "../deps.ts";
+import type { Table } from "../data/dataset.ts";
 
-/** An arquero table (what `loadDataset` and `probe` return). */
-export type Table = ReturnType<typeof aq.table>;
+export type { Table };
 
 /** Options of {@linkcode filter}. */
 export interface FilterOptions {
@@ -28,7 +28,9 @@ export interface FilterOptions {
 
 /** What the filter kept and dropped, and why. */
 export interface FilterReport {
+  /** Rows in. */
   total: number;
+  /** Rows kept. */
   kept: number;
   /** Dropped with a pass rate below the band (never-solved questions among them). */
   droppedTooHard: number;
@@ -49,7 +51,9 @@ function checkColumns(table: Table, need: string[]): void {
   for (const c of need) {
     if (!names.includes(c)) {
       throw new Error(
-        `The table has no '${c}' column; filter needs probe results (columns ${need.join(", ")}), e.g. from probe().`,
+        `The table has no '${c}' column; filter needs probe results (columns ${
+          need.join(", ")
+        }), e.g. from probe().`,
       );
     }
   }
@@ -67,7 +71,10 @@ function checkColumns(table: Table, need: string[]): void {
  * console.assert(table.numRows() === 1 && report.droppedNeverSolved === 1);
  * ```
  */
-export function filterWithReport(table: Table, options: FilterOptions = {}): { table: Table; report: FilterReport } {
+export function filterWithReport(
+  table: Table,
+  options: FilterOptions = {},
+): { table: Table; report: FilterReport } {
   checkColumns(table, ["passCount", "n"]);
   const { minPass, maxPass, order = "original" } = options;
   const minRate = options.minRate ?? 1 / 16;
@@ -84,7 +91,9 @@ export function filterWithReport(table: Table, options: FilterOptions = {}): { t
     const p = Number(passCount[i]);
     const n = Number(nCol[i]);
     if (!Number.isFinite(p) || !Number.isFinite(n) || n <= 0 || p < 0 || p > n) {
-      throw new Error(`Row ${i} of the probe table has passCount ${passCount[i]} out of n ${nCol[i]}, which is not valid.`);
+      throw new Error(
+        `Row ${i} of the probe table has passCount ${passCount[i]} out of n ${nCol[i]}, which is not valid.`,
+      );
     }
     const key = `${p}/${n}`;
     histogram[key] = (histogram[key] ?? 0) + 1;
@@ -116,7 +125,12 @@ export function filterWithReport(table: Table, options: FilterOptions = {}): { t
       droppedTooHard: tooHard,
       droppedNeverSolved: neverSolved,
       droppedTooEasy: tooEasy,
-      band: { minRate, maxRate, ...(minPass !== undefined ? { minPass } : {}), ...(maxPass !== undefined ? { maxPass } : {}) },
+      band: {
+        minRate,
+        maxRate,
+        ...(minPass !== undefined ? { minPass } : {}),
+        ...(maxPass !== undefined ? { maxPass } : {}),
+      },
       histogram,
     },
   };
@@ -202,8 +216,11 @@ export interface OverlapOptions {
 
 /** One training row found in a benchmark. */
 export interface OverlapMatch {
+  /** Id of the training row. */
   trainId: string;
+  /** Name of the benchmark it was found in. */
   benchmark: string;
+  /** Id of the benchmark row it matches. */
   benchmarkId: string;
   /** `question` (same normalised question text) or `hash` (same `hash` column value). */
   by: "question" | "hash";
@@ -275,7 +292,9 @@ export function findOverlap(
     const byQuestion = new Map<string, string[]>();
     const byHash = new Map<string, string[]>();
     for (let i = 0; i < b.ids.length; i++) {
-      if (b.questions[i] !== "") byQuestion.set(b.questions[i], [...(byQuestion.get(b.questions[i]) ?? []), b.ids[i]]);
+      if (b.questions[i] !== "") {
+        byQuestion.set(b.questions[i], [...(byQuestion.get(b.questions[i]) ?? []), b.ids[i]]);
+      }
       if (b.hashes[i] !== null) byHash.set(b.hashes[i]!, [...(byHash.get(b.hashes[i]!) ?? []), b.ids[i]]);
     }
     for (let i = 0; i < tr.ids.length; i++) {
@@ -286,7 +305,9 @@ export function findOverlap(
       }
       const h = tr.hashes[i];
       for (const id of h !== null ? byHash.get(h) ?? [] : []) {
-        if (!found.has(id)) matches.push({ trainId: tr.ids[i], benchmark: name, benchmarkId: id, by: "hash" });
+        if (!found.has(id)) {
+          matches.push({ trainId: tr.ids[i], benchmark: name, benchmarkId: id, by: "hash" });
+        }
       }
     }
   }

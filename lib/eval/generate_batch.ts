@@ -9,15 +9,18 @@
  * @module
  */
 import type { CausalLM } from "../model/types.ts";
-import type { ChatMessage, EncodedBatch } from "../tokenizer.ts";
+import type { ChatContentPart, ChatMessage, EncodedBatch } from "../tokenizer.ts";
 import type { Row } from "../data/types.ts";
 
-export type { ChatMessage };
+export type { ChatContentPart, ChatMessage, EncodedBatch };
 
 /** What generation needs from a tokenizer (the `Tokenizer` of `lib/tokenizer.ts` has it). */
 export interface ChatTokenizer {
+  /** Render messages with the chat template (ending in the assistant header when asked). */
   applyChatTemplate(messages: ChatMessage[], options?: { addGenerationPrompt?: boolean }): string;
+  /** Encode texts into one padded batch. */
   encodeBatch(texts: string[], options?: { padding?: "left" | "right" }): EncodedBatch;
+  /** Decode token ids to text. */
   decode(ids: number[], options?: { skipSpecialTokens?: boolean }): string;
 }
 
@@ -58,8 +61,11 @@ export interface GenerateCompletionsOptions extends SamplingOptions {
 
 /** Output of an {@linkcode ImageInputBuilder}. */
 export interface ImageInputs {
+  /** The prompt texts with one `<|image_pad|>` per merged patch of each image. */
   texts: string[];
+  /** The processor's `pixel_values` for all images of the batch, in order (a `[patches, dim]` tensor). */
   pixelValues?: unknown;
+  /** `(t, h, w)` patch grid per image. */
   imageGridThw?: number[][];
 }
 
@@ -68,11 +74,13 @@ export type ImageInputBuilder = (rows: QuestionRow[], texts: string[]) => Promis
 
 /** The completions of one question. */
 export interface RowCompletions {
+  /** The question's id. */
   id: string;
   /** Decoded completion text per sample, special tokens removed. */
   completions: string[];
   /** Generated token count per sample (stop token included). */
   lengths: number[];
+  /** `stop` or `length` per sample. */
   finishReasons: ("stop" | "length")[];
 }
 
@@ -134,8 +142,17 @@ export async function generateCompletions(
   rows: QuestionRow[],
   options: GenerateCompletionsOptions,
 ): Promise<RowCompletions[]> {
-  const { tokenizer, prompt, images, n = 1, temperature = 1, topP = 1, topK = 0, maxNewTokens = 256, seed = 0 } =
-    options;
+  const {
+    tokenizer,
+    prompt,
+    images,
+    n = 1,
+    temperature = 1,
+    topP = 1,
+    topK = 0,
+    maxNewTokens = 256,
+    seed = 0,
+  } = options;
   if (rows.length === 0) return [];
   const texts: string[] = [];
   for (const row of rows) {
@@ -153,7 +170,9 @@ export async function generateCompletions(
           `use a Qwen2.5-VL checkpoint or a text-only benchmark.`,
       );
     }
-    if (!images) throw new Error(`Row ${rows.find(rowHasImages)!.id} holds an image but no image processor was given.`);
+    if (!images) {
+      throw new Error(`Row ${rows.find(rowHasImages)!.id} holds an image but no image processor was given.`);
+    }
     const prepared = await images(rows, texts);
     promptTexts = prepared.texts;
     pixelValues = prepared.pixelValues;

@@ -31,10 +31,13 @@ export interface OpenJsonlStoreOptions {
 
 function stableJson(value: unknown): string {
   // Key order must not make two equal settings look different.
-  return JSON.stringify(value, (_k, v) =>
-    v && typeof v === "object" && !Array.isArray(v)
-      ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]]))
-      : v);
+  return JSON.stringify(
+    value,
+    (_k, v) =>
+      v && typeof v === "object" && !Array.isArray(v)
+        ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]]))
+        : v,
+  );
 }
 
 /**
@@ -51,7 +54,9 @@ export async function readJsonl<T = Record<string, unknown>>(path: string): Prom
   return (await readStore<T>(path)).records;
 }
 
-async function readStore<T>(path: string): Promise<{ meta?: unknown; records: T[]; validBytes: number; size: number }> {
+async function readStore<T>(
+  path: string,
+): Promise<{ meta?: unknown; records: T[]; validBytes: number; size: number }> {
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
@@ -79,7 +84,9 @@ async function readStore<T>(path: string): Promise<{ meta?: unknown; records: T[
     try {
       value = JSON.parse(line);
     } catch {
-      throw new Error(`${path}, line ${i + 1}: not valid JSON; the file is corrupt (delete it to start over).`);
+      throw new Error(
+        `${path}, line ${i + 1}: not valid JSON; the file is corrupt (delete it to start over).`,
+      );
     }
     if (i === 0 && value && typeof value === "object" && "_meta" in value) {
       meta = (value as { _meta: unknown })._meta;
@@ -104,9 +111,14 @@ async function readStore<T>(path: string): Promise<{ meta?: unknown; records: T[
  * console.assert(again.records.length === 1);
  * ```
  */
-export async function openJsonlStore<T>(path: string, options: OpenJsonlStoreOptions = {}): Promise<JsonlStore<T>> {
+export async function openJsonlStore<T>(
+  path: string,
+  options: OpenJsonlStoreOptions = {},
+): Promise<JsonlStore<T>> {
   const { meta, overwrite = false } = options;
-  const found = overwrite ? { meta: undefined, records: [] as T[], validBytes: 0, size: 0 } : await readStore<T>(path);
+  const found = overwrite
+    ? { meta: undefined, records: [] as T[], validBytes: 0, size: 0 }
+    : await readStore<T>(path);
   const encoder = new TextEncoder();
   const dir = path.replace(/[\\/][^\\/]*$/, "");
   if (dir && dir !== path) await Deno.mkdir(dir, { recursive: true });
@@ -114,7 +126,9 @@ export async function openJsonlStore<T>(path: string, options: OpenJsonlStoreOpt
     // Only a partial first line: treat as empty.
   } else if (found.validBytes > 0 && meta !== undefined) {
     if (found.meta === undefined) {
-      throw new Error(`${path} has no settings line; it was not written by this run type (choose another output path).`);
+      throw new Error(
+        `${path} has no settings line; it was not written by this run type (choose another output path).`,
+      );
     }
     if (stableJson(found.meta) !== stableJson(meta)) {
       throw new Error(

@@ -10,6 +10,7 @@
  */
 import { arquero as aq } from "../deps.ts";
 import type { CausalLM } from "../model/types.ts";
+import type { Table } from "../data/dataset.ts";
 import { buildPrompt } from "../data/prompt.ts";
 import { medvlthinkerReward } from "../reward/medvlthinker.ts";
 import {
@@ -64,12 +65,19 @@ export interface ProbeOptions extends SamplingOptions {
 
 /** One question's probe result as written to the JSONL file. */
 export interface ProbeRecord {
+  /** The question's id. */
   id: string;
+  /** Samples with reward above 0.5. */
   passCount: number;
+  /** Samples drawn. */
   n: number;
+  /** Reward of each sample. */
   rewards: number[];
+  /** Generated tokens of each sample (stop token included). */
   lengths: number[];
+  /** `stop` or `length` per sample. */
   finishReasons: ("stop" | "length")[];
+  /** The completions (only with `keepCompletions`). */
   completions?: string[];
 }
 
@@ -78,15 +86,27 @@ function defaultReward(completion: string, row: QuestionRow): number {
 }
 
 /** The probe's settings that must agree for a run to be resumed from a file. */
-function probeMeta(o: Required<Pick<ProbeOptions, "n" | "temperature" | "topP" | "topK" | "maxNewTokens" | "seed">>, extra: Record<string, unknown>) {
-  return { kind: "probe", n: o.n, temperature: o.temperature, topP: o.topP, topK: o.topK, maxNewTokens: o.maxNewTokens, seed: o.seed, ...extra };
+function probeMeta(
+  o: Required<Pick<ProbeOptions, "n" | "temperature" | "topP" | "topK" | "maxNewTokens" | "seed">>,
+  extra: Record<string, unknown>,
+) {
+  return {
+    kind: "probe",
+    n: o.n,
+    temperature: o.temperature,
+    topP: o.topP,
+    topK: o.topK,
+    maxNewTokens: o.maxNewTokens,
+    seed: o.seed,
+    ...extra,
+  };
 }
 
 /**
  * Turn probe records into the result table: `id, passCount, n, passRate, meanResponseLength`
  * (response length in generated tokens).
  */
-export function probeTable(records: ProbeRecord[]): ReturnType<typeof aq.table> {
+export function probeTable(records: ProbeRecord[]): Table {
   return aq.from(records.map((r) => ({
     id: r.id,
     passCount: r.passCount,
@@ -114,7 +134,7 @@ export async function probe(
   model: CausalLM,
   table: { objects(): unknown[]; numRows(): number },
   options: ProbeOptions,
-): Promise<ReturnType<typeof aq.table>> {
+): Promise<Table> {
   const {
     tokenizer,
     n = 16,
@@ -154,7 +174,13 @@ export async function probe(
   const done = new Map<string, ProbeRecord>();
   for (const r of store?.records ?? []) if (seen.has(r.id)) done.set(r.id, r);
   const pending = rows.filter((r) => !done.has(String(r.id)));
-  const bar = createProgress({ total: rows.length, label: "probe", start: done.size, bar: options.progress, show: ["passRate"] });
+  const bar = createProgress({
+    total: rows.length,
+    label: "probe",
+    start: done.size,
+    bar: options.progress,
+    show: ["passRate"],
+  });
   let passes = 0, samples = 0;
   for (const r of done.values()) (passes += r.passCount), (samples += r.n);
   for (let start = 0; start < pending.length; start += batchSize) {
