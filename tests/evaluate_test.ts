@@ -272,3 +272,42 @@ Deno.test("stats: normal quantile, Wilson and normal intervals, seeded bootstrap
   const m = bootstrapMeanOfMeansCI([values, values.map((v) => 1 - v)]);
   assert(Math.abs(m.estimate - 0.5) < 1e-12 && m.low < 0.5 && m.high > 0.5);
 });
+
+Deno.test({
+  name:
+    "evaluate and probe: medthink-tiny-vl on VQA-RAD images; parquet and JSONL + JPEG give identical predictions",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { probe } = await import("../lib/eval/probe.ts");
+    const { loadDataset } = await import("../lib/data/dataset.ts");
+    const model = await loadModel("medthink-tiny-vl");
+    try {
+      const tokenizer = await loadTokenizer(model.dir);
+      const opts = { tokenizer, dataDir: DATA, limit: 4, maxNewTokens: 3, batchSize: 4 };
+      const fromParquet = await evaluate(model, [{
+        name: "vqa",
+        path: "vqa_rad_closed/test-00000-of-00001.parquet",
+      }], opts);
+      const fromJsonl = await evaluate(model, [{ name: "vqa", path: "vqa_rad_closed/test.jsonl" }], opts);
+      assertEquals(fromParquet.benchmarks[0].n, 4);
+      assertEquals(fromParquet.scores, fromJsonl.scores);
+      assertEquals(fromParquet.benchmarks, fromJsonl.benchmarks);
+      // a batch mixing image rows and text-only rows
+      const vqa = await loadDataset(`${DATA}vqa_rad_closed/test.jsonl`, { limit: 2 });
+      const medqa = await loadDataset(`${DATA}medqa_4opt/test.jsonl`, { limit: 2 });
+      const mixed = vqa.concat(medqa);
+      const result = await probe(model, mixed, {
+        tokenizer,
+        n: 2,
+        maxNewTokens: 2,
+        batchSize: 4,
+        template: "{question}\n{options}",
+      });
+      assertEquals(result.numRows(), 4);
+      assertEquals(Array.from(result.array("n") as number[]), [2, 2, 2, 2]);
+    } finally {
+      model.dispose();
+    }
+  },
+});

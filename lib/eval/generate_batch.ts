@@ -8,7 +8,11 @@
  *
  * @module
  */
+import { tf } from "../deps.ts";
 import type { CausalLM } from "../model/types.ts";
+import { type ImageInputBuilder, type ImageInputs, visionInputBuilder } from "./vision_inputs.ts";
+
+export type { ImageInputBuilder, ImageInputs };
 import type { ChatContentPart, ChatMessage, EncodedBatch } from "../tokenizer.ts";
 import type { Row } from "../data/types.ts";
 
@@ -54,23 +58,11 @@ export interface GenerateCompletionsOptions extends SamplingOptions {
   prompt: PromptBuilder;
   /**
    * Prepares image inputs for a batch of rows (Qwen2.5-VL): returns the rendered prompt texts with
-   * their image tokens expanded and the processor's tensors. Absent: rows with images are refused.
+   * their image tokens expanded and the processor's tensors. Default for a vision model:
+   * `visionInputBuilder(model)` (the model folder's processor settings).
    */
   images?: ImageInputBuilder;
 }
-
-/** Output of an {@linkcode ImageInputBuilder}. */
-export interface ImageInputs {
-  /** The prompt texts with one `<|image_pad|>` per merged patch of each image. */
-  texts: string[];
-  /** The processor's `pixel_values` for all images of the batch, in order (a `[patches, dim]` tensor). */
-  pixelValues?: unknown;
-  /** `(t, h, w)` patch grid per image. */
-  imageGridThw?: number[][];
-}
-
-/** Builds multimodal model inputs for rows with images. */
-export type ImageInputBuilder = (rows: QuestionRow[], texts: string[]) => Promise<ImageInputs>;
 
 /** The completions of one question. */
 export interface RowCompletions {
@@ -170,10 +162,7 @@ export async function generateCompletions(
           `use a Qwen2.5-VL checkpoint or a text-only benchmark.`,
       );
     }
-    if (!images) {
-      throw new Error(`Row ${rows.find(rowHasImages)!.id} holds an image but no image processor was given.`);
-    }
-    const prepared = await images(rows, texts);
+    const prepared = await (images ?? visionInputBuilder(model))(rows, texts);
     promptTexts = prepared.texts;
     pixelValues = prepared.pixelValues;
     imageGridThw = prepared.imageGridThw;
@@ -181,17 +170,21 @@ export async function generateCompletions(
   const { inputIds, attentionMask } = tokenizer.encodeBatch(promptTexts, { padding: "left" });
   const seeds: number[] = [];
   for (const row of rows) for (let j = 0; j < n; j++) seeds.push(sampleSeed(seed, row.id, j));
-  const result = await model.generate(inputIds, {
-    attentionMask,
-    temperature,
-    topP,
-    topK,
-    maxNewTokens,
-    numSamples: n,
-    seeds,
-    // deno-lint-ignore no-explicit-any
-    ...(pixelValues !== undefined ? { pixelValues: pixelValues as any, imageGridThw } : {}),
-  });
+  let result;
+  try {
+    result = await model.generate(inputIds, {
+      attentionMask,
+      temperature,
+      topP,
+      topK,
+      maxNewTokens,
+      numSamples: n,
+      seeds,
+      ...(pixelValues !== undefined ? { pixelValues: pixelValues as tf.Tensor2D, imageGridThw } : {}),
+    });
+  } finally {
+    if (pixelValues instanceof tf.Tensor) pixelValues.dispose();
+  }
   const eos = new Set(model.config.eosTokenIds);
   return rows.map((row, i) => {
     const completions: string[] = [];
