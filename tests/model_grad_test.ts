@@ -2,7 +2,7 @@
 // qwen2-tiny/train_golden.json, on every backend (wasm included: its gather has no gradient kernel).
 import { tf } from "../lib/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
-import { embeddingLookup } from "../lib/model/qwen2.ts";
+import { batchMatMul, embeddingLookup, matMulBT, WASM_SLICE_MATMUL_MIN_WORK } from "../lib/model/qwen2.ts";
 import type { CausalLM } from "../lib/model/types.ts";
 import { BACKENDS, backendTest } from "./_backends.ts";
 import { check, maxAbsDiff, QWEN2_TINY, take } from "./_model_fixtures.ts";
@@ -149,5 +149,51 @@ for (const backend of BACKENDS) {
       ...Object.values(got.grads),
       ...Object.values(want.grads),
     ]);
+  });
+}
+
+for (const backend of BACKENDS) {
+  backendTest("batchMatMul and matMulBT: values and gradients equal tf.matMul's", backend, async () => {
+    // Shapes above WASM_SLICE_MATMUL_MIN_WORK, so wasm takes its slice-by-slice path.
+    const a = tf.randomNormal([2, 2, 96, 32], 0, 1, "float32", 1) as tf.Tensor4D;
+    const bT = tf.randomNormal([2, 2, 64, 32], 0, 1, "float32", 2) as tf.Tensor4D;
+    const b = tf.randomNormal([2, 2, 32, 64], 0, 1, "float32", 3) as tf.Tensor4D;
+    const w = tf.randomNormal([40, 32], 0, 1, "float32", 4) as tf.Tensor2D;
+    const x = tf.randomNormal([96, 32], 0, 1, "float32", 5) as tf.Tensor2D;
+    check(96 * 32 * 64 >= WASM_SLICE_MATMUL_MIN_WORK, "test shapes exercise the sliced path");
+    const cases: [
+      string,
+      (p: tf.Tensor, q: tf.Tensor) => tf.Tensor,
+      (p: tf.Tensor, q: tf.Tensor) => tf.Tensor,
+      tf.Tensor,
+      tf.Tensor,
+    ][] = [
+      [
+        "a b^T",
+        (p, q) => batchMatMul(p as tf.Tensor4D, q as tf.Tensor4D, true),
+        (p, q) => tf.matMul(p, q, false, true),
+        a,
+        bT,
+      ],
+      ["a b", (p, q) => batchMatMul(p as tf.Tensor4D, q as tf.Tensor4D), (p, q) => tf.matMul(p, q), a, b],
+      [
+        "x W^T",
+        (p, q) => matMulBT(p as tf.Tensor2D, q as tf.Tensor2D),
+        (p, q) => tf.matMul(p, q, false, true),
+        x,
+        w,
+      ],
+    ];
+    for (const [name, f, ref, p, q] of cases) {
+      const up = tf.randomNormal(ref(p, q).shape, 0, 1, "float32", 6);
+      const g1 = tf.grads((pp: tf.Tensor, qq: tf.Tensor) => tf.sum(tf.mul(f(pp, qq), up)));
+      const g2 = tf.grads((pp: tf.Tensor, qq: tf.Tensor) => tf.sum(tf.mul(ref(pp, qq), up)));
+      const [dp1, dq1] = g1([p, q]), [dp2, dq2] = g2([p, q]);
+      const dv = (await tf.max(tf.abs(tf.sub(f(p, q), ref(p, q)))).data())[0];
+      const dp = (await tf.max(tf.abs(tf.sub(dp1, dp2))).data())[0];
+      const dq = (await tf.max(tf.abs(tf.sub(dq1, dq2))).data())[0];
+      check(dv < 1e-3 && dp < 1e-3 && dq < 1e-3, `${name}: value ${dv}, grads ${dp} ${dq}`);
+    }
+    tf.dispose([a, b, bT, w, x]);
   });
 }
