@@ -33,8 +33,8 @@ const NODE_GYP = "node-gyp@11.4.2";
 const MARKER = ".medthink-binding"; // in the package folder: which wheel the binding was built against
 
 const HOW_TO_GET_A_WHEEL = "Get one with `pip download --no-deps -d DIR tensorflow-cpu==2.21.0` " +
-  "(any machine with pip and access to PyPI or a wheel store; Linux x86_64, CPython 3.11 build works " +
-  "whatever Python runs here) and pass it with `deno task setup:tensorflow --wheel DIR/tensorflow_cpu-*.whl`; " +
+  "(on any machine with pip and access to PyPI or a wheel store; " +
+  "the Linux x86_64 wheel for any Python version will do) and pass it with `deno task setup:tensorflow --wheel DIR/tensorflow_cpu-*.whl`; " +
   "or, with access to storage.googleapis.com, let the package's normal install fetch its binary " +
   "(`npm install @tensorflow/tfjs-node@4.22.0`). Without it, choose `--backend wasm`.";
 
@@ -421,7 +421,8 @@ async function main(): Promise<void> {
   const pkgs = await packageFolders(root);
   // Idempotent and cheap when done: nothing to fetch or extract if every copy is built against a
   // library that is still there.
-  if (!values.force) {
+  // (An explicit --wheel goes on: the binding may have been built against another one.)
+  if (!values.force && !values.wheel) {
     const done: boolean[] = [];
     for (const p of pkgs) {
       let marker = "";
