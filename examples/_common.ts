@@ -1,0 +1,166 @@
+/**
+ * What the examples share: flags (`--model`, `--data`, `--config`, `--out`, `--backend`, `--quick`),
+ * the YAML config, the quick CI setting, where the bundled data lives, and Qwen2.5-VL image inputs.
+ *
+ * Flags are parsed with `node:util` `parseArgs` and configs with the `yaml` package: `@std/cli` and
+ * `@std/yaml` live on JSR, which this project cannot reach.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { YAML } from "../lib/deps.ts";
+import type { CausalLM } from "../lib/model/types.ts";
+import type { Row } from "../lib/data/types.ts";
+import { decodeImage } from "../lib/data/images.ts";
+import { imageTokenCount, processImages, readImageProcessorConfig } from "../lib/data/processor.ts";
+import { expandImageTokens, type Tokenizer } from "../lib/tokenizer.ts";
+import { tf } from "../lib/deps.ts";
+
+/** Parsed command line of an example. */
+export interface ExampleArgs {
+  /** Checkpoint folder or an embedded model name (`--model`). */
+  model?: string;
+  /** Dataset file(s) or folder (`--data`). */
+  data?: string;
+  /** YAML config (`--config`). */
+  config?: string;
+  /** Output folder (`--out`). Default `runs/<example>`. */
+  out?: string;
+  /** tfjs backend (`--backend`). */
+  backend?: string;
+  /** Short CI-sized run (`--quick`, or the `CI` environment variable set to a true value). */
+  quick: boolean;
+  /** Other flags, as strings. */
+  extra: Record<string, string | boolean | undefined>;
+}
+
+/** The repository root (examples/..). */
+export const ROOT: string = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/**
+ * Parse the example's flags; `--help` prints `usage` and exits. `extra` names further string flags.
+ */
+export function parseExampleArgs(usage: string, extra: string[] = []): ExampleArgs {
+  const options: Record<string, { type: "string" | "boolean" }> = {
+    model: { type: "string" },
+    data: { type: "string" },
+    config: { type: "string" },
+    out: { type: "string" },
+    backend: { type: "string" },
+    quick: { type: "boolean" },
+    help: { type: "boolean" },
+  };
+  for (const name of extra) options[name] = { type: "string" };
+  const { values } = parseArgs({ args: Deno.args, options, allowPositionals: false });
+  if (values.help) {
+    console.log(usage.trim());
+    Deno.exit(0);
+  }
+  const ci = (Deno.env.get("CI") ?? "").toLowerCase();
+  const quick = Boolean(values.quick) || (ci !== "" && ci !== "false" && ci !== "0");
+  const rest: Record<string, string | boolean | undefined> = {};
+  for (const name of extra) rest[name] = values[name] as string | undefined;
+  return {
+    model: values.model as string | undefined,
+    data: values.data as string | undefined,
+    config: values.config as string | undefined,
+    out: values.out as string | undefined,
+    backend: values.backend as string | undefined,
+    quick,
+    extra: rest,
+  };
+}
+
+/** Read a YAML config into a plain object (an absent path gives `{}`). */
+export async function readYamlConfig(path: string | undefined): Promise<Record<string, unknown>> {
+  if (!path) return {};
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new Error(`Config file ${path} could not be read: ${(e as Error).message}`);
+  }
+  const parsed = YAML.parse(text);
+  if (parsed === null || parsed === undefined) return {};
+  if (typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new Error(`Config file ${path} does not hold a YAML mapping of settings.`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** A section of a config (e.g. `sft:`), checked to be a mapping. */
+export function section(config: Record<string, unknown>, key: string, file = "the config"): Record<string, unknown> {
+  const value = config[key];
+  if (value === undefined || value === null) return {};
+  if (typeof value !== "object" || Array.isArray(value)) {
+    throw new Error(`Key '${key}' of ${file} must be a mapping of settings.`);
+  }
+  return value as Record<string, unknown>;
+}
+
+/**
+ * The folder of the bundled public data (MedQA, PubMedQA, VQA-RAD closed): `$MEDTHINK_DATA`, else
+ * `../shared/data` beside the repository, else `data/` inside it; null when none exists.
+ */
+export function findDataDir(): string | null {
+  const candidates = [Deno.env.get("MEDTHINK_DATA"), `${ROOT}/../shared/data`, `${ROOT}/data`];
+  for (const dir of candidates) {
+    if (!dir) continue;
+    try {
+      if (Deno.statSync(dir).isDirectory) return dir;
+    } catch { /* not there */ }
+  }
+  return null;
+}
+
+/** Create the output folder and return it. */
+export async function outDir(args: ExampleArgs, name: string): Promise<string> {
+  const dir = args.out ?? `${ROOT}/runs/${name}`;
+  await Deno.mkdir(dir, { recursive: true });
+  return dir;
+}
+
+/** Seconds since `t0` (performance.now()), one decimal. */
+export function since(t0: number): string {
+  return ((performance.now() - t0) / 1000).toFixed(1);
+}
+
+/**
+ * Qwen2.5-VL inputs for rows with images: each image decoded, resized and cut into patches by the
+ * model folder's own `preprocessor_config.json`, and each `<|image_pad|>` of the prompt expanded to
+ * one token per merged patch. Pass it as `images` to `evaluate` or `probe`.
+ */
+export async function vlImageInputs(
+  model: CausalLM,
+): Promise<(rows: Row[], texts: string[]) => Promise<{ texts: string[]; pixelValues?: unknown; imageGridThw?: number[][] }>> {
+  if (!model.dir) throw new Error("The vision-language model has no folder to read preprocessor_config.json from.");
+  const config = await readImageProcessorConfig(model.dir);
+  return async (rows, texts) => {
+    const outTexts: string[] = [];
+    const pixels: number[][] = [];
+    const grids: number[][] = [];
+    let patchDim = 0;
+    for (let i = 0; i < rows.length; i++) {
+      const images = await Promise.all((rows[i].images ?? []).map((ref) => decodeImage(ref)));
+      if (images.length === 0) {
+        outTexts.push(texts[i]);
+        continue;
+      }
+      const processed = processImages(images, config);
+      patchDim = processed.patchDim;
+      pixels.push(Array.from(processed.pixelValues));
+      grids.push(...processed.imageGridThw);
+      outTexts.push(expandImageTokens(texts[i], processed.imageGridThw.map((g) => imageTokenCount(g))));
+    }
+    if (grids.length === 0) return { texts: outTexts };
+    const flat = pixels.flat();
+    return {
+      texts: outTexts,
+      pixelValues: tf.tensor2d(flat, [flat.length / patchDim, patchDim]),
+      imageGridThw: grids,
+    };
+  };
+}
+
+/** The tokenizer type the examples pass around. */
+export type { Tokenizer };
