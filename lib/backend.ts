@@ -146,8 +146,9 @@ async function loadTensorflow(threads?: number): Promise<void> {
   unregisterTensorflowKernels();
   throw new Error(
     `The 'tensorflow' backend is not available (${reasons.join("; ")}): build its binding with ` +
-      "`deno task setup:tensorflow` (from a tensorflow-cpu wheel), or install @tensorflow/tfjs-node " +
-      "with network access, or choose --backend wasm.",
+      "`deno task setup:tensorflow` (from a tensorflow-cpu wheel), or let the package's own install " +
+      "script download it (`deno install --allow-scripts=npm:@tensorflow/tfjs-node@4.22.0`, needs access " +
+      "to storage.googleapis.com), or choose --backend wasm.",
   );
 }
 

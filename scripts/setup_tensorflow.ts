@@ -16,7 +16,8 @@
  * 4. check that Deno loads it and multiplies two matrices on the `tensorflow` backend.
  *
  * Idempotent: a copy already built against the same wheel is left alone (`--force` rebuilds).
- * With network access the package's normal install (`npm install @tensorflow/tfjs-node`) works too.
+ * With access to storage.googleapis.com the package's own install script works too
+ * (`deno install --allow-scripts=npm:@tensorflow/tfjs-node@4.22.0`, or `npm install` under Node).
  *
  * Usage: `deno task setup:tensorflow [--wheel PATH] [--force] [--no-check]`
  *
@@ -36,7 +37,8 @@ const HOW_TO_GET_A_WHEEL = "Get one with `pip download --no-deps -d DIR tensorfl
   "(on any machine with pip and access to PyPI or a wheel store; " +
   "the Linux x86_64 wheel for any Python version will do) and pass it with `deno task setup:tensorflow --wheel DIR/tensorflow_cpu-*.whl`; " +
   "or, with access to storage.googleapis.com, let the package's normal install fetch its binary " +
-  "(`npm install @tensorflow/tfjs-node@4.22.0`). Without it, choose `--backend wasm`.";
+  "(`deno install --allow-scripts=npm:@tensorflow/tfjs-node@4.22.0` in a project with a node_modules " +
+  "folder, or `npm install @tensorflow/tfjs-node@4.22.0`). Without it, choose `--backend wasm`.";
 
 /** The result of running a command. */
 interface Run {
