@@ -113,7 +113,7 @@ const COMMANDS: Record<string, Command> = {
       },
       benchmarks: {
         kind: "list",
-        help: "benchmarks (registry names or files) to check for overlap with the kept rows",
+        help: "benchmarks (registry names, files, or name=file) to check for overlap with the kept rows",
       },
       dataDir: { kind: "string", help: "folder that benchmark names and relative paths are read from" },
       removeOverlap: { kind: "boolean", help: "drop kept rows that appear in a benchmark", default: false },
@@ -132,7 +132,7 @@ const COMMANDS: Record<string, Command> = {
       ...MODEL_SETTINGS,
       benchmarks: {
         kind: "list",
-        help: "registry names (medqa, pubmedqa, vqa_rad_closed, medvlthinker_eval) or data files",
+        help: "registry names (medqa, pubmedqa, vqa_rad_closed, medvlthinker_eval), data files, or name=file",
         default: ["medqa"],
       },
       dataDir: { kind: "string", help: "folder that benchmark names and relative paths are read from" },
@@ -473,7 +473,7 @@ async function runFilter(config: Record<string, unknown>): Promise<void> {
     if (!data?.length) {
       throw new Error("filter: the overlap check needs the dataset's questions: pass --data too.");
     }
-    const specs = benchmarks.map((b) => (/[./]/.test(b) ? { name: b, path: b } : b));
+    const specs = benchmarks.map(benchmarkSpec);
     const resolved = await resolveBenchmarks(specs, { dataDir: config.dataDir as string | undefined });
     const named = Object.fromEntries(resolved.map((b) => [b.name, aq.from(b.rows)]));
     const overlap = findOverlap(kept, named, { remove: config.removeOverlap as boolean });
@@ -499,11 +499,25 @@ async function runFilter(config: Record<string, unknown>): Promise<void> {
   console.log(`kept rows: ${out} (${rows.length})`);
 }
 
+const GENERIC_FILE = /^(test|train|validation|val|dev|data)([-_.].*)?$/;
+
+/**
+ * A `--benchmarks` entry: `name=path`, a registry name, or a data file (named after its folder when
+ * the file name is generic, e.g. `vqa_rad_closed/test.jsonl` -> `vqa_rad_closed`).
+ */
+export function benchmarkSpec(arg: string): string | BenchmarkSpec {
+  const eq = arg.indexOf("=");
+  if (eq > 0) return { name: arg.slice(0, eq), path: arg.slice(eq + 1) };
+  if (!/[./]/.test(arg)) return arg;
+  const parts = arg.replace(/\/+$/, "").split("/");
+  const file = parts.at(-1)!.replace(/\.[^.]*$/, "");
+  const name = GENERIC_FILE.test(file) && parts.length > 1 ? parts.at(-2)! : file;
+  return { name, path: arg };
+}
+
 async function runEvaluate(config: Record<string, unknown>): Promise<void> {
   const names = need(config, "benchmarks", "evaluate") as string[];
-  const specs: (string | BenchmarkSpec)[] = names.map((
-    b,
-  ) => (/[./]/.test(b) ? { name: b.replace(/^.*\/|\.[^.]*$/g, ""), path: b } : b));
+  const specs: (string | BenchmarkSpec)[] = names.map(benchmarkSpec);
   const refKey = config.reference as string | undefined;
   if (refKey && !PUBLISHED_ACCURACY[refKey]) {
     throw new Error(`--reference '${refKey}' is not one of ${Object.keys(PUBLISHED_ACCURACY).join(", ")}.`);

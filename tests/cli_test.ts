@@ -1,5 +1,5 @@
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
-import { helpText, parseCommand } from "../cli.ts";
+import { benchmarkSpec, helpText, parseCommand } from "../cli.ts";
 import { loadDataset } from "../lib/data/dataset.ts";
 import { readJsonl } from "../lib/eval/jsonl_store.ts";
 
@@ -83,6 +83,20 @@ Deno.test("cli: defaults < YAML config (any key case, command sections) < flags"
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("cli: benchmark arguments name registry entries, files, or name=file", () => {
+  assertEquals(benchmarkSpec("medqa"), "medqa");
+  assertEquals(benchmarkSpec("data/vqa_rad_closed/test.jsonl"), {
+    name: "vqa_rad_closed",
+    path: "data/vqa_rad_closed/test.jsonl",
+  });
+  assertEquals(benchmarkSpec("eval/test-00000-of-00001.parquet"), {
+    name: "eval",
+    path: "eval/test-00000-of-00001.parquet",
+  });
+  assertEquals(benchmarkSpec("my_bench.jsonl"), { name: "my_bench", path: "my_bench.jsonl" });
+  assertEquals(benchmarkSpec("rad=x/y.jsonl"), { name: "rad", path: "x/y.jsonl" });
 });
 
 Deno.test({

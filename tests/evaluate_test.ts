@@ -126,6 +126,19 @@ Deno.test("evaluate: sampled runs draw seed (seed, id, run); accuracy is the mea
   assert(formatReport(report).includes("temperature 0.7"));
 });
 
+Deno.test("evaluate: stopped by a signal, the report covers what was answered and says so", async () => {
+  const controller = new AbortController();
+  const report = await evaluate(fakeModel(), benches(), {
+    tokenizer: charTokenizer,
+    batchSize: 10,
+    signal: controller.signal,
+    onProgress: ({ done }) => done >= 20 && controller.abort(),
+  });
+  assertEquals(report.complete, false);
+  assertEquals(report.benchmarks.map((b) => [b.name, b.n]), [["alpha", 20]]);
+  assert(formatReport(report).includes("**Incomplete"));
+});
+
 Deno.test("evaluate: truncated completions are counted and graded as written", async () => {
   const report = await evaluate(fakeModel(), [{ name: "alpha", table: aq.from(fakeRows(8, "a")) }], {
     tokenizer: charTokenizer,
@@ -214,9 +227,8 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "eval_test_" });
     try {
       const model = await loadModel("medthink-tiny");
-      const tokenizer = await loadTokenizer();
+      // no tokenizer given: evaluate loads the model folder's (here the embedded default)
       const report = await evaluate(model, ["medqa", "pubmedqa"], {
-        tokenizer,
         dataDir: DATA,
         limit: 6,
         maxNewTokens: 3,

@@ -10,6 +10,7 @@
 import type { CausalLM } from "../model/types.ts";
 import type { Row } from "../data/types.ts";
 import { buildPrompt } from "../data/prompt.ts";
+import { loadTokenizer } from "../tokenizer.ts";
 import { type ColumnMapping, type DatasetFormat, loadDataset, type Table } from "../data/dataset.ts";
 import { medvlthinkerReward } from "../reward/medvlthinker.ts";
 import { lenientGrade } from "../reward/lenient.ts";
@@ -238,8 +239,8 @@ export async function resolveBenchmarks(
 
 /** Options of {@linkcode evaluate}. */
 export interface EvaluateOptions extends ResolveOptions {
-  /** The model's tokenizer (`loadTokenizer(dir)`). */
-  tokenizer: ChatTokenizer;
+  /** The model's tokenizer. Default: `loadTokenizer(model.dir)` (the folder's own, else the embedded Qwen2.5 one). */
+  tokenizer?: ChatTokenizer;
   /** 0 = greedy (default, the recipe); above 0 samples. */
   temperature?: number;
   /** Default 1. */
@@ -403,10 +404,9 @@ function gradeOne(
  * @example
  * ```ts ignore
  * import { loadModel } from "../model/load.ts";
- * import { loadTokenizer } from "../tokenizer.ts";
  * const model = await loadModel("medthink-tiny");
  * const report = await evaluate(model, ["medqa", "pubmedqa"], {
- *   tokenizer: await loadTokenizer(), dataDir: "../shared/data", limit: 20, maxNewTokens: 64, outDir: "runs/eval",
+ *   dataDir: "../shared/data", limit: 20, maxNewTokens: 64, outDir: "runs/eval",
  * });
  * console.log(report.benchmarks.map((b) => `${b.name}: ${b.accuracy}`), report.mean);
  * ```
@@ -414,10 +414,9 @@ function gradeOne(
 export async function evaluate(
   model: CausalLM,
   benchmarks: (string | BenchmarkSpec)[],
-  options: EvaluateOptions,
+  options: EvaluateOptions = {},
 ): Promise<EvalReport> {
   const {
-    tokenizer,
     temperature = 0,
     topP = 1,
     topK = 0,
@@ -462,6 +461,7 @@ export async function evaluate(
     }
   }
   const prompt: PromptBuilder = options.prompt ?? ((row) => buildPrompt(row, { template }));
+  const tokenizer = options.tokenizer ?? await loadTokenizer(model.dir);
   const settings = {
     temperature,
     topP,

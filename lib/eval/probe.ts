@@ -12,6 +12,7 @@ import { arquero as aq } from "../deps.ts";
 import type { CausalLM } from "../model/types.ts";
 import type { Table } from "../data/dataset.ts";
 import { buildPrompt } from "../data/prompt.ts";
+import { loadTokenizer } from "../tokenizer.ts";
 import { medvlthinkerReward } from "../reward/medvlthinker.ts";
 import {
   type ChatTokenizer,
@@ -29,8 +30,8 @@ export type ProbeReward = (completion: string, row: QuestionRow) => number | Pro
 
 /** Options of {@linkcode probe}. */
 export interface ProbeOptions extends SamplingOptions {
-  /** The tokenizer of the model (`loadTokenizer()` for the embedded default). */
-  tokenizer: ChatTokenizer;
+  /** The model's tokenizer. Default: `loadTokenizer(model.dir)` (the folder's own, else the embedded Qwen2.5 one). */
+  tokenizer?: ChatTokenizer;
   /** Samples per question. Default 16 (the recipe). */
   n?: number;
   /** Default 1 (the recipe). */
@@ -122,21 +123,19 @@ export function probeTable(records: ProbeRecord[]): Table {
  * @example
  * ```ts ignore
  * import { loadModel } from "../model/load.ts";
- * import { loadTokenizer } from "../tokenizer.ts";
  * import { loadDataset } from "../data/dataset.ts";
  * const model = await loadModel("medthink-tiny");
  * const table = (await loadDataset("data/medqa_4opt/test.jsonl")).slice(0, 50);
- * const result = await probe(model, table, { tokenizer: await loadTokenizer(), n: 4, out: "probe.jsonl" });
+ * const result = await probe(model, table, { n: 4, maxNewTokens: 256, out: "probe.jsonl" });
  * result.print();
  * ```
  */
 export async function probe(
   model: CausalLM,
   table: { objects(): unknown[]; numRows(): number },
-  options: ProbeOptions,
+  options: ProbeOptions = {},
 ): Promise<Table> {
   const {
-    tokenizer,
     n = 16,
     temperature = 1,
     topP = 1,
@@ -170,6 +169,7 @@ export async function probe(
     template: template ?? null,
     model: model.dir ?? model.config.modelType,
   });
+  const tokenizer = options.tokenizer ?? await loadTokenizer(model.dir);
   const store = out ? await openJsonlStore<ProbeRecord>(out, { meta, overwrite }) : undefined;
   const done = new Map<string, ProbeRecord>();
   for (const r of store?.records ?? []) if (seen.has(r.id)) done.set(r.id, r);
