@@ -229,7 +229,6 @@ export async function generate(
   const temperature = options.temperature ?? 1;
   const sampling: SamplingOptions = { temperature, topK: options.topK ?? 0, topP: options.topP ?? 1 };
   const eos = new Set(options.eosTokenIds ?? model.config.eosTokenIds);
-  const pad = options.padTokenId ?? model.config.padTokenId ?? model.config.eosTokenIds[0] ?? 0;
   if (options.seeds && options.seeds.length !== R) {
     throw new Error(
       `seeds has ${options.seeds.length} entries but there are ${R} output rows (prompts x numSamples).`,
@@ -269,29 +268,56 @@ export async function generate(
       logits = l2 as tf.Tensor2D;
       positions = p2 as tf.Tensor1D;
     }
-    const done = new Array(R).fill(false);
-    const T_ = temperature > 0 ? temperature : 1;
+    // `active[j]` = the output row held at batch position j; finished rows leave the batch.
+    let active = Array.from({ length: R }, (_, r) => r);
+    const greedy = !(temperature > 0);
     for (let step = 0; step < maxNew; step++) {
-      const lpT = tf.tidy(() => tf.logSoftmax(tf.div(logits!, T_)));
-      const lp = (await lpT.data()) as Float32Array;
-      lpT.dispose();
-      const V = lp.length / R;
-      const next = new Array(R).fill(pad);
-      for (let r = 0; r < R; r++) {
-        if (done[r]) continue;
-        const row = lp.subarray(r * V, (r + 1) * V);
-        const tok = sampleToken(row, sampling, temperature > 0 ? rngs[r].next() : 0);
-        tokens[r].push(tok);
-        logprobs[r].push(row[tok]);
-        next[r] = tok;
-        if (eos.has(tok)) {
-          done[r] = true;
-          finishReasons[r] = "stop";
+      const A = active.length;
+      const chosen: number[] = new Array(A);
+      if (greedy) {
+        // Greedy needs only the argmax and its log-prob: download 2 numbers per row, not the vocabulary.
+        const [idxT, lpT] = tf.tidy(() => {
+          const l = logits!;
+          return [tf.argMax(l, 1), tf.sub(tf.max(l, 1), tf.logSumExp(l, 1))];
+        });
+        const [idx, lpv] = [await idxT.data(), await lpT.data()];
+        tf.dispose([idxT, lpT]);
+        for (let j = 0; j < A; j++) {
+          chosen[j] = idx[j];
+          logprobs[active[j]].push(lpv[j]);
+        }
+      } else {
+        const lpT = tf.tidy(() => tf.logSoftmax(tf.div(logits!, temperature)));
+        const lp = (await lpT.data()) as Float32Array;
+        lpT.dispose();
+        const V = lp.length / A;
+        for (let j = 0; j < A; j++) {
+          const row = lp.subarray(j * V, (j + 1) * V);
+          chosen[j] = sampleToken(row, sampling, rngs[active[j]].next());
+          logprobs[active[j]].push(row[chosen[j]]);
         }
       }
-      if (step === maxNew - 1 || done.every(Boolean)) break;
-      const prevLogits: tf.Tensor2D = logits!, prevPos: tf.Tensor1D = positions!;
-      const tokT = tf.tensor2d(next, [R, 1], "int32");
+      const keep: number[] = [];
+      for (let j = 0; j < A; j++) {
+        const r = active[j];
+        tokens[r].push(chosen[j]);
+        if (eos.has(chosen[j])) finishReasons[r] = "stop";
+        else keep.push(j);
+      }
+      if (step === maxNew - 1 || keep.length === 0) break;
+      let prevPos: tf.Tensor1D = positions!;
+      if (keep.length < A) {
+        // Drop finished rows from the cache so later steps compute only live ones.
+        selectCacheRows(cache, keep);
+        const idx = tf.tensor1d(keep, "int32");
+        const p2 = tf.gather(prevPos, idx) as tf.Tensor1D;
+        idx.dispose();
+        prevPos.dispose();
+        prevPos = p2;
+        active = keep.map((j) => active[j]);
+      }
+      const prevLogits: tf.Tensor2D = logits!;
+      const tokT = tf.tensor2d(keep.map((j) => [chosen[j]]), [keep.length, 1], "int32");
       logits = model.decodeStep(tokT, prevPos, cache);
       positions = tf.tidy(() => tf.add(prevPos, 1) as tf.Tensor1D);
       tokT.dispose();
