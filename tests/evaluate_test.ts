@@ -187,6 +187,9 @@ Deno.test("resolveBenchmarks: registry names with a data folder, limits, and one
     "lenient",
   ]]);
   assertEquals(Object.values(res[1].rows[0].options), ["Yes", "No", "Maybe"]);
+  // a Hugging Face dataset folder, one split (the parquet shard: 60 rows)
+  const folder = await resolveBenchmarks([{ name: "rad", path: "vqa_rad_closed", split: "test" }], { dataDir: DATA });
+  assertEquals(folder[0].rows.length, 60);
   const mixed = aq.from([...fakeRows(3, "pmc_vqa"), ...fakeRows(2, "slake")]);
   const split = await resolveBenchmarks([{
     name: "eval",

@@ -44,6 +44,8 @@ export interface BenchmarkSpec {
   format?: DatasetFormat;
   /** `loadDataset` column mapping. */
   columns?: ColumnMapping;
+  /** For a folder: only files of this split (`test.parquet`, `test-00000-of-00001.parquet`, ...). */
+  split?: string;
   /** Keep only rows whose `datasetName` equals this. */
   datasetName?: string;
   /** One file holding several benchmarks: one benchmark per distinct `datasetName`. */
@@ -75,9 +77,11 @@ export const BENCHMARKS: Map<string, BenchmarkSpec> = new Map([
   }],
   ["medvlthinker_eval", {
     name: "medvlthinker_eval",
-    path: "medvlthinker_eval/test.parquet",
+    path: "medvlthinker_eval",
+    split: "test",
     splitByDatasetName: true,
-    description: "The recipe's evaluation table (six benchmarks in one file, split by dataset_name)",
+    description: "The recipe's evaluation set (six benchmarks, 8,220 questions, in one table split by dataset_name): " +
+      "download the UCSC-VLAA/MedVLThinker-Eval dataset folder into <dataDir>/medvlthinker_eval",
   }],
 ]);
 
@@ -204,6 +208,7 @@ export async function resolveBenchmarks(
       const table = await loadDataset(paths.length === 1 ? paths[0] : paths, {
         format: spec.format,
         columns: spec.columns,
+        split: spec.split,
         onBadRow: options.onBadRow,
         ...(early ? { limit } : {}),
       });
