@@ -118,18 +118,23 @@ try { await useBackend("tensorflow"); console.log("LOADED"); } catch (e) { conso
 });
 
 Deno.test({
-  name: "tensorflow also loads outside the project (Deno's global npm cache), as for URL imports",
+  name:
+    "tensorflow also loads outside the project (Deno's global npm cache), as for URL imports; threads option",
   ignore: unavailableReason("tensorflow") !== null,
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
     const r = await child(
       `import { useBackend } from "BACKEND_URL";
-console.log("BACKEND " + await useBackend("auto"));`,
+console.log("BACKEND " + await useBackend("auto", { threads: 1 }));
+console.log("THREADS " + Deno.env.get("TF_NUM_INTRAOP_THREADS") + " " + Deno.env.get("TF_NUM_INTEROP_THREADS"));`,
       ["-A"],
+      { TF_NUM_INTRAOP_THREADS: "", TF_NUM_INTEROP_THREADS: "" }, // empty: unset for our purpose
     );
     assertEquals(r.code, 0, r.stderr);
     assertMatch(r.stdout, /^BACKEND tensorflow$/m);
+    // The thread option reaches TensorFlow through its environment, set before the library loads.
+    assertMatch(r.stdout, /^THREADS 1 1$/m);
     assert(!/already registered/.test(r.stderr), r.stderr.slice(0, 500));
   },
 });
