@@ -108,6 +108,25 @@ for (const backend of BACKENDS) {
         checkEqual(out.finishReasons, ["stop", "length"]);
         check(out.logprobs[0].length === 3 && out.logprobs[1].length === 8, "one log-prob per token");
       });
+      await t.step("a sampled row that stops leaves the batch without changing the others", async () => {
+        const free = await model.generate(g.input_ids, { ...opts, numSamples: 2, seeds: [21, 22, 23, 24] });
+        const eos = free.tokens[1][1];
+        const out = await model.generate(g.input_ids, {
+          ...opts,
+          numSamples: 2,
+          seeds: [21, 22, 23, 24],
+          eosTokenIds: [eos],
+        });
+        for (let r = 0; r < 4; r++) {
+          const cut = free.tokens[r].indexOf(eos);
+          const want = cut >= 0 ? free.tokens[r].slice(0, cut + 1) : free.tokens[r];
+          checkEqual(out.tokens[r], want, `row ${r}`);
+          checkEqual(out.finishReasons[r], cut >= 0 ? "stop" : "length");
+          for (let s = 0; s < want.length; s++) {
+            check(Math.abs(out.logprobs[r][s] - free.logprobs[r][s]) < 1e-4, `row ${r} logprob ${s}`);
+          }
+        }
+      });
       await t.step("log-probs are log-softmax(logits / T) of the chosen tokens", async () => {
         for (const temperature of [0, 0.7]) {
           const out = await model.generate(g.padded.input_ids, {
