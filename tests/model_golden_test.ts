@@ -1,5 +1,8 @@
 // Golden logits and KV-cached greedy tokens of the qwen2-tiny fixture, on every backend.
+import { tf } from "../lib/deps.ts";
+import { parseConfig } from "../lib/model/config.ts";
 import { loadModel } from "../lib/model/load.ts";
+import { inverseFrequencies, ropeCosSin } from "../lib/model/qwen2.ts";
 import { BACKENDS, backendTest } from "./_backends.ts";
 import { check, checkEqual, loadGolden, maxAbsDiff, QWEN2_TINY, take } from "./_model_fixtures.ts";
 
@@ -41,5 +44,33 @@ for (const backend of BACKENDS) {
     } finally {
       model.dispose();
     }
+  });
+}
+
+for (const backend of BACKENDS) {
+  backendTest("ropeCosSin: float32 angles like HF, accurate at long positions", backend, async () => {
+    const config = parseConfig({
+      model_type: "qwen2",
+      vocab_size: 10,
+      hidden_size: 64,
+      intermediate_size: 8,
+      num_hidden_layers: 1,
+      num_attention_heads: 1,
+      rope_theta: 1e6,
+    });
+    const positions = [0, 1, 7, 100, 4095, 30000, 131071];
+    const pos = tf.tensor2d([positions]);
+    const { cos, sin } = ropeCosSin(config, pos);
+    const [c, s] = [await cos.array(), await sin.array()];
+    tf.dispose([pos, cos, sin]);
+    const inv = inverseFrequencies(config);
+    let err = 0;
+    positions.forEach((p, t) => {
+      for (let j = 0; j < 64; j++) {
+        const angle = Math.fround(p * inv[j % 32]); // what HF computes in float32
+        err = Math.max(err, Math.abs(c[0][t][j] - Math.cos(angle)), Math.abs(s[0][t][j] - Math.sin(angle)));
+      }
+    });
+    check(err < 2e-5, `cos/sin error ${err}`);
   });
 }
