@@ -25,6 +25,10 @@ function defaultChunkRows(vocab: number): number {
   return Math.max(1, Math.floor(2 ** 25 / vocab));
 }
 
+function slowTransposedMatMul(): boolean {
+  return tf.getBackend() === "wasm";
+}
+
 /** Options of {@linkcode headLogprobs}. */
 export interface HeadLogprobsOptions {
   /** Logits are divided by it before the softmax. Default 1. */
@@ -93,93 +97,107 @@ export function headLogprobs(
   const chunk = Math.max(1, Math.floor(options.chunkSize ?? defaultChunkRows(vocab)));
   const withEntropy = options.entropy ?? false;
   const runs = runsOf(options.rows, n);
-  // Chunks are cut inside the selected runs only, so skipped rows cost nothing.
+  const selected = runs.filter(([, , on]) => on);
+  const m = selected.reduce((a, [s, e]) => a + e - s, 0);
+  // Selected rows are packed together first, then cut into chunks: the cost per chunk (a [V, H] weight
+  // gradient) is paid once per `chunk` rows, however scattered the selected rows are.
   const chunks: Array<[number, number]> = [];
-  for (const [s, e, on] of runs) {
-    if (!on) continue;
-    for (let i = s; i < e; i += chunk) chunks.push([i, Math.min(e, i + chunk)]);
+  for (let i = 0; i < m; i += chunk) chunks.push([i, Math.min(m, i + chunk)]);
+  const targetRows = targets instanceof tf.Tensor ? null : Array.from(targets);
+  const tgt: tf.Tensor1D = m === 0
+    ? tf.zeros([0], "int32") as tf.Tensor1D
+    : targets instanceof tf.Tensor
+    ? tf.tidy(() => pack(targets.toInt().reshape([n, 1])).reshape([m]) as tf.Tensor1D)
+    : tf.tensor1d(
+      selected.flatMap(([s, e]) => targetRows!.slice(s, e).map((t) => (t >= 0 && t < vocab ? t : 0))),
+      "int32",
+    );
+
+  // [N, k] -> [M, k]: the selected rows, in order.
+  function pack(x: tf.Tensor2D): tf.Tensor2D {
+    if (selected.length === 1 && m === n) return x.clone();
+    const k = x.shape[1];
+    return concatMany(selected.map(([s, e]) => x.slice([s, 0], [e - s, k])));
   }
-  const tgt: tf.Tensor1D = targets instanceof tf.Tensor
-    ? targets.toInt()
-    : tf.tensor1d(Array.from(targets, (t) => (t >= 0 && t < vocab ? t : 0)), "int32");
+  // [M, k] -> [N, k]: back in place, zeros on the skipped rows.
+  function unpack(x: tf.Tensor2D): tf.Tensor2D {
+    if (selected.length === 1 && m === n) return x.clone();
+    const k = x.shape[1];
+    let at = 0;
+    const parts = runs.map(([s, e, on]) => {
+      if (!on) return tf.zeros([e - s, k]) as tf.Tensor2D;
+      const p = x.slice([at, 0], [e - s, k]);
+      at += e - s;
+      return p;
+    });
+    return concatMany(parts);
+  }
 
   // The rows of a chunk: log-softmax pieces needed by both passes.
-  function chunkLogits(hid: tf.Tensor2D, w: tf.Tensor2D, tgt: tf.Tensor1D, s: number, e: number) {
-    const z = tf.matMul(hid.slice([s, 0], [e - s, h]), w, false, true);
+  function chunkLogits(hp: tf.Tensor2D, w: tf.Tensor2D, tg: tf.Tensor1D, s: number, e: number) {
+    const hc = hp.slice([s, 0], [e - s, h]);
+    // wasm's matMul with a transposed operand is ~8x slower than without (measured with V = 151,936):
+    // there, W (hc^T) and an explicit transpose of the small result are faster.
+    const z = slowTransposedMatMul() ? tf.matMul(w, hc.transpose()).transpose() : tf.matMul(hc, w, false, true);
     const zt = temperature === 1 ? z : z.div(temperature);
     const lse = tf.logSumExp(zt, 1, true);
-    const onehot = tf.oneHot(tgt.slice([s], [e - s]), vocab).toFloat();
+    const onehot = tf.oneHot(tg.slice([s], [e - s]), vocab).toFloat();
     return { zt, lse, onehot };
-  }
-
-  // Pieces of an [N] vector: computed values on selected runs, zeros elsewhere.
-  function assemble(values: tf.Tensor1D[]): tf.Tensor1D {
-    const parts: tf.Tensor1D[] = [];
-    let k = 0;
-    for (const [s, e, on] of runs) {
-      if (!on) {
-        parts.push(tf.zeros([e - s]));
-        continue;
-      }
-      for (let i = s; i < e; i += chunk) parts.push(values[k++]);
-    }
-    return parts.length === 1 ? parts[0] : concatMany(parts);
   }
 
   // deno-lint-ignore no-explicit-any
   const op = tf.customGrad(((hid: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
-    // The targets are saved too: the backward runs after this function's caller has disposed them.
-    save([hid, w, tgt]);
+    const hp = m > 0 ? tf.tidy(() => pack(hid as tf.Tensor2D)) : tf.zeros([0, h]) as tf.Tensor2D;
+    // The packed rows and targets are saved: the backward runs after the caller has disposed them.
+    save([hp, w, tgt]);
     const value = tf.tidy(() => {
-      const lps: tf.Tensor1D[] = [];
-      const ents: tf.Tensor1D[] = [];
+      const cols: tf.Tensor2D[] = [];
       for (const [s, e] of chunks) {
-        const piece = tf.tidy(() => {
-          const { zt, lse, onehot } = chunkLogits(hid as tf.Tensor2D, w as tf.Tensor2D, tgt, s, e);
-          const lp = zt.mul(onehot).sum(1).sub(lse.reshape([e - s])) as tf.Tensor1D;
-          if (!withEntropy) return [lp];
+        cols.push(tf.tidy(() => {
+          const { zt, lse, onehot } = chunkLogits(hp, w as tf.Tensor2D, tgt, s, e);
+          const lp = zt.mul(onehot).sum(1, true).sub(lse);
+          if (!withEntropy) return lp as tf.Tensor2D;
           // H = lse - sum(p * z): avoids log(0) on underflowed probabilities.
-          const p = zt.sub(lse).exp();
-          const ent = lse.reshape([e - s]).sub(p.mul(zt).sum(1)) as tf.Tensor1D;
-          return [lp, ent];
-        });
-        lps.push(piece[0]);
-        if (withEntropy) ents.push(piece[1]);
+          const ent = lse.sub(zt.sub(lse).exp().mul(zt).sum(1, true));
+          return tf.concat([lp, ent], 1) as tf.Tensor2D;
+        }));
       }
-      const lp = assemble(lps);
-      return withEntropy ? tf.stack([lp, assemble(ents)]) : lp;
+      const packed = cols.length === 0
+        ? tf.zeros([0, withEntropy ? 2 : 1]) as tf.Tensor2D
+        : cols.length === 1
+        ? cols[0]
+        : concatMany(cols);
+      const full = m === 0 ? tf.zeros([n, withEntropy ? 2 : 1]) as tf.Tensor2D : unpack(packed);
+      return withEntropy ? full.transpose() : full.reshape([n]);
     });
+    hp.dispose();
     const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const [hs, ws, ts] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
-      const dlp = (withEntropy ? dy.slice([0, 0], [1, n]).reshape([n]) : dy) as tf.Tensor1D;
-      let dW: tf.Tensor2D = tf.zerosLike(ws);
+      if (m === 0) return [tf.zeros([n, h]), tf.zerosLike(ws)];
+      // Only the log-prob row of dy matters: the entropy is not differentiated.
+      const dlp = tf.tidy(() => pack((withEntropy ? dy.slice([0, 0], [1, n]) : dy).reshape([n, 1]) as tf.Tensor2D));
+      let dW: tf.Tensor2D | null = null;
       const dhParts: tf.Tensor2D[] = [];
-      let k = 0;
-      for (const [s, e, on] of runs) {
-        if (!on) {
-          dhParts.push(tf.zeros([e - s, h]) as tf.Tensor2D);
-          continue;
-        }
-        for (let i = s; i < e; i += chunk) {
-          const [cs, ce] = chunks[k++];
-          const [dh, next] = tf.tidy(() => {
-            const { zt, lse, onehot } = chunkLogits(hs, ws, ts, cs, ce);
-            const p = zt.sub(lse).exp();
-            // d logp / d z = (onehot - softmax) / temperature, scaled by the upstream gradient.
-            const g = dlp.slice([cs], [ce - cs]).reshape([ce - cs, 1]).div(temperature);
-            const dz = onehot.sub(p).mul(g) as tf.Tensor2D;
-            const dhc = tf.matMul(dz, ws) as tf.Tensor2D;
-            const dWn = dW.add(tf.matMul(dz, hs.slice([cs, 0], [ce - cs, h]), true, false)) as tf.Tensor2D;
-            return [dhc, dWn];
-          });
-          dW.dispose();
-          dW = next;
-          dhParts.push(dh);
-        }
+      for (const [cs, ce] of chunks) {
+        const [dh, next] = tf.tidy(() => {
+          const { zt, lse, onehot } = chunkLogits(hs, ws, ts, cs, ce);
+          const p = zt.sub(lse).exp();
+          // d logp / d z = (onehot - softmax) / temperature, scaled by the upstream gradient.
+          const g = dlp.slice([cs, 0], [ce - cs, 1]).div(temperature);
+          const dz = onehot.sub(p).mul(g) as tf.Tensor2D;
+          const dhc = tf.matMul(dz, ws) as tf.Tensor2D;
+          const hc = hs.slice([cs, 0], [ce - cs, h]);
+          const dWc = (slowTransposedMatMul() ? tf.matMul(dz.transpose(), hc) : tf.matMul(dz, hc, true, false)) as tf.Tensor2D;
+          return [dhc, dW ? dW.add(dWc) as tf.Tensor2D : dWc];
+        });
+        dW?.dispose();
+        dW = next;
+        dhParts.push(dh);
       }
-      const dH = dhParts.length === 1 ? dhParts[0] : concatMany(dhParts);
-      if (dhParts.length > 1) dhParts.forEach((t) => t.dispose());
-      return [dH, dW];
+      dlp.dispose();
+      const dH = tf.tidy(() => unpack(dhParts.length === 1 ? dhParts[0] : concatMany(dhParts)));
+      tf.dispose(dhParts);
+      return [dH, dW!];
     };
     return { value, gradFunc };
   }) as any);

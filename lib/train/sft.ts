@@ -1,0 +1,458 @@
+/**
+ * Supervised fine-tuning on chat-templated examples, loss on the assistant turn only (TRL's
+ * `assistant_only_loss`), full-parameter or LoRA, with the recipe's defaults: AdamW lr 1e-5, cosine
+ * schedule with 5% warmup, weight decay 1e-4, betas (0.9, 0.95), global batch 16 (by gradient accumulation),
+ * gradient clipping 1.0.
+ *
+ * One update: the global batch's examples are split into micro-batches; each micro-batch's summed token
+ * loss is divided by the number of labelled tokens in the WHOLE global batch (as the Hugging Face Trainer
+ * does with `num_items_in_batch`), gradients are summed, clipped to the global norm, and AdamW steps with
+ * the scheduled learning rate. The data order is a seeded permutation per epoch, so a run resumed from a
+ * checkpoint sees exactly the batches an uninterrupted run would.
+ *
+ * @module
+ */
+import { tf } from "../deps.ts";
+import type { CausalLM } from "../model/types.ts";
+import { saveModel } from "../model/load.ts";
+import { deriveSeed, Rng } from "../model/rng.ts";
+import { type ChatMessage, loadTokenizer, type Tokenizer } from "../tokenizer.ts";
+import { buildSftMessages, type PromptOptions } from "../data/prompt.ts";
+import type { Row } from "../data/types.ts";
+import { IGNORE_INDEX, sftLoss } from "./losses.ts";
+import { accumulateGrads, adamw, clipGradNorm, hfParamGroups, valueAndGrads } from "./optimizer.ts";
+import { lrSchedule, type ScheduleType } from "./schedule.ts";
+import { addLora, type LoraOptions, loraParams, mergeLora } from "./lora.ts";
+import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
+import { createProgress } from "./progress.ts";
+
+/** One tokenized training example. */
+export interface SftExample {
+  inputIds: number[];
+  /** Same length; -100 where the loss ignores the token. */
+  labels: number[];
+}
+
+/** Options of {@linkcode sft}. */
+export interface SftOptions {
+  /** Tokenizer with the chat template. Default: the model folder's own, else the embedded Qwen2.5 one. */
+  tokenizer?: Tokenizer;
+  /** How question rows become the user turn (template, instruction, system prompt). */
+  prompt?: PromptOptions;
+  /** Passes over the data. Default 1. */
+  epochs?: number;
+  /** Optimizer updates in the run (the schedule spans them); wins over `epochs`, cycling the data. */
+  maxSteps?: number;
+  /** Examples per optimizer update (global batch). Default 16 (the recipe). */
+  batchSize?: number;
+  /** Examples per forward/backward pass; the rest is gradient accumulation. Default min(4, batchSize). */
+  microBatchSize?: number;
+  /** Peak learning rate. Default 1e-5. */
+  lr?: number;
+  /** Default `cosine`. */
+  scheduler?: ScheduleType;
+  /** Default 0.05 (ignored when `warmupSteps` is set). */
+  warmupRatio?: number;
+  warmupSteps?: number;
+  /** Default 1e-4. */
+  weightDecay?: number;
+  /** Default (0.9, 0.95). */
+  betas?: [number, number];
+  /** Default 1e-8. */
+  eps?: number;
+  /** Global gradient-norm clip; 0 = off. Default 1. */
+  maxGradNorm?: number;
+  /** `hf` (default): no decay on biases and norm weights (HF Trainer); `all`: decay on every tensor. */
+  paramGroups?: "hf" | "all";
+  /** Examples longer than this are cut (from the right). Default 4096. */
+  maxLength?: number;
+  /** Seed of the data order (and LoRA init). Default 42. */
+  seed?: number;
+  /** Shuffle each epoch. Default true. */
+  shuffle?: boolean;
+  /** Train LoRA adapters (added unless the model already has some) instead of all weights. */
+  lora?: LoraOptions;
+  /** Where checkpoints (`checkpoint-N`) and the log go. */
+  outputDir?: string;
+  /** Checkpoint every N updates (and always at the end when `outputDir` is set). Default 0 = only at the end. */
+  saveSteps?: number;
+  /** JSON Lines log, one object per update. Default `<outputDir>/log.jsonl` when `outputDir` is set. */
+  logFile?: string;
+  /** Draw a progress bar on stderr. Default: when stderr is a terminal. */
+  progress?: boolean;
+  /** Resume from this checkpoint folder, or `true` for the latest under `outputDir` (none found: start fresh). */
+  resumeFrom?: string | boolean;
+  /** Stop (after a checkpoint) once this many updates are done; the schedule still spans the whole run. */
+  stopAfterSteps?: number;
+  /** At the end, save the model in Hub layout here (LoRA adapters merged into the weights first). */
+  exportDir?: string;
+  /** Storage dtype of the export. Default float32. */
+  exportDtype?: string;
+  /** Rows of the vocabulary head computed at once (memory bound). */
+  chunkSize?: number;
+  /** Called after every update with its log record. */
+  onStep?: (record: SftStepRecord) => void;
+}
+
+/** The log record of one update. */
+export interface SftStepRecord {
+  step: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  /** Labelled (assistant) tokens in the batch. */
+  tokens: number;
+  /** All real tokens processed per second in this update (forward, backward, optimizer). */
+  tokensPerSec: number;
+  /** Live tfjs tensors after the update (constant in a leak-free run). */
+  numTensors: number;
+}
+
+/** What {@linkcode sft} returns: plain data. */
+export interface SftResult {
+  /** Loss of every update of the run (including those before a resume). */
+  losses: number[];
+  lrs: number[];
+  gradNorms: number[];
+  tokensPerSec: number[];
+  /** Updates done so far. */
+  steps: number;
+  /** Updates the full run has. */
+  totalSteps: number;
+  /** Examples used (rows without any assistant token after truncation are dropped). */
+  numExamples: number;
+  /** The last checkpoint written, if any. */
+  checkpointDir: string | null;
+  /** The Hub-layout export, if any. */
+  exportDir: string | null;
+  logFile: string | null;
+}
+
+// deno-lint-ignore no-explicit-any
+type AnyRow = Record<string, any>;
+
+/** Raw MedVLThinker / MedAgents columns -> the canonical Row the prompt builder takes. */
+function canonicalRow(r: AnyRow, index: number): Row {
+  let options = r.options;
+  if (typeof options === "string") {
+    try {
+      options = JSON.parse(options);
+    } catch {
+      throw new Error(`sft: row ${index} has an options string that is not JSON.`);
+    }
+  }
+  const answerLabel = r.answerLabel ?? r.answer_label ?? r.answer_idx;
+  if (typeof r.question !== "string" || !options || typeof answerLabel !== "string") {
+    throw new Error(
+      `sft: row ${index} has neither a 'text' nor 'messages' column, nor question/options/answer label columns.`,
+    );
+  }
+  return {
+    id: String(r.id ?? index),
+    question: r.question,
+    options,
+    answerLabel,
+    answer: r.answer ?? options[answerLabel] ?? "",
+    images: Array.isArray(r.images) ? r.images : [],
+    reasoning: r.reasoning,
+  };
+}
+
+/** The chat-templated text of one dataset row (a `text` column, a `messages` column, or question columns). */
+export function sftText(tokenizer: Tokenizer, row: AnyRow, index: number, prompt: PromptOptions = {}): string {
+  if (typeof row.text === "string") return row.text;
+  if (Array.isArray(row.messages)) return tokenizer.applyChatTemplate(row.messages as ChatMessage[]);
+  const r = canonicalRow(row, index);
+  if (r.images.length > 0 && (prompt.includeImages ?? true)) {
+    throw new Error(
+      `sft: row ${r.id} has images; sft() trains on text only (set prompt.includeImages to false to drop them).`,
+    );
+  }
+  return tokenizer.applyChatTemplate(buildSftMessages(r, prompt));
+}
+
+/**
+ * Labels for TRL's assistant-only loss: the tokens after each `<|im_start|>assistant\n` through the closing
+ * `<|im_end|>` (inclusive) keep their ids; everything else is -100.
+ */
+export function assistantLabels(tokenizer: Tokenizer, ids: number[]): number[] {
+  const imStart = tokenizer.tokenToId("<|im_start|>");
+  if (imStart === undefined) throw new Error("The tokenizer has no <|im_start|> token: cannot find assistant turns.");
+  const header = tokenizer.encode("assistant\n");
+  const labels = new Array<number>(ids.length).fill(IGNORE_INDEX);
+  for (let i = 0; i < ids.length; i++) {
+    if (ids[i] !== imStart) continue;
+    let k = 0;
+    while (k < header.length && ids[i + 1 + k] === header[k]) k++;
+    if (k !== header.length) continue;
+    let j = i + 1 + header.length;
+    for (; j < ids.length; j++) {
+      labels[j] = ids[j];
+      if (ids[j] === tokenizer.imEndId) break;
+    }
+    i = j;
+  }
+  return labels;
+}
+
+/** Tokenize one row into ids and assistant-only labels, cut to `maxLength`. */
+export function encodeSftExample(
+  tokenizer: Tokenizer,
+  row: AnyRow,
+  options: { index?: number; prompt?: PromptOptions; maxLength?: number } = {},
+): SftExample {
+  const text = sftText(tokenizer, row, options.index ?? 0, options.prompt);
+  const ids = tokenizer.encode(text).slice(0, options.maxLength ?? Infinity);
+  return { inputIds: ids, labels: assistantLabels(tokenizer, ids) };
+}
+
+/** Right-pad examples into a batch (pad id, mask 0, label -100). */
+export function collate(
+  examples: SftExample[],
+  padTokenId: number,
+): { inputIds: number[][]; attentionMask: number[][]; labels: number[][] } {
+  const t = Math.max(...examples.map((e) => e.inputIds.length));
+  const pad = (xs: number[], v: number) => xs.concat(new Array(t - xs.length).fill(v));
+  return {
+    inputIds: examples.map((e) => pad(e.inputIds, padTokenId)),
+    attentionMask: examples.map((e) => pad(e.inputIds.map(() => 1), 0)),
+    labels: examples.map((e) => pad(e.labels, IGNORE_INDEX)),
+  };
+}
+
+/** The row order of one epoch: a seeded Fisher-Yates permutation (identity when not shuffling). */
+export function epochOrder(n: number, seed: number, epoch: number, shuffle = true): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  if (!shuffle) return order;
+  const rng = new Rng(deriveSeed(seed, epoch));
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rng.next() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
+}
+
+function datasetRows(dataset: unknown): AnyRow[] {
+  if (Array.isArray(dataset)) return dataset;
+  // deno-lint-ignore no-explicit-any
+  const t = dataset as any;
+  if (t && typeof t.objects === "function") return t.objects();
+  throw new Error("sft: the dataset must be an arquero table or an array of rows.");
+}
+
+function countLabels(e: SftExample): number {
+  let n = 0;
+  for (let t = 1; t < e.labels.length; t++) if (e.labels[t] !== IGNORE_INDEX) n++;
+  return n;
+}
+
+/**
+ * Fine-tune `model` on `dataset` (an arquero table or an array of rows) with the loss on the assistant turn.
+ * Rows are `text` (a chat-templated string), `messages` (chat messages), or question rows
+ * (`question`, `options`, answer label, `reasoning`) turned into the recipe's prompt and target
+ * `<think> {reasoning} </think>\n<answer> {letter} </answer>`.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadModel } from "../model/load.ts";
+ * import { loadDataset } from "../data/dataset.ts";
+ * const model = await loadModel("medthink-tiny");
+ * const data = await loadDataset("data/m23k.parquet");
+ * const result = await sft(model, data, { outputDir: "runs/sft", epochs: 3, saveSteps: 500 });
+ * console.log(result.losses.at(-1), result.checkpointDir);
+ * ```
+ */
+export async function sft(model: CausalLM, dataset: unknown, options: SftOptions = {}): Promise<SftResult> {
+  const rows = datasetRows(dataset);
+  if (rows.length === 0) throw new Error("sft: the dataset has no rows.");
+  const tokenizer = options.tokenizer ?? await loadTokenizer(model.dir);
+  const maxLength = options.maxLength ?? 4096;
+  const batchSize = options.batchSize ?? 16;
+  const micro = Math.min(options.microBatchSize ?? 4, batchSize);
+  const epochs = options.epochs ?? 1;
+  const seed = options.seed ?? 42;
+  const shuffle = options.shuffle ?? true;
+  if (!(batchSize >= 1 && micro >= 1)) throw new Error("sft: batchSize and microBatchSize must be >= 1.");
+
+  // Tokenize everything up front: rows without any assistant token cannot teach anything and are dropped.
+  const examples: SftExample[] = [];
+  for (let i = 0; i < rows.length; i++) {
+    const ex = encodeSftExample(tokenizer, rows[i], { index: i, prompt: options.prompt, maxLength });
+    for (const id of ex.inputIds) {
+      if (id >= model.config.vocabSize) {
+        throw new Error(
+          `sft: row ${i} has token id ${id}, beyond the model's vocabulary of ${model.config.vocabSize}: wrong tokenizer?`,
+        );
+      }
+    }
+    if (countLabels(ex) > 0) examples.push(ex);
+  }
+  if (examples.length === 0) throw new Error("sft: no row has an assistant turn left after truncation.");
+
+  const stepsPerEpoch = Math.ceil(examples.length / batchSize);
+  // As the HF Trainer: maxSteps, when set, wins over epochs (the data is cycled as needed).
+  const totalSteps = options.maxSteps ?? epochs * stepsPerEpoch;
+  if (!(Number.isInteger(totalSteps) && totalSteps >= 1)) throw new Error(`sft: maxSteps must be a positive integer.`);
+  const schedule = lrSchedule({
+    lr: options.lr ?? 1e-5,
+    type: options.scheduler ?? "cosine",
+    totalSteps,
+    warmupSteps: options.warmupSteps,
+    warmupRatio: options.warmupRatio ?? 0.05,
+  });
+
+  let trainable: Record<string, tf.Variable>;
+  if (options.lora) {
+    trainable = Object.keys(model.lora).length > 0 ? loraParams(model) : addLora(model, { seed, ...options.lora });
+    model.loraEnabled = true;
+  } else {
+    trainable = model.params;
+  }
+  const names = Object.keys(trainable);
+  const weightDecay = options.weightDecay ?? 1e-4;
+  const optimizer = adamw({
+    params: trainable,
+    lr: options.lr ?? 1e-5,
+    betas: options.betas ?? [0.9, 0.95],
+    eps: options.eps ?? 1e-8,
+    weightDecay,
+    paramGroups: (options.paramGroups ?? "hf") === "hf" ? hfParamGroups(names, weightDecay) : undefined,
+  });
+
+  const result: SftResult = {
+    losses: [],
+    lrs: [],
+    gradNorms: [],
+    tokensPerSec: [],
+    steps: 0,
+    totalSteps,
+    numExamples: examples.length,
+    checkpointDir: null,
+    exportDir: null,
+    logFile: options.logFile ?? (options.outputDir ? `${options.outputDir}/log.jsonl` : null),
+  };
+
+  let step = 0;
+  if (options.resumeFrom) {
+    const dir = options.resumeFrom === true
+      ? (options.outputDir ? await latestCheckpoint(options.outputDir) : null)
+      : options.resumeFrom;
+    if (options.resumeFrom === true && !options.outputDir) throw new Error("sft: resumeFrom true needs an outputDir.");
+    if (dir) {
+      const state = await loadCheckpoint(dir, { model, optimizer });
+      if (state.totalSteps !== totalSteps) {
+        throw new Error(
+          `sft: checkpoint ${dir} belongs to a run of ${state.totalSteps} updates, this one has ${totalSteps}: ` +
+            `use the same data, batch size, epochs and maxSteps to resume.`,
+        );
+      }
+      step = state.step;
+      const pos = state.dataPosition.epoch * stepsPerEpoch + state.dataPosition.batch;
+      if (pos !== step) throw new Error(`sft: checkpoint ${dir} has data position ${pos} but step ${step}.`);
+      result.losses = [...state.losses];
+      result.lrs = [...((state.lrs as number[]) ?? [])];
+      result.gradNorms = [...((state.gradNorms as number[]) ?? [])];
+      result.tokensPerSec = [...((state.tokensPerSec as number[]) ?? [])];
+      result.checkpointDir = dir;
+    }
+  }
+
+  if (options.outputDir) await Deno.mkdir(options.outputDir, { recursive: true });
+  const progress = createProgress({
+    total: totalSteps,
+    label: "sft",
+    start: step,
+    logFile: result.logFile ?? undefined,
+    bar: options.progress,
+    show: ["loss", "lr", "gradNorm", "tokensPerSec"],
+  });
+
+  const stateAt = (k: number): TrainerState => ({
+    step: k,
+    totalSteps,
+    dataPosition: { epoch: Math.floor(k / stepsPerEpoch), batch: k % stepsPerEpoch },
+    rng: { seed, epoch: Math.floor(k / stepsPerEpoch) },
+    losses: result.losses,
+    lrs: result.lrs,
+    gradNorms: result.gradNorms,
+    tokensPerSec: result.tokensPerSec,
+    options: { batchSize, microBatchSize: micro, epochs, seed, shuffle, maxLength },
+  });
+  const checkpoint = async (k: number) => {
+    if (!options.outputDir) return;
+    result.checkpointDir = await saveCheckpoint(`${options.outputDir}/checkpoint-${k}`, {
+      model,
+      optimizer,
+      state: stateAt(k),
+    });
+  };
+
+  const stopAt = Math.min(totalSteps, options.stopAfterSteps ?? Infinity);
+  let order: number[] = [];
+  let orderEpoch = -1;
+  try {
+    while (step < stopAt) {
+      const t0 = performance.now();
+      const epoch = Math.floor(step / stepsPerEpoch);
+      if (epoch !== orderEpoch) {
+        order = epochOrder(examples.length, seed, epoch, shuffle);
+        orderEpoch = epoch;
+      }
+      const b = step % stepsPerEpoch;
+      const batch = order.slice(b * batchSize, (b + 1) * batchSize).map((i) => examples[i]);
+      const numItems = batch.reduce((s, e) => s + countLabels(e), 0);
+      let realTokens = 0;
+      let acc: Record<string, tf.Tensor> | null = null;
+      let lossSum = 0;
+      for (let m = 0; m < batch.length; m += micro) {
+        const mb = collate(batch.slice(m, m + micro), tokenizer.padTokenId);
+        realTokens += mb.attentionMask.reduce((s, r) => s + r.reduce((a, x) => a + x, 0), 0);
+        const { value, grads } = valueAndGrads(
+          () => sftLoss(model, { ...mb, numItems, chunkSize: options.chunkSize }),
+          trainable,
+        );
+        lossSum += (await value.data())[0];
+        value.dispose();
+        acc = accumulateGrads(acc, grads);
+      }
+      const gradNorm = await clipGradNorm(acc!, options.maxGradNorm ?? 1);
+      const lr = schedule(step);
+      optimizer.step(acc!, { lr });
+      tf.dispose(Object.values(acc!));
+      // A read of one parameter waits for the update to finish, so the timing covers it (async backends).
+      await Object.values(trainable)[0].data();
+      step += 1;
+      const seconds = (performance.now() - t0) / 1000;
+      const record: SftStepRecord = {
+        step,
+        epoch,
+        loss: lossSum,
+        lr,
+        gradNorm,
+        tokens: numItems,
+        tokensPerSec: realTokens / seconds,
+        numTensors: tf.memory().numTensors,
+      };
+      result.losses.push(lossSum);
+      result.lrs.push(lr);
+      result.gradNorms.push(gradNorm);
+      result.tokensPerSec.push(record.tokensPerSec);
+      result.steps = step;
+      progress.update(step, { ...record });
+      options.onStep?.(record);
+      if (options.saveSteps && step % options.saveSteps === 0 && step < stopAt) await checkpoint(step);
+    }
+    result.steps = step;
+    if (options.outputDir && !result.checkpointDir?.endsWith(`checkpoint-${step}`)) await checkpoint(step);
+  } finally {
+    progress.close();
+    optimizer.dispose();
+  }
+  if (options.exportDir && step >= totalSteps) {
+    if (Object.keys(model.lora).length > 0) mergeLora(model);
+    await saveModel(model, options.exportDir, { dtype: options.exportDtype ?? "float32" });
+    result.exportDir = options.exportDir;
+  }
+  return result;
+}

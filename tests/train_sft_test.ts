@@ -1,0 +1,190 @@
+/**
+ * sft(): the assistant-only label mask (exact, on the fixture's SFT example), resume equality, no tensor
+ * leaks, atomic checkpoints, LoRA training, and a short real run on MedQA with the embedded tiny model.
+ * The loop runs on wasm (the numerics are checked on every backend by train_golden_test.ts).
+ */
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { tf } from "../lib/deps.ts";
+import { useBackend } from "../lib/backend.ts";
+import { loadModel } from "../lib/model/load.ts";
+import { loadTokenizer } from "../lib/tokenizer.ts";
+import { loadDataset, tableRows } from "../lib/data/dataset.ts";
+import { assistantLabels, collate, encodeSftExample, sft } from "../lib/train/sft.ts";
+import { sftLoss } from "../lib/train/losses.ts";
+import { loadLora, loraParams } from "../lib/train/lora.ts";
+
+const SHARED = new URL("../../shared/", import.meta.url).pathname;
+const tokenizer = await loadTokenizer();
+
+Deno.test("sft labels: exactly the assistant turn after '<|im_start|>assistant\\n' through its <|im_end|>", () => {
+  const cases = Deno.readTextFileSync(`${SHARED}fixtures/chat_template_cases.jsonl`).trim().split("\n")
+    .map((l) => JSON.parse(l));
+  const c = cases.find((x) => x.messages.some((m: { role: string }) => m.role === "assistant"));
+  assert(c, "the fixture has an SFT example");
+  const text = tokenizer.applyChatTemplate(c.messages);
+  assertEquals(text, c.expected);
+  const { inputIds, labels } = encodeSftExample(tokenizer, { messages: c.messages });
+  const first = labels.findIndex((l) => l !== -100);
+  let last = labels.length - 1;
+  while (labels[last] === -100) last--;
+  // one contiguous labelled span, equal to the ids there
+  for (let i = first; i <= last; i++) assertEquals(labels[i], inputIds[i]);
+  const header = "<|im_start|>assistant\n";
+  const prefix = c.expected.slice(0, c.expected.lastIndexOf(header) + header.length);
+  assertEquals(tokenizer.decode(inputIds.slice(0, first)), prefix);
+  assertEquals(tokenizer.decode(inputIds.slice(first, last + 1)), "<think> r </think>\n<answer> B </answer><|im_end|>");
+  assertEquals(tokenizer.decode(inputIds.slice(last + 1)), "\n");
+  assertEquals(inputIds[last], tokenizer.imEndId);
+});
+
+Deno.test("sft labels: every assistant turn of a multi-turn chat, a truncated one to the end", () => {
+  const messages = [
+    { role: "user", content: "a" },
+    { role: "assistant", content: "b" },
+    { role: "user", content: "c" },
+    { role: "assistant", content: "d e" },
+  ];
+  const { inputIds, labels } = encodeSftExample(tokenizer, { messages });
+  const spans = tokenizer.decode(inputIds.filter((_, i) => labels[i] !== -100));
+  assertEquals(spans, "b<|im_end|>d e<|im_end|>");
+  const cut = assistantLabels(tokenizer, inputIds.slice(0, inputIds.length - 3));
+  assert(cut.at(-1) !== -100, "a cut assistant turn is labelled up to the cut");
+  const batch = collate([{ inputIds: [1, 2, 3], labels: [-100, 2, 3] }, { inputIds: [4], labels: [4] }], 0);
+  assertEquals(batch, {
+    inputIds: [[1, 2, 3], [4, 0, 0]],
+    attentionMask: [[1, 1, 1], [1, 0, 0]],
+    labels: [[-100, 2, 3], [4, -100, -100]],
+  });
+});
+
+// Short chats: quick on the tiny model (4 layers, hidden 128, Qwen2.5's 151,936-token vocabulary).
+const ROWS = Array.from({ length: 8 }, (_, i) => ({
+  messages: [
+    { role: "user", content: `What is ${i} plus ${i}?` },
+    { role: "assistant", content: `<think> ${i} + ${i} = ${2 * i} </think>\n<answer> ${2 * i} </answer>` },
+  ],
+}));
+
+async function tmpDir(): Promise<string> {
+  return await Deno.makeTempDir({ prefix: "medthink_sft_" });
+}
+
+Deno.test("sft: a run stopped at step 2 and resumed gives the same losses; no leaks; atomic checkpoints", async () => {
+  await useBackend("wasm");
+  const common = { batchSize: 4, microBatchSize: 2, maxSteps: 4, lr: 1e-3, warmupSteps: 1, seed: 7, progress: false };
+  const dirA = await tmpDir(), dirB = await tmpDir();
+  try {
+    let model = await loadModel("medthink-tiny", { backend: "wasm" });
+    const counts: number[] = [];
+    const full = await sft(model, ROWS, {
+      ...common,
+      outputDir: dirA,
+      saveSteps: 2,
+      tokenizer,
+      onStep: (r) => counts.push(r.numTensors),
+    });
+    model.dispose();
+    assertEquals(full.steps, 4);
+    assert(counts.every((c) => c === counts[0]), `live tensors per step: ${counts}`);
+    const names = [...Deno.readDirSync(dirA)].map((e) => e.name).sort();
+    assertEquals(names, ["checkpoint-2", "checkpoint-4", "log.jsonl"]);
+    const ck = [...Deno.readDirSync(`${dirA}/checkpoint-4`)].map((e) => e.name).sort();
+    for (const f of ["config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"]) {
+      assert(ck.includes(f), `checkpoint has ${f}`);
+    }
+    const log = Deno.readTextFileSync(`${dirA}/log.jsonl`).trim().split("\n").map((l) => JSON.parse(l));
+    assertEquals(log.length, 4);
+    for (const k of ["loss", "lr", "gradNorm", "tokensPerSec"]) assert(typeof log[0][k] === "number", k);
+    assertEquals(log[0].lr, 0); // HF warmup: the first update has lr 0
+
+    model = await loadModel("medthink-tiny", { backend: "wasm" });
+    const part = await sft(model, ROWS, { ...common, outputDir: dirB, saveSteps: 2, stopAfterSteps: 2, tokenizer });
+    model.dispose();
+    assertEquals(part.steps, 2);
+    assert(part.checkpointDir?.endsWith("checkpoint-2"));
+    model = await loadModel("medthink-tiny", { backend: "wasm" });
+    const rest = await sft(model, ROWS, { ...common, outputDir: dirB, saveSteps: 2, resumeFrom: true, tokenizer });
+    model.dispose();
+    assertEquals(rest.steps, 4);
+    assertEquals(rest.losses, full.losses);
+    assertEquals(rest.gradNorms, full.gradNorms);
+    assert(full.losses[3] < full.losses[0], `loss goes down: ${full.losses}`);
+  } finally {
+    await Deno.remove(dirA, { recursive: true });
+    await Deno.remove(dirB, { recursive: true });
+  }
+});
+
+Deno.test("sft with LoRA: base frozen, PEFT adapters saved and reloadable, merged export", async () => {
+  await useBackend("wasm");
+  const dir = await tmpDir();
+  try {
+    const model = await loadModel("medthink-tiny", { backend: "wasm" });
+    const before = await model.params["model.layers.0.self_attn.q_proj.weight"].data();
+    const res = await sft(model, ROWS, {
+      batchSize: 4,
+      microBatchSize: 4,
+      maxSteps: 2,
+      lr: 1e-2,
+      warmupSteps: 0,
+      lora: { r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"] },
+      outputDir: `${dir}/run`,
+      progress: false,
+      tokenizer,
+    });
+    assertEquals(res.steps, 2);
+    assertEquals(await model.params["model.layers.0.self_attn.q_proj.weight"].data(), before);
+    const ck = `${dir}/run/checkpoint-2`;
+    const cfg = JSON.parse(Deno.readTextFileSync(`${ck}/adapter_config.json`));
+    assertEquals([cfg.peft_type, cfg.r, cfg.lora_alpha, cfg.target_modules], ["LORA", 4, 8, ["q_proj", "v_proj"]]);
+    const ids = [[151644, 872, 198, 3838, 374, 220, 17, 30]];
+    const want = await model.logits(ids).data();
+    const adapters = loraParams(model);
+    assert("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in adapters);
+    // a fresh model with the saved adapters computes the same logits
+    const again = await loadModel("medthink-tiny", { backend: "wasm" });
+    await loadLora(again, ck);
+    const got = await again.logits(ids).data();
+    let md = 0;
+    for (let i = 0; i < got.length; i++) md = Math.max(md, Math.abs(got[i] - want[i]));
+    assert(md < 1e-5, `reloaded adapters: logits differ by ${md}`);
+    again.dispose();
+    model.dispose();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sft on MedQA (synthesised reasoning) with medthink-tiny lowers the assistant-token loss", async () => {
+  await useBackend("wasm");
+  const table = await loadDataset(`${SHARED}data/medqa_4opt/test.jsonl`, { limit: 48 });
+  const rows = tableRows(table).map((r) => ({ ...r, reasoning: `The correct option is ${r.answerLabel}: ${r.answer}.` }));
+  const model = await loadModel("medthink-tiny", { backend: "wasm" });
+  const evalRows = rows.slice(0, 8).map((r, i) => encodeSftExample(tokenizer, r, { index: i }));
+  const evalLoss = async () => {
+    const b = collate(evalRows, tokenizer.padTokenId);
+    const l = sftLoss(model, b);
+    const v = (await l.data())[0];
+    l.dispose();
+    return v;
+  };
+  const before = await evalLoss();
+  const t0 = performance.now();
+  const res = await sft(model, rows, {
+    batchSize: 8,
+    microBatchSize: 4,
+    epochs: 1,
+    lr: 3e-3,
+    warmupRatio: 0,
+    scheduler: "constant",
+    progress: false,
+    tokenizer,
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  const after = await evalLoss();
+  console.log(`medqa sft: ${res.steps} steps in ${seconds.toFixed(1)} s, loss ${before.toFixed(3)} -> ${after.toFixed(3)}`);
+  assertEquals(res.steps, 6);
+  assert(after < before - 1, `assistant-token loss ${before} -> ${after}`);
+  model.dispose();
+  tf.engine().endScope; // keep tf referenced
+});
