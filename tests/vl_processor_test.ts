@@ -102,6 +102,22 @@ Deno.test("without resizing, transformers.js's Qwen2VLImageProcessor lays out th
   assert(max < 1e-5, `max difference ${max}`);
 });
 
+Deno.test("VQA-RAD JPEGs: pixel_values bit-identical to Hugging Face's Python processor (PIL backend)", async () => {
+  const data = JSON.parse(await Deno.readTextFile(new URL("./data/hf_processor_cases.json", import.meta.url)));
+  const raw = JSON.parse(await Deno.readTextFile(`${VL_DIR}/preprocessor_config.json`));
+  const root = new URL("../../", import.meta.url).pathname;
+  for (const c of data.cases) {
+    const img = await decodeImage(root + c.image);
+    const got = processImage(img, parseImageProcessorConfig({ ...raw, max_pixels: c.max_pixels }));
+    assertEquals(got.gridThw, c.grid_thw, c.image);
+    const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", got.pixelValues));
+    const hex = Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join("");
+    let sum = 0;
+    for (const v of got.pixelValues) sum += v;
+    assertEquals(hex, c.sha256_f32, `${c.image} at max_pixels ${c.max_pixels}: sum ${sum} vs ${c.sum}`);
+  }
+});
+
 Deno.test("a VQA-RAD JPEG goes through decode, resize and patches", async () => {
   const img = await decodeImage(`${VQA_IMAGES}/5e684d0681c86c3a.jpg`);
   const cfg = await readImageProcessorConfig(VL_DIR);
