@@ -23,8 +23,11 @@ export interface PrefillResult {
 
 /** A model that can prefill a cache and decode one token at a time (Qwen2Model and its VL subclass). */
 export interface CachedDecoder {
+  /** The model's config (eos ids, layer count for the cache). */
   readonly config: ModelConfig;
+  /** Run the prompts, fill `cache`, return last-position logits and next positions. */
   prefill(ids: tf.Tensor2D, mask: tf.Tensor2D, cache: KVCache, options?: ForwardOptions): PrefillResult;
+  /** One token per row at `positions`: logits `[B, V]`, cache extended. */
   decodeStep(tokens: tf.Tensor2D, positions: tf.Tensor1D, cache: KVCache): tf.Tensor2D;
 }
 

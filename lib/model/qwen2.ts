@@ -40,9 +40,13 @@ export type { KVCache, PrefillResult };
 
 /** The parameters and adapters a forward pass reads (a {@linkcode CausalLM} has them all). */
 export interface DecoderWeights {
+  /** Sizes, eps, theta. */
   readonly config: ModelConfig;
+  /** Parameters under Hub names. */
   readonly params: Record<string, tf.Variable>;
+  /** LoRA adapters by module name. */
   lora: Record<string, LoraAdapter>;
+  /** Whether the adapters apply. */
   loraEnabled: boolean;
 }
 
@@ -448,7 +452,9 @@ export function toMaskTensor(
 
 /** Options of the {@linkcode Qwen2Model} constructor. */
 export interface Qwen2ModelOptions {
+  /** The checkpoint folder it came from. */
   dir?: string;
+  /** The backend name to report (default: the active one). */
   backend?: string;
 }
 

@@ -31,7 +31,9 @@ export type SaveDtype = "F32" | "BF16" | "F16";
 
 /** One tensor's entry in a safetensors header. */
 export interface TensorInfo {
+  /** Storage dtype (`BF16`, `F32`, ...). */
   dtype: string;
+  /** Dimensions. */
   shape: number[];
   /** `[begin, end)` byte range, relative to the start of the data section. */
   dataOffsets: [number, number];
@@ -45,20 +47,27 @@ export interface SafetensorsHeader {
   dataStart: number;
   /** Total file size in bytes. */
   fileSize: number;
+  /** Entries by tensor name. */
   tensors: Record<string, TensorInfo>;
+  /** The `__metadata__` block. */
   metadata: Record<string, string>;
 }
 
 /** A decoded tensor: float data as float32, integer data as int32. */
 export interface LoadedTensor {
+  /** Storage dtype it was decoded from. */
   dtype: string;
+  /** Dimensions. */
   shape: number[];
+  /** Row-major values. */
   data: Float32Array | Int32Array;
 }
 
 /** A tensor to write: float32 data and its shape. */
 export interface TensorToWrite {
+  /** Dimensions. */
   shape: number[];
+  /** Row-major values. */
   data: Float32Array;
 }
 
@@ -501,8 +510,11 @@ async function writeAll(f: Deno.FsFile, bytes: Uint8Array): Promise<void> {
 
 /** A tensor of a checkpoint being written, fetched only when its shard is written. */
 export interface LazyTensor {
+  /** Hub name. */
   name: string;
+  /** Dimensions. */
   shape: number[];
+  /** Produces the row-major values (e.g. downloads a variable). */
   data: () => Float32Array | Promise<Float32Array>;
 }
 
