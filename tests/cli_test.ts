@@ -85,6 +85,15 @@ Deno.test("cli: defaults < YAML config (any key case, command sections) < flags"
   }
 });
 
+Deno.test("cli: the shipped example configs parse for their commands", async () => {
+  const probe = (await parseCommand("probe", ["--config", `${ROOT}examples/configs/probe.yaml`]))!;
+  assertEquals([probe.n, probe.temperature, probe.topP], [16, 1, 1]);
+  const filter = (await parseCommand("filter", ["--config", `${ROOT}examples/configs/probe.yaml`]))!;
+  assertEquals([filter.minPass, filter.maxPass, filter.order], [1, 7, "easy-to-hard"]);
+  const evaluate = (await parseCommand("evaluate", ["--config", `${ROOT}examples/configs/evaluate.yaml`]))!;
+  assertEquals([evaluate.temperature, evaluate.runs], [0, 3]);
+});
+
 Deno.test("cli: benchmark arguments name registry entries, files, or name=file", () => {
   assertEquals(benchmarkSpec("medqa"), "medqa");
   assertEquals(benchmarkSpec("data/vqa_rad_closed/test.jsonl"), {
