@@ -14,6 +14,7 @@
  */
 import { tf } from "../deps.ts";
 import type { VisionConfig } from "./types.ts";
+import { batchMatMul, matMulBT } from "./qwen2.ts";
 
 /** Index bookkeeping of one vision call, the quantities Hugging Face computes on the host. */
 export interface VisionLayout {
@@ -162,7 +163,7 @@ function segmentPlan(cu: number[]): SegmentPlan {
 }
 
 function linear(x: tf.Tensor2D, w: tf.Tensor, b?: tf.Tensor): tf.Tensor2D {
-  const y: tf.Tensor2D = tf.matMul(x, w as tf.Tensor2D, false, true);
+  const y = matMulBT(x, w as tf.Tensor2D);
   return b ? tf.add(y, b) as tf.Tensor2D : y;
 }
 
@@ -235,20 +236,15 @@ function segmentAttention(
   heads: number,
 ): tf.Tensor2D {
   const D = q.shape[1], hd = D / heads;
-  const toSegments = (x: tf.Tensor2D): tf.Tensor =>
+  const toSegments = (x: tf.Tensor2D): tf.Tensor4D =>
     tf.transpose(
-      tf.reshape(plan.uniform ? x : injectiveGather(x, plan.toPadded, plan.fromPadded), [
-        plan.S,
-        plan.L,
-        heads,
-        hd,
-      ]),
+      tf.reshape(plan.uniform ? x : injectiveGather(x, plan.toPadded, plan.fromPadded), [plan.S, plan.L, heads, hd]),
       [0, 2, 1, 3],
-    );
+    ) as tf.Tensor4D;
   const qs = toSegments(q), ks = toSegments(k), vs = toSegments(v);
-  let scores = tf.mul(tf.matMul(qs, ks, false, true), 1 / Math.sqrt(hd));
+  let scores: tf.Tensor = tf.mul(batchMatMul(qs, ks, true), 1 / Math.sqrt(hd));
   if (plan.keyBias) scores = tf.add(scores, tf.tensor4d(plan.keyBias, [plan.S, 1, 1, plan.L]));
-  const out = tf.matMul(tf.softmax(scores), vs); // [S, H, L, hd]
+  const out = batchMatMul(tf.softmax(scores) as tf.Tensor4D, vs); // [S, H, L, hd]
   const flat = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [plan.S * plan.L, D]) as tf.Tensor2D;
   if (plan.uniform) return flat;
   // Padding slots (toPadded = N) went nowhere: N is also the index of the zero row of the gradient.
@@ -339,7 +335,7 @@ export function visionForward(
     // The reordering of the inputs needs no gradient: pixel values and angles are constants.
     const pv = tf.gather(pixelValues, tf.tensor1d(order, "int32")) as tf.Tensor2D;
     const w = tf.reshape(p("patch_embed.proj.weight"), [D, C]);
-    let x = tf.matMul(pv, w, false, true) as tf.Tensor2D;
+    let x = matMulBT(pv, w as tf.Tensor2D);
     const { cos, sin } = visionRotary(order.map((r) => layout.rotPosIds[r]), hd);
     const cos3 = tf.expandDims(cos, 1), sin3 = tf.expandDims(sin, 1);
     const rope = (t: tf.Tensor2D): tf.Tensor2D => {
