@@ -1,9 +1,14 @@
 // Qwen2.5-VL end to end on the qwen25vl-tiny fixture: golden logits (single image, padded two-image
 // batch, text-only), greedy continuation, encodeImages / ropeIndex, save -> load, frozen vision tower.
-import { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects, throws as assertThrows } from "node:assert/strict";
+import {
+  deepStrictEqual as assertEquals,
+  ok as assert,
+  rejects as assertRejects,
+  throws as assertThrows,
+} from "node:assert/strict";
 import { tf } from "../lib/deps.ts";
 import { loadModel, saveModel } from "../lib/model/load.ts";
-import { type Qwen25VLModel } from "../lib/model/qwen25vl.ts";
+import type { Qwen25VLModel } from "../lib/model/qwen25vl.ts";
 import { writeCheckpoint } from "../lib/model/safetensors.ts";
 import { allBackendsTest, backendTest } from "./_backends.ts";
 import { GOLDEN, maxAbsDiff, VL_DIR } from "./_vl_fixture.ts";
@@ -27,7 +32,11 @@ async function maskedDiff(t: tf.Tensor, expected: number[][][], mask: number[][]
 async function vlLogits(model: Qwen25VLModel, key: string): Promise<number> {
   const c = GOLDEN[key];
   const pv = c.pixel_values ? tf.tensor2d(c.pixel_values) : undefined;
-  const lg = model.logits(c.input_ids, { attentionMask: c.attention_mask, pixelValues: pv, imageGridThw: c.image_grid_thw });
+  const lg = model.logits(c.input_ids, {
+    attentionMask: c.attention_mask,
+    pixelValues: pv,
+    imageGridThw: c.image_grid_thw,
+  });
   const d = await maskedDiff(lg, c.expected.logits, c.attention_mask);
   tf.dispose([lg, pv!].filter(Boolean));
   return d;
@@ -50,7 +59,10 @@ allBackendsTest("qwen25vl-tiny: golden vision, positions, logits and greedy toke
     await t.step("ropeIndex = golden position ids and rope deltas", () => {
       for (const key of ["single_image", "batch", "text_only"]) {
         const c = GOLDEN[key];
-        const got = model.ropeIndex(c.input_ids, { imageGridThw: c.image_grid_thw, attentionMask: c.attention_mask });
+        const got = model.ropeIndex(c.input_ids, {
+          imageGridThw: c.image_grid_thw,
+          attentionMask: c.attention_mask,
+        });
         assertEquals(got.positionIds, c.expected.position_ids, key);
         assertEquals(got.ropeDeltas, c.expected.rope_deltas, key);
       }
@@ -155,68 +167,93 @@ allBackendsTest("qwen25vl: gradients reach the vision tower unless it is frozen"
   }
 });
 
-backendTest("qwen25vl: a saved checkpoint loads back with identical logits, VL config and processor config", "wasm", async () => {
-  const model = (await loadModel(VL_DIR, { backend: "wasm" })) as Qwen25VLModel;
-  const dir = await Deno.makeTempDir({ prefix: "vl_save_" });
-  try {
-    await saveModel(model, dir);
-    const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
-    assertEquals(cfg.model_type, "qwen2_5_vl");
-    assertEquals(cfg.vision_config.fullatt_block_indexes, [1, 3]);
-    assertEquals(
-      JSON.parse(await Deno.readTextFile(`${dir}/preprocessor_config.json`)),
-      JSON.parse(await Deno.readTextFile(`${VL_DIR}/preprocessor_config.json`)),
-    );
-    const back = (await loadModel(dir, { backend: "wasm" })) as Qwen25VLModel;
-    const c = GOLDEN.single_image;
-    const pv = tf.tensor2d(c.pixel_values);
-    const a = model.logits(c.input_ids, { pixelValues: pv, imageGridThw: c.image_grid_thw });
-    const b = back.logits(c.input_ids, { pixelValues: pv, imageGridThw: c.image_grid_thw });
-    const [da, db] = [await a.data(), await b.data()];
-    tf.dispose([a, b, pv]);
-    back.dispose();
-    assert(da.every((x, i) => x === db[i]), "identical logits after save -> load");
-  } finally {
-    model.dispose();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+backendTest(
+  "qwen25vl: a saved checkpoint loads back with identical logits, VL config and processor config",
+  "wasm",
+  async () => {
+    const model = (await loadModel(VL_DIR, { backend: "wasm" })) as Qwen25VLModel;
+    const dir = await Deno.makeTempDir({ prefix: "vl_save_" });
+    try {
+      await saveModel(model, dir);
+      const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+      assertEquals(cfg.model_type, "qwen2_5_vl");
+      assertEquals(cfg.vision_config.fullatt_block_indexes, [1, 3]);
+      assertEquals(
+        JSON.parse(await Deno.readTextFile(`${dir}/preprocessor_config.json`)),
+        JSON.parse(await Deno.readTextFile(`${VL_DIR}/preprocessor_config.json`)),
+      );
+      const back = (await loadModel(dir, { backend: "wasm" })) as Qwen25VLModel;
+      const c = GOLDEN.single_image;
+      const pv = tf.tensor2d(c.pixel_values);
+      const a = model.logits(c.input_ids, { pixelValues: pv, imageGridThw: c.image_grid_thw });
+      const b = back.logits(c.input_ids, { pixelValues: pv, imageGridThw: c.image_grid_thw });
+      const [da, db] = [await a.data(), await b.data()];
+      tf.dispose([a, b, pv]);
+      back.dispose();
+      assert(da.every((x, i) => x === db[i]), "identical logits after save -> load");
+    } finally {
+      model.dispose();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
 
-backendTest("qwen25vl: a transformers-5 layout checkpoint (text_config, model.visual.*) loads the same", "wasm", async () => {
-  const model = (await loadModel(VL_DIR, { backend: "wasm" })) as Qwen25VLModel;
-  const dir = await Deno.makeTempDir({ prefix: "vl_tf5_" });
-  try {
-    const raw = JSON.parse(await Deno.readTextFile(`${VL_DIR}/config.json`));
-    const textKeys = [
-      "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-      "rms_norm_eps", "vocab_size", "max_position_embeddings", "hidden_act", "bos_token_id", "eos_token_id",
-    ];
-    const text: Record<string, unknown> = { model_type: "qwen2_5_vl_text", dtype: "float32" };
-    for (const k of textKeys) text[k] = raw[k];
-    text.rope_parameters = { rope_type: "default", rope_theta: raw.rope_theta, mrope_section: [2, 3, 3] };
-    const vc = { ...raw.vision_config, model_type: "qwen2_5_vl" };
-    delete vc.in_chans;
-    const tf5 = {
-      architectures: raw.architectures, model_type: "qwen2_5_vl", dtype: "float32", text_config: text,
-      vision_config: vc, image_token_id: 303, vision_start_token_id: 300, vision_end_token_id: 301,
-      tie_word_embeddings: false,
-    };
-    const tensors = Object.entries(model.params).map(([name, v]) => ({
-      name: name.startsWith("visual.") ? `model.${name}` : name.replace(/^model\./, "model.language_model."),
-      shape: v.shape.slice(),
-      data: async () => (await v.data()) as Float32Array,
-    }));
-    await writeCheckpoint(dir, tf5, tensors, { dtype: "F32" });
-    const back = (await loadModel(dir, { backend: "wasm" })) as Qwen25VLModel;
-    assertEquals(back.config.mropeSection, [2, 3, 3]);
-    const d = await vlLogits(back, "batch");
-    back.dispose();
-    assert(d < 1e-3, `logits differ by ${d}`);
-  } finally {
-    model.dispose();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+backendTest(
+  "qwen25vl: a transformers-5 layout checkpoint (text_config, model.visual.*) loads the same",
+  "wasm",
+  async () => {
+    const model = (await loadModel(VL_DIR, { backend: "wasm" })) as Qwen25VLModel;
+    const dir = await Deno.makeTempDir({ prefix: "vl_tf5_" });
+    try {
+      const raw = JSON.parse(await Deno.readTextFile(`${VL_DIR}/config.json`));
+      const textKeys = [
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "rms_norm_eps",
+        "vocab_size",
+        "max_position_embeddings",
+        "hidden_act",
+        "bos_token_id",
+        "eos_token_id",
+      ];
+      const text: Record<string, unknown> = { model_type: "qwen2_5_vl_text", dtype: "float32" };
+      for (const k of textKeys) text[k] = raw[k];
+      text.rope_parameters = { rope_type: "default", rope_theta: raw.rope_theta, mrope_section: [2, 3, 3] };
+      const vc = { ...raw.vision_config, model_type: "qwen2_5_vl" };
+      delete vc.in_chans;
+      const tf5 = {
+        architectures: raw.architectures,
+        model_type: "qwen2_5_vl",
+        dtype: "float32",
+        text_config: text,
+        vision_config: vc,
+        image_token_id: 303,
+        vision_start_token_id: 300,
+        vision_end_token_id: 301,
+        tie_word_embeddings: false,
+      };
+      const tensors = Object.entries(model.params).map(([name, v]) => ({
+        name: name.startsWith("visual.")
+          ? `model.${name}`
+          : name.replace(/^model\./, "model.language_model."),
+        shape: v.shape.slice(),
+        data: async () => (await v.data()) as Float32Array,
+      }));
+      await writeCheckpoint(dir, tf5, tensors, { dtype: "F32" });
+      const back = (await loadModel(dir, { backend: "wasm" })) as Qwen25VLModel;
+      assertEquals(back.config.mropeSection, [2, 3, 3]);
+      const d = await vlLogits(back, "batch");
+      back.dispose();
+      assert(d < 1e-3, `logits differ by ${d}`);
+    } finally {
+      model.dispose();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
 
 Deno.test("qwen25vl: bad inputs name what is wrong", async () => {
   const dir = await Deno.makeTempDir({ prefix: "vl_bad_" });
@@ -229,7 +266,10 @@ Deno.test("qwen25vl: bad inputs name what is wrong", async () => {
     try {
       const c = GOLDEN.single_image;
       const pv = tf.tensor2d(c.pixel_values);
-      assertThrows(() => model.logits(c.input_ids, { pixelValues: pv, imageGridThw: [[1, 10, 12]] }), /needs 30 consecutive/);
+      assertThrows(
+        () => model.logits(c.input_ids, { pixelValues: pv, imageGridThw: [[1, 10, 12]] }),
+        /needs 30 consecutive/,
+      );
       assertThrows(() => model.encodeImages(pv, [[1, 10, 8]]), /pixelValues has 100 rows/);
       pv.dispose();
     } finally {

@@ -10,7 +10,10 @@ const CFG = { imageTokenId: 303, visionStartTokenId: 300, spatialMergeSize: 2 };
 Deno.test("ropeIndex reproduces the golden 3-D position ids and rope deltas", () => {
   for (const key of ["single_image", "batch", "text_only"]) {
     const c = GOLDEN[key];
-    const got = ropeIndex(c.input_ids, CFG, { imageGridThw: c.image_grid_thw, attentionMask: c.attention_mask });
+    const got = ropeIndex(c.input_ids, CFG, {
+      imageGridThw: c.image_grid_thw,
+      attentionMask: c.attention_mask,
+    });
     assertEquals(got.positionIds, c.expected.position_ids, key);
     assertEquals(got.ropeDeltas, c.expected.rope_deltas, key);
   }
@@ -38,7 +41,10 @@ Deno.test("ropeCosSin with [3, B, T] positions equals ordinary RoPE when the thr
       const f = i % 8;
       const axis = f < 2 ? 0 : f < 5 ? 1 : 2;
       const a = axisPos[axis][t] * inv(f);
-      assert(Math.abs(c[0][t][i] - Math.cos(a)) < 1e-5 && Math.abs(s[0][t][i] - Math.sin(a)) < 1e-5, `t=${t} i=${i}`);
+      assert(
+        Math.abs(c[0][t][i] - Math.cos(a)) < 1e-5 && Math.abs(s[0][t][i] - Math.sin(a)) < 1e-5,
+        `t=${t} i=${i}`,
+      );
     }
   }
 });

@@ -63,7 +63,11 @@ Deno.test("resizeRgb is PIL's Image.resize, byte for byte", async () => {
     let bad = 0;
     for (let i = 0; i < want.length; i++) if (got[i] !== want[i]) bad++;
     assertEquals(got.length, want.length);
-    assertEquals(bad, 0, `${c.height}x${c.width}x${c.channels} -> ${c.out_height}x${c.out_width}: ${bad} bytes differ`);
+    assertEquals(
+      bad,
+      0,
+      `${c.height}x${c.width}x${c.channels} -> ${c.out_height}x${c.out_width}: ${bad} bytes differ`,
+    );
   }
 });
 
@@ -92,7 +96,11 @@ Deno.test("without resizing, transformers.js's Qwen2VLImageProcessor lays out th
   // deno-lint-ignore no-explicit-any
   // The Hub config names neither do_resize nor do_normalize; transformers.js then does neither (Python
   // does both), so they are spelled out here to compare the layout alone.
-  const proc = new (transformers as any).Qwen2VLImageProcessor({ ...raw, do_resize: false, do_normalize: true });
+  const proc = new (transformers as any).Qwen2VLImageProcessor({
+    ...raw,
+    do_resize: false,
+    do_normalize: true,
+  });
   const ref = await proc(img);
   const mine = processImage({ data, width: 84, height: 56, channels: 3 }, cfg);
   assertEquals(ref.image_grid_thw.tolist().map((r: bigint[]) => r.map(Number)), [mine.gridThw]);
@@ -103,14 +111,18 @@ Deno.test("without resizing, transformers.js's Qwen2VLImageProcessor lays out th
 });
 
 Deno.test("VQA-RAD JPEGs: pixel_values bit-identical to Hugging Face's Python processor (PIL backend)", async () => {
-  const data = JSON.parse(await Deno.readTextFile(new URL("./data/hf_processor_cases.json", import.meta.url)));
+  const data = JSON.parse(
+    await Deno.readTextFile(new URL("./data/hf_processor_cases.json", import.meta.url)),
+  );
   const raw = JSON.parse(await Deno.readTextFile(`${VL_DIR}/preprocessor_config.json`));
   const root = new URL("../../", import.meta.url).pathname;
   for (const c of data.cases) {
     const img = await decodeImage(root + c.image);
     const got = processImage(img, parseImageProcessorConfig({ ...raw, max_pixels: c.max_pixels }));
     assertEquals(got.gridThw, c.grid_thw, c.image);
-    const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", got.pixelValues));
+    const hash = new Uint8Array(
+      await crypto.subtle.digest("SHA-256", got.pixelValues as Float32Array<ArrayBuffer>),
+    );
     const hex = Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join("");
     let sum = 0;
     for (const v of got.pixelValues) sum += v;
@@ -134,7 +146,10 @@ Deno.test("imageTokenCount: one <|image_pad|> per 2 x 2 patches", () => {
 });
 
 Deno.test("processor config: both size layouts, and bad values named", () => {
-  assertEquals(parseImageProcessorConfig({ size: { shortest_edge: 100, longest_edge: 1000 } }).maxPixels, 1000);
+  assertEquals(
+    parseImageProcessorConfig({ size: { shortest_edge: 100, longest_edge: 1000 } }).maxPixels,
+    1000,
+  );
   assertThrows(() => parseImageProcessorConfig({ image_mean: [0.5] }, "p.json"), /p\.json: 'image_mean'/);
   assertThrows(() => parseImageProcessorConfig({ min_pixels: 10, max_pixels: 5 }), /min_pixels 10 is larger/);
 });

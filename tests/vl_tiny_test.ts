@@ -9,7 +9,8 @@ import { decodeImage } from "../lib/data/images.ts";
 import { imageTokenCount, processImages, readImageProcessorConfig } from "../lib/data/processor.ts";
 import { expandImageTokens, loadTokenizer } from "../lib/tokenizer.ts";
 
-const IMAGE = new URL("../../shared/data/vqa_rad_closed/images/5e684d0681c86c3a.jpg", import.meta.url).pathname;
+const IMAGE =
+  new URL("../../shared/data/vqa_rad_closed/images/5e684d0681c86c3a.jpg", import.meta.url).pathname;
 
 Deno.test("medthink-tiny-vl weights are a fixed function of the seed", async () => {
   const a = tinyVLModelTensors(), b = tinyVLModelTensors();
@@ -42,7 +43,10 @@ Deno.test({
     const images = processImages([await decodeImage(IMAGE)], proc);
     const prompt = tok.applyChatTemplate([{
       role: "user",
-      content: [{ type: "image", image: IMAGE }, { type: "text", text: "is there evidence of an aortic aneurysm?" }],
+      content: [{ type: "image", image: IMAGE }, {
+        type: "text",
+        text: "is there evidence of an aortic aneurysm?",
+      }],
     }], { addGenerationPrompt: true });
     const text = expandImageTokens(prompt, images.imageGridThw.map((g) => imageTokenCount(g)));
     const ids = tok.encode(text);

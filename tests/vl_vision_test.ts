@@ -5,7 +5,10 @@ import { parseVisionConfig } from "../lib/model/config.ts";
 import { allBackendsTest } from "./_backends.ts";
 import { fixtureParams, GOLDEN, maxAbsDiff, VL_DIR } from "./_vl_fixture.ts";
 
-const CONFIG = parseVisionConfig(JSON.parse(await Deno.readTextFile(`${VL_DIR}/config.json`)).vision_config, "config.json");
+const CONFIG = parseVisionConfig(
+  JSON.parse(await Deno.readTextFile(`${VL_DIR}/config.json`)).vision_config,
+  "config.json",
+);
 
 Deno.test("vision layout matches Hugging Face's rot_pos_ids, window_index and cu_seqlens", () => {
   for (const key of ["single_image", "batch"]) {

@@ -49,7 +49,11 @@ export interface RopeIndex {
  * // positionIds[0][0] = [0, 1, 2, 3, 4]; ropeDeltas = [[0]]
  * ```
  */
-export function ropeIndex(inputIds: number[][], config: RopeIndexConfig, options: RopeIndexOptions = {}): RopeIndex {
+export function ropeIndex(
+  inputIds: number[][],
+  config: RopeIndexConfig,
+  options: RopeIndexOptions = {},
+): RopeIndex {
   const grids = options.imageGridThw ?? [];
   const merge = config.spatialMergeSize ?? 2;
   const B = inputIds.length, T = B ? inputIds[0].length : 0;
@@ -112,7 +116,9 @@ export function ropeIndex(inputIds: number[][], config: RopeIndexConfig, options
     ropeDeltas.push([largest + 1 - T]);
   }
   if (image !== grids.length) {
-    throw new Error(`imageGridThw has ${grids.length} images but inputIds hold ${image} <|image_pad|> blocks.`);
+    throw new Error(
+      `imageGridThw has ${grids.length} images but inputIds hold ${image} <|image_pad|> blocks.`,
+    );
   }
   return { positionIds, ropeDeltas, imageSpans };
 }

@@ -108,11 +108,15 @@ export class Qwen25VLModel extends Qwen2Model {
 
   /** Mark the vision tower's parameters (not) trainable: frozen, they get no gradient in training. */
   freezeVision(frozen = true): void {
-    for (const [name, v] of Object.entries(this.params)) if (name.startsWith("visual.")) v.trainable = !frozen;
+    for (const [name, v] of Object.entries(this.params)) {
+      if (name.startsWith("visual.")) v.trainable = !frozen;
+    }
   }
 
   private index(rows: number[][], options: VLRopeIndexOptions): RopeIndex {
-    const mask = options.attentionMask === undefined ? undefined : rowsOf(options.attentionMask, "attentionMask");
+    const mask = options.attentionMask === undefined
+      ? undefined
+      : rowsOf(options.attentionMask, "attentionMask");
     return ropeIndex(rows, {
       imageTokenId: this.config.imageTokenId!,
       visionStartTokenId: this.config.visionStartTokenId,
@@ -170,7 +174,12 @@ export class Qwen25VLModel extends Qwen2Model {
   }
 
   /** Prefill for generation: image embeddings spliced in, 3-D positions, next positions `T + delta`. */
-  override prefill(ids: tf.Tensor2D, mask: tf.Tensor2D, cache: KVCache, options: ForwardOptions = {}): PrefillResult {
+  override prefill(
+    ids: tf.Tensor2D,
+    mask: tf.Tensor2D,
+    cache: KVCache,
+    options: ForwardOptions = {},
+  ): PrefillResult {
     const prep = (options as WithPrepared)[PREPARED];
     if (!prep) return super.prefill(ids, mask, cache, options);
     return tf.tidy(() => {
@@ -195,7 +204,10 @@ export class Qwen25VLModel extends Qwen2Model {
    * const out = await model.generate(ids, { pixelValues, imageGridThw: [[1, 10, 10]], temperature: 0 });
    * ```
    */
-  override async generate(inputIds: number[][] | tf.Tensor2D, options: GenerateOptions = {}): Promise<GenerateResult> {
+  override async generate(
+    inputIds: number[][] | tf.Tensor2D,
+    options: GenerateOptions = {},
+  ): Promise<GenerateResult> {
     if (!options.pixelValues && !options.imageGridThw?.length) return await super.generate(inputIds, options);
     const rows = inputIds instanceof tf.Tensor ? (await inputIds.array()) as number[][] : inputIds;
     const mask = options.attentionMask instanceof tf.Tensor
@@ -221,8 +233,14 @@ export function vlExpectedParams(config: ModelConfig): Record<string, number[]> 
  * The `qwen2_5_vl` loader of `loadModel`: `visual.*` and the decoder, in the Hub layout (or the
  * transformers 5 `model.visual.*` / `model.language_model.*` names).
  */
-export async function loadQwen25VL(dir: string, config: ModelConfig, _options: LoadModelOptions = {}): Promise<Qwen25VLModel> {
-  if (!config.vision) throw new Error(`Config ${dir}/config.json has model_type ${config.modelType} but no vision_config.`);
+export async function loadQwen25VL(
+  dir: string,
+  config: ModelConfig,
+  _options: LoadModelOptions = {},
+): Promise<Qwen25VLModel> {
+  if (!config.vision) {
+    throw new Error(`Config ${dir}/config.json has model_type ${config.modelType} but no vision_config.`);
+  }
   if (config.imageTokenId === undefined) throw new Error(`Config ${dir}/config.json has no image_token_id.`);
   const params = await loadTensors(dir, vlExpectedParams(config));
   return new Qwen25VLModel(config, params, { dir, backend: tf.getBackend() });

@@ -73,7 +73,8 @@ export const TINY_VL_CONFIG: Readonly<Record<string, unknown>> = Object.freeze({
     tokens_per_second: 2,
     temporal_patch_size: 2,
   },
-  _note: `medthink-tiny-vl: random init, seed ${TINY_VL_MODEL_SEED}, normal(0, 0.02) weights, unit norms, zero biases.`,
+  _note:
+    `medthink-tiny-vl: random init, seed ${TINY_VL_MODEL_SEED}, normal(0, 0.02) weights, unit norms, zero biases.`,
 });
 
 /**
@@ -141,11 +142,19 @@ export async function ensureTinyVLModel(options: { dir?: string } = {}): Promise
   const aux = await Deno.makeTempDir({ prefix: "medthink-tiny-vl-" });
   try {
     // The processor config travels with the weights, so the folder appears complete or not at all.
-    await Deno.writeTextFile(`${aux}/preprocessor_config.json`, JSON.stringify(TINY_VL_PREPROCESSOR, null, 2) + "\n");
-    await writeCheckpoint(dir, structuredClone(TINY_VL_CONFIG) as Record<string, unknown>, tinyVLModelTensors(), {
-      dtype: "F32",
-      copyFiles: [`${aux}/preprocessor_config.json`],
-    });
+    await Deno.writeTextFile(
+      `${aux}/preprocessor_config.json`,
+      JSON.stringify(TINY_VL_PREPROCESSOR, null, 2) + "\n",
+    );
+    await writeCheckpoint(
+      dir,
+      structuredClone(TINY_VL_CONFIG) as Record<string, unknown>,
+      tinyVLModelTensors(),
+      {
+        dtype: "F32",
+        copyFiles: [`${aux}/preprocessor_config.json`],
+      },
+    );
   } catch (e) {
     // Another process may have created it at the same moment: use theirs if it is complete.
     try {

@@ -34,7 +34,9 @@ function checkGrid(gridThw: number[][], config: VisionConfig, rows?: number): vo
   let total = 0;
   gridThw.forEach((g, i) => {
     if (!Array.isArray(g) || g.length !== 3 || g.some((v) => !Number.isInteger(v) || v <= 0)) {
-      throw new Error(`imageGridThw[${i}] must be three positive integers [t, h, w], got ${JSON.stringify(g)}.`);
+      throw new Error(
+        `imageGridThw[${i}] must be three positive integers [t, h, w], got ${JSON.stringify(g)}.`,
+      );
     }
     if (g[1] % m !== 0 || g[2] % m !== 0) {
       throw new Error(
@@ -238,7 +240,12 @@ function segmentAttention(
   const D = q.shape[1], hd = D / heads;
   const toSegments = (x: tf.Tensor2D): tf.Tensor4D =>
     tf.transpose(
-      tf.reshape(plan.uniform ? x : injectiveGather(x, plan.toPadded, plan.fromPadded), [plan.S, plan.L, heads, hd]),
+      tf.reshape(plan.uniform ? x : injectiveGather(x, plan.toPadded, plan.fromPadded), [
+        plan.S,
+        plan.L,
+        heads,
+        hd,
+      ]),
       [0, 2, 1, 3],
     ) as tf.Tensor4D;
   const qs = toSegments(q), ks = toSegments(k), vs = toSegments(v);
@@ -353,9 +360,15 @@ export function visionForward(
       const attn = segmentAttention(rope(q), rope(k), v, plan, heads);
       x = tf.add(x, linear(attn, p(b + "attn.proj.weight"), p(b + "attn.proj.bias")));
       const h2 = rmsNorm(x, p(b + "norm2.weight"), eps);
-      const gate = activation(config.hiddenAct, linear(h2, p(b + "mlp.gate_proj.weight"), p(b + "mlp.gate_proj.bias")));
+      const gate = activation(
+        config.hiddenAct,
+        linear(h2, p(b + "mlp.gate_proj.weight"), p(b + "mlp.gate_proj.bias")),
+      );
       const up = linear(h2, p(b + "mlp.up_proj.weight"), p(b + "mlp.up_proj.bias"));
-      x = tf.add(x, linear(tf.mul(gate, up) as tf.Tensor2D, p(b + "mlp.down_proj.weight"), p(b + "mlp.down_proj.bias")));
+      x = tf.add(
+        x,
+        linear(tf.mul(gate, up) as tf.Tensor2D, p(b + "mlp.down_proj.weight"), p(b + "mlp.down_proj.bias")),
+      );
     }
     if (options.returnLastHidden) return injectiveGather(x, inverse, order);
     const merged = tf.reshape(rmsNorm(x, p("merger.ln_q.weight"), eps), [N / unit, D * unit]) as tf.Tensor2D;
