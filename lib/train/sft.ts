@@ -37,6 +37,8 @@ export interface SftExample {
 export interface SftOptions {
   /** Tokenizer with the chat template. Default: the model folder's own, else the embedded Qwen2.5 one. */
   tokenizer?: Tokenizer;
+  /** Padding id. Default: the tokenizer's, else the model config's pad (else first EOS) id. */
+  padTokenId?: number;
   /** How question rows become the user turn (template, instruction, system prompt). */
   prompt?: PromptOptions;
   /** Passes over the data. Default 1. */
@@ -196,6 +198,15 @@ export function assistantLabels(tokenizer: Tokenizer, ids: number[]): number[] {
   return labels;
 }
 
+function pretokenized(row: AnyRow, index: number, maxLength: number): SftExample {
+  const ids = row.inputIds as number[];
+  const labels = (row.labels as number[] | undefined) ?? ids;
+  if (labels.length !== ids.length) {
+    throw new Error(`sft: row ${index} has ${ids.length} inputIds but ${labels.length} labels.`);
+  }
+  return { inputIds: ids.slice(0, maxLength), labels: labels.slice(0, maxLength) };
+}
+
 /** Tokenize one row into ids and assistant-only labels, cut to `maxLength`. */
 export function encodeSftExample(
   tokenizer: Tokenizer,
@@ -249,9 +260,10 @@ function countLabels(e: SftExample): number {
 
 /**
  * Fine-tune `model` on `dataset` (an arquero table or an array of rows) with the loss on the assistant turn.
- * Rows are `text` (a chat-templated string), `messages` (chat messages), or question rows
+ * Rows are `text` (a chat-templated string), `messages` (chat messages), question rows
  * (`question`, `options`, answer label, `reasoning`) turned into the recipe's prompt and target
- * `<think> {reasoning} </think>\n<answer> {letter} </answer>`.
+ * `<think> {reasoning} </think>\n<answer> {letter} </answer>`, or pre-tokenized `inputIds` (+ optional
+ * `labels`, -100 = ignored; default every token).
  *
  * @example
  * ```ts ignore
@@ -266,7 +278,8 @@ function countLabels(e: SftExample): number {
 export async function sft(model: CausalLM, dataset: unknown, options: SftOptions = {}): Promise<SftResult> {
   const rows = datasetRows(dataset);
   if (rows.length === 0) throw new Error("sft: the dataset has no rows.");
-  const tokenizer = options.tokenizer ?? await loadTokenizer(model.dir);
+  // Loaded only when some row needs tokenizing (pre-tokenized rows do not).
+  let tokenizer = options.tokenizer;
   const maxLength = options.maxLength ?? 4096;
   const batchSize = options.batchSize ?? 16;
   const micro = Math.min(options.microBatchSize ?? 4, batchSize);
@@ -278,7 +291,13 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
   // Tokenize everything up front: rows without any assistant token cannot teach anything and are dropped.
   const examples: SftExample[] = [];
   for (let i = 0; i < rows.length; i++) {
-    const ex = encodeSftExample(tokenizer, rows[i], { index: i, prompt: options.prompt, maxLength });
+    const ex = Array.isArray(rows[i].inputIds)
+      ? pretokenized(rows[i], i, maxLength)
+      : encodeSftExample(tokenizer ??= await loadTokenizer(model.dir), rows[i], {
+        index: i,
+        prompt: options.prompt,
+        maxLength,
+      });
     for (const id of ex.inputIds) {
       if (id >= model.config.vocabSize) {
         throw new Error(
@@ -290,6 +309,8 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
   }
   if (examples.length === 0) throw new Error("sft: no row has an assistant turn left after truncation.");
 
+  const padTokenId = options.padTokenId ?? tokenizer?.padTokenId ?? model.config.padTokenId ??
+    model.config.eosTokenIds[0] ?? 0;
   const stepsPerEpoch = Math.ceil(examples.length / batchSize);
   // As the HF Trainer: maxSteps, when set, wins over epochs (the data is cycled as needed).
   const totalSteps = options.maxSteps ?? epochs * stepsPerEpoch;
@@ -406,7 +427,7 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
       let acc: Record<string, tf.Tensor> | null = null;
       let lossSum = 0;
       for (let m = 0; m < batch.length; m += micro) {
-        const mb = collate(batch.slice(m, m + micro), tokenizer.padTokenId);
+        const mb = collate(batch.slice(m, m + micro), padTokenId);
         realTokens += mb.attentionMask.reduce((s, r) => s + r.reduce((a, x) => a + x, 0), 0);
         const { value, grads } = valueAndGrads(
           () => sftLoss(model, { ...mb, numItems, chunkSize: options.chunkSize }),
