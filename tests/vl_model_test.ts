@@ -10,6 +10,7 @@ import { tf } from "../lib/deps.ts";
 import { loadModel, saveModel } from "../lib/model/load.ts";
 import type { Qwen25VLModel } from "../lib/model/qwen25vl.ts";
 import { writeCheckpoint } from "../lib/model/safetensors.ts";
+import { QWEN25VL_PREPROCESSOR } from "../lib/model/tiny_vl.ts";
 import { allBackendsTest, backendTest } from "./_backends.ts";
 import { GOLDEN, maxAbsDiff, VL_DIR } from "./_vl_fixture.ts";
 
@@ -246,8 +247,15 @@ backendTest(
       const back = (await loadModel(dir, { backend: "wasm" })) as Qwen25VLModel;
       assertEquals(back.config.mropeSection, [2, 3, 3]);
       const d = await vlLogits(back, "batch");
-      back.dispose();
       assert(d < 1e-3, `logits differ by ${d}`);
+      // Its folder has no preprocessor_config.json: saving writes Qwen2.5-VL's published one.
+      const out = `${dir}/saved`;
+      await saveModel(back, out);
+      back.dispose();
+      assertEquals(
+        JSON.parse(await Deno.readTextFile(`${out}/preprocessor_config.json`)),
+        QWEN25VL_PREPROCESSOR,
+      );
     } finally {
       model.dispose();
       await Deno.remove(dir, { recursive: true });

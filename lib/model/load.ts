@@ -20,7 +20,7 @@ import {
 } from "./safetensors.ts";
 import { expectedParams, Qwen2Model } from "./qwen2.ts";
 import { ensureTinyModel, TINY_MODEL_NAME } from "./tiny.ts";
-import { ensureTinyVLModel, TINY_VL_MODEL_NAME } from "./tiny_vl.ts";
+import { ensureTinyVLModel, QWEN25VL_PREPROCESSOR, TINY_VL_MODEL_NAME } from "./tiny_vl.ts";
 
 /** Options of {@linkcode loadModel}. */
 export interface LoadModelOptions {
@@ -190,9 +190,24 @@ export async function saveModel(model: CausalLM, dir: string, options: SaveModel
       } catch { /* not there */ }
     }
   }
-  await writeCheckpoint(dir, configToJson(model.config, dtypeName), tensors, {
-    dtype,
-    maxShardBytes: options.maxShardBytes,
-    copyFiles,
-  });
+  // A vision-language checkpoint needs its image processor's settings to be usable elsewhere: write
+  // Qwen2.5-VL's published ones when the source folder had none.
+  let aux: string | undefined;
+  if (model.config.vision && !copyFiles.some((f) => f.endsWith("/preprocessor_config.json"))) {
+    aux = await Deno.makeTempDir({ prefix: "medthink-save-" });
+    await Deno.writeTextFile(
+      `${aux}/preprocessor_config.json`,
+      JSON.stringify(QWEN25VL_PREPROCESSOR, null, 2) + "\n",
+    );
+    copyFiles.push(`${aux}/preprocessor_config.json`);
+  }
+  try {
+    await writeCheckpoint(dir, configToJson(model.config, dtypeName), tensors, {
+      dtype,
+      maxShardBytes: options.maxShardBytes,
+      copyFiles,
+    });
+  } finally {
+    if (aux) await Deno.remove(aux, { recursive: true }).catch(() => {});
+  }
 }

@@ -78,26 +78,36 @@ export const TINY_VL_CONFIG: Readonly<Record<string, unknown>> = Object.freeze({
 });
 
 /**
- * preprocessor_config.json of `medthink-tiny-vl`: Qwen2.5-VL's image processor (CLIP mean/std,
- * 14-px patches, 2 x 2 merge) with `max_pixels` 200704 (at most 256 image tokens per image) so
- * image examples stay fast on CPU.
+ * The `preprocessor_config.json` the Hub's Qwen2.5-VL checkpoints ship (Python defaults apply to the
+ * keys it leaves out: resize on, BICUBIC, rescale 1/255, normalise). `saveModel` writes it for a VL
+ * model whose source folder had none.
  */
-export const TINY_VL_PREPROCESSOR: Readonly<Record<string, unknown>> = Object.freeze({
+export const QWEN25VL_PREPROCESSOR: Readonly<Record<string, unknown>> = Object.freeze({
   min_pixels: 3136,
-  max_pixels: 200704,
+  max_pixels: 12845056,
   patch_size: 14,
   temporal_patch_size: 2,
   merge_size: 2,
   image_mean: [0.48145466, 0.4578275, 0.40821073],
   image_std: [0.26862954, 0.26130258, 0.27577711],
+  image_processor_type: "Qwen2VLImageProcessor",
+  processor_class: "Qwen2_5_VLProcessor",
+});
+
+/**
+ * preprocessor_config.json of `medthink-tiny-vl`: Qwen2.5-VL's, with `max_pixels` 200704 (at most
+ * 256 image tokens per image) so image examples stay fast on CPU, and the Python defaults spelled out
+ * (transformers.js would otherwise skip resizing and normalising).
+ */
+export const TINY_VL_PREPROCESSOR: Readonly<Record<string, unknown>> = Object.freeze({
+  ...QWEN25VL_PREPROCESSOR,
+  max_pixels: 200704,
   do_resize: true,
   do_rescale: true,
-  rescale_factor: 0.00392156862745098,
+  rescale_factor: 1 / 255,
   do_normalize: true,
   do_convert_rgb: true,
   resample: 3,
-  image_processor_type: "Qwen2VLImageProcessor",
-  processor_class: "Qwen2_5_VLProcessor",
 });
 
 /** Where `medthink-tiny-vl` lives: `<cache root>/medthink-tiny-vl`. */
