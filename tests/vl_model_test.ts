@@ -74,6 +74,37 @@ allBackendsTest("qwen25vl-tiny: golden vision, positions, logits and greedy toke
         assert(d < 1e-3, `${key}: logits differ by ${d}`);
       }
     });
+    await t.step(
+      "a batch mixing an image row and a left-padded text-only row matches each alone",
+      async () => {
+        const img = GOLDEN.single_image, txt = GOLDEN.text_only;
+        const T = img.input_ids[0].length, n = txt.input_ids[0].length;
+        const ids = [img.input_ids[0], [...new Array(T - n).fill(0), ...txt.input_ids[0]]];
+        const mask = [img.attention_mask[0], [...new Array(T - n).fill(0), ...txt.attention_mask[0]]];
+        const pv = tf.tensor2d(img.pixel_values);
+        const lg = model.logits(ids, {
+          attentionMask: mask,
+          pixelValues: pv,
+          imageGridThw: img.image_grid_thw,
+        });
+        const got = (await lg.array()) as number[][][];
+        tf.dispose([pv, lg]);
+        const expected = [img.expected.logits[0], [
+          ...new Array(T - n).fill(null),
+          ...txt.expected.logits[0],
+        ]];
+        let m = 0;
+        for (let b = 0; b < 2; b++) {
+          for (let s = 0; s < T; s++) {
+            if (!mask[b][s]) continue;
+            for (let v = 0; v < got[b][s].length; v++) {
+              m = Math.max(m, Math.abs(got[b][s][v] - expected[b][s][v]));
+            }
+          }
+        }
+        assert(m < 1e-3, `mixed batch logits differ by ${m}`);
+      },
+    );
     await t.step("greedy continuation with the KV cache, positions from rope_deltas", async () => {
       const c = GOLDEN.single_image;
       const pv = tf.tensor2d(c.pixel_values);
