@@ -47,12 +47,17 @@ export function fakeLM(options: { vocab?: number; hidden?: number; seed?: number
         const ids = inputIds instanceof tf.Tensor ? inputIds : tf.tensor2d(inputIds, undefined, "int32");
         const [b, t] = ids.shape;
         // one-hot matmul: the gradient of gather is missing on wasm
-        const x = tf.matMul(tf.oneHot(ids.reshape([b * t]).toInt(), vocab).toFloat(), params["model.embed_tokens.weight"]);
+        const x = tf.matMul(
+          tf.oneHot(ids.reshape([b * t]).toInt(), vocab).toFloat(),
+          params["model.embed_tokens.weight"],
+        );
         // a causal mixing term so positions interact: running mean over time via a lower-triangular matrix
         const tri = tf.linalg.bandPart(tf.ones([t, t]), -1, 0).div(tf.range(1, t + 1).reshape([t, 1]));
         let mask: tf.Tensor = tf.ones([b, t]);
         if (opts.attentionMask) {
-          mask = opts.attentionMask instanceof tf.Tensor ? opts.attentionMask.toFloat() : tf.tensor2d(opts.attentionMask);
+          mask = opts.attentionMask instanceof tf.Tensor
+            ? opts.attentionMask.toFloat()
+            : tf.tensor2d(opts.attentionMask);
         }
         const xm = x.reshape([b, t, h]).mul(mask.reshape([b, t, 1]));
         const mixed = tf.matMul(tri.expandDims(0).tile([b, 1, 1]), xm).reshape([b * t, h]);
@@ -70,7 +75,11 @@ export function fakeLM(options: { vocab?: number; hidden?: number; seed?: number
       return tf.tidy(() => {
         const hs = model.hidden(inputIds, opts);
         const [b, t] = hs.shape;
-        return tf.matMul(hs.reshape([b * t, h]), model.lmHeadWeight(), false, true).reshape([b, t, vocab]) as tf.Tensor3D;
+        return tf.matMul(hs.reshape([b * t, h]), model.lmHeadWeight(), false, true).reshape([
+          b,
+          t,
+          vocab,
+        ]) as tf.Tensor3D;
       });
     },
     generate() {

@@ -46,7 +46,13 @@ allBackendsTest("golden sft: loss and gradients", async (backend) => {
 allBackendsTest("golden adamw: two clipped steps, every tensor decayed", async (backend) => {
   const model = await loadModel(DIR, { backend });
   const a = G.adamw;
-  const opt = adamw({ params: model.params, lr: a.lr, betas: a.betas, eps: a.eps, weightDecay: a.weight_decay });
+  const opt = adamw({
+    params: model.params,
+    lr: a.lr,
+    betas: a.betas,
+    eps: a.eps,
+    weightDecay: a.weight_decay,
+  });
   // Tolerance after the first update: some gradients are zero in exact arithmetic (k_proj.bias: softmax
   // ignores a per-query constant) or cross zero (~1e-7, e.g. one o_proj entry), and Adam's first step moves
   // every such element by about lr * sign(g). float32 noise flips some of those signs: measured on wasm,
@@ -58,15 +64,20 @@ allBackendsTest("golden adamw: two clipped steps, every tensor decayed", async (
     assert(relErr(loss, want.loss_before) < tol, `loss ${loss} vs ${want.loss_before}`);
     tol = 5e-4;
     const norm = await clipGradNorm(grads, a.max_grad_norm);
-    assert(relErr(norm, want.grad_norm_before_clip) < 1e-3, `grad norm ${norm} vs ${want.grad_norm_before_clip}`);
+    assert(
+      relErr(norm, want.grad_norm_before_clip) < 1e-3,
+      `grad norm ${norm} vs ${want.grad_norm_before_clip}`,
+    );
     opt.step(grads);
     tf.dispose([value, ...Object.values(grads)]);
   }
   const after = sftLoss(model, BATCH);
   const loss = (await after.data())[0];
   // The loss after two large steps is small (0.03): compare it on the absolute scale of the first loss too.
-  assert(Math.abs(loss - a.loss_after_2_steps) < 5e-4 * G.sft.loss,
-    `loss after ${loss} vs ${a.loss_after_2_steps}`);
+  assert(
+    Math.abs(loss - a.loss_after_2_steps) < 5e-4 * G.sft.loss,
+    `loss after ${loss} vs ${a.loss_after_2_steps}`,
+  );
   for (const name of G.picked_tensors) {
     const e = await relL2(model.params[name], a.params_after_2_steps[name]);
     assert(e < 1e-3, `param ${name} after 2 steps: rel L2 ${e}`);
@@ -79,7 +90,12 @@ allBackendsTest("golden adamw: two clipped steps, every tensor decayed", async (
 allBackendsTest("golden lora: logits, loss and adapter gradients", async (backend) => {
   const model = await loadModel(DIR, { backend });
   const l = G.lora;
-  const trainable = addLora(model, { r: l.r, alpha: l.alpha, targetModules: l.target_modules, weights: l.weights });
+  const trainable = addLora(model, {
+    r: l.r,
+    alpha: l.alpha,
+    targetModules: l.target_modules,
+    weights: l.weights,
+  });
   assert(Object.values(model.params).every((p) => !p.trainable), "base weights frozen");
   const logits = model.logits(BATCH.inputIds, { attentionMask: BATCH.attentionMask });
   // compare logits where the mask is 1 (padded positions carry no meaning)

@@ -64,7 +64,15 @@ allBackendsTest("tokenLogprobs: last-C targets, temperature, mask and entropy", 
   const targets = IDS.map((r) => r.slice(-c));
   const mask = [[1, 1, 0], [1, 1, 1]];
   const temp = 0.7;
-  const got = tokenLogprobs(model, { inputIds: IDS, attentionMask: MASK, targets, mask, temperature: temp, entropy: true, chunkSize: 2 });
+  const got = tokenLogprobs(model, {
+    inputIds: IDS,
+    attentionMask: MASK,
+    targets,
+    mask,
+    temperature: temp,
+    entropy: true,
+    chunkSize: 2,
+  });
   const [lpWant, entWant] = tf.tidy(() => {
     const logits = model.logits(IDS, { attentionMask: MASK });
     const [b, t, v] = logits.shape;
@@ -82,14 +90,20 @@ allBackendsTest("tokenLogprobs: last-C targets, temperature, mask and entropy", 
 
   // the same with a tensor mask
   const m = tf.tensor2d(mask);
-  const got2 = tokenLogprobs(model, { inputIds: IDS, attentionMask: MASK, targets, mask: m, temperature: temp });
+  const got2 = tokenLogprobs(model, {
+    inputIds: IDS,
+    attentionMask: MASK,
+    targets,
+    mask: m,
+    temperature: temp,
+  });
   const got1 = tokenLogprobs(model, { inputIds: IDS, attentionMask: MASK, targets, mask, temperature: temp });
   assert(await relL2(got2.logprobs, got1.logprobs) < 1e-6);
   tf.dispose([m, got1.logprobs, got2.logprobs]);
   model.dispose();
 });
 
-allBackendsTest("headLogprobs: no tensors leak in forward and backward", async () => {
+allBackendsTest("headLogprobs: no tensors leak in forward and backward", () => {
   const h = tf.variable(tf.randomNormal([6, 4], 0, 1, "float32", 3)) as unknown as tf.Tensor2D & tf.Variable;
   const w = tf.variable(tf.randomNormal([11, 4], 0, 1, "float32", 4)) as unknown as tf.Tensor2D & tf.Variable;
   const run = () => {
@@ -105,4 +119,21 @@ allBackendsTest("headLogprobs: no tensors leak in forward and backward", async (
   run();
   assert(tf.memory().numTensors === before, `leak: ${tf.memory().numTensors} vs ${before}`);
   tf.dispose([h, w]);
+});
+
+allBackendsTest("headLogprobs: many scattered rows and chunks (more than 8 pieces to join)", async () => {
+  const n = 40;
+  const h = tf.randomNormal([n, 4], 0, 1, "float32", 5) as tf.Tensor2D;
+  const w = tf.randomNormal([9, 4], 0, 1, "float32", 6) as tf.Tensor2D;
+  const targets = Array.from({ length: n }, (_, i) => i % 9);
+  const rows = Array.from({ length: n }, (_, i) => (i % 3 === 0 ? 0 : 1));
+  const got = headLogprobs(h, w, targets, { chunkSize: 1, rows, entropy: true });
+  const want = tf.tidy(() => {
+    const lp = tf.logSoftmax(tf.matMul(h, w, false, true));
+    return lp.mul(tf.oneHot(tf.tensor1d(targets, "int32"), 9).toFloat()).sum(1).mul(tf.tensor1d(rows));
+  });
+  assert(await relL2(got.logprobs, want) < 1e-5);
+  const ent = await got.entropy!.data();
+  assert(ent[0] === 0 && ent[1] > 0, "entropy 0 on skipped rows only");
+  tf.dispose([h, w, got.logprobs, got.entropy!, want]);
 });

@@ -1,4 +1,4 @@
-import { ok as assert, deepStrictEqual as assertEquals } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { tf } from "../lib/deps.ts";
 import { accumulateGrads, adamw, clipGradNorm, hfParamGroups } from "../lib/train/optimizer.ts";
 import { lrSchedule, warmupStepsOf } from "../lib/train/schedule.ts";
@@ -9,7 +9,15 @@ function close(a: number, b: number, rel = 1e-6): boolean {
 }
 
 // The update of torch.optim.AdamW written out in float64, for one tensor.
-function refAdamW(p: number[], grads: number[][], lr: number, b1: number, b2: number, eps: number, wd: number): number[] {
+function refAdamW(
+  p: number[],
+  grads: number[][],
+  lr: number,
+  b1: number,
+  b2: number,
+  eps: number,
+  wd: number,
+): number[] {
   const m = p.map(() => 0), v = p.map(() => 0);
   p = p.slice();
   grads.forEach((g, k) => {
@@ -57,7 +65,12 @@ allBackendsTest("adamw: PyTorch semantics over three steps, per-group weight dec
   // state round trip: a second optimizer loaded with the state continues identically
   const w2 = tf.variable(w.clone());
   const b2 = tf.variable(b.clone());
-  const opt2 = adamw({ params: { "x.weight": w2, "x.bias": b2 }, lr: 0.05, betas: [0.9, 0.95], paramGroups: hfParamGroups(["x.weight", "x.bias"], 0.1) });
+  const opt2 = adamw({
+    params: { "x.weight": w2, "x.bias": b2 },
+    lr: 0.05,
+    betas: [0.9, 0.95],
+    paramGroups: hfParamGroups(["x.weight", "x.bias"], 0.1),
+  });
   opt2.loadState(opt.state());
   const g = { "x.weight": tf.tensor1d([0.2, 0.2, 0.2, 0.2]), "x.bias": tf.tensor1d([0.1, 0.1, 0.1, 0.1]) };
   opt.step(g);
@@ -102,7 +115,11 @@ Deno.test("hfParamGroups: no decay on biases and norm weights", () => {
     "lm_head.weight",
   ];
   const [decay, none] = hfParamGroups(names, 1e-4);
-  assertEquals(decay.names, ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "lm_head.weight"]);
+  assertEquals(decay.names, [
+    "model.embed_tokens.weight",
+    "model.layers.0.self_attn.q_proj.weight",
+    "lm_head.weight",
+  ]);
   assertEquals(none.weightDecay, 0);
   assertEquals(none.names.length, 4);
 });

@@ -30,7 +30,10 @@ Deno.test("sft labels: exactly the assistant turn after '<|im_start|>assistant\\
   const header = "<|im_start|>assistant\n";
   const prefix = c.expected.slice(0, c.expected.lastIndexOf(header) + header.length);
   assertEquals(tokenizer.decode(inputIds.slice(0, first)), prefix);
-  assertEquals(tokenizer.decode(inputIds.slice(first, last + 1)), "<think> r </think>\n<answer> B </answer><|im_end|>");
+  assertEquals(
+    tokenizer.decode(inputIds.slice(first, last + 1)),
+    "<think> r </think>\n<answer> B </answer><|im_end|>",
+  );
   assertEquals(tokenizer.decode(inputIds.slice(last + 1)), "\n");
   assertEquals(inputIds[last], tokenizer.imEndId);
 });
@@ -68,7 +71,15 @@ async function tmpDir(): Promise<string> {
 }
 
 Deno.test("sft: a run stopped at step 3 and resumed gives the same losses; no leaks; atomic checkpoints", async () => {
-  const common = { batchSize: 4, microBatchSize: 2, maxSteps: 6, lr: 1e-2, warmupSteps: 1, seed: 7, progress: false };
+  const common = {
+    batchSize: 4,
+    microBatchSize: 2,
+    maxSteps: 6,
+    lr: 1e-2,
+    warmupSteps: 1,
+    seed: 7,
+    progress: false,
+  };
   const dirA = await tmpDir(), dirB = await tmpDir();
   try {
     let model = await loadModel(FIXTURE, { backend: "wasm" });
@@ -89,7 +100,10 @@ Deno.test("sft: a run stopped at step 3 and resumed gives the same losses; no le
       assert(ck.includes(f), `checkpoint has ${f}`);
     }
     const state = JSON.parse(Deno.readTextFileSync(`${dirA}/checkpoint-4/trainer_state.json`));
-    assertEquals([state.step, state.dataPosition, state.rng], [4, { epoch: 2, batch: 0 }, { seed: 7, epoch: 2 }]);
+    assertEquals([state.step, state.dataPosition, state.rng], [4, { epoch: 2, batch: 0 }, {
+      seed: 7,
+      epoch: 2,
+    }]);
     const log = Deno.readTextFileSync(`${dirA}/log.jsonl`).trim().split("\n").map((l) => JSON.parse(l));
     assertEquals(log.length, 6);
     for (const k of ["loss", "lr", "gradNorm", "tokensPerSec"]) assert(typeof log[0][k] === "number", k);
@@ -133,7 +147,10 @@ Deno.test("sft with LoRA: base frozen, PEFT adapters saved and reloadable, merge
     assertEquals(await model.params["model.layers.0.self_attn.q_proj.weight"].data(), before);
     const ck = `${dir}/run/checkpoint-2`;
     const cfg = JSON.parse(Deno.readTextFileSync(`${ck}/adapter_config.json`));
-    assertEquals([cfg.peft_type, cfg.r, cfg.lora_alpha, cfg.target_modules], ["LORA", 4, 8, ["q_proj", "v_proj"]]);
+    assertEquals([cfg.peft_type, cfg.r, cfg.lora_alpha, cfg.target_modules], ["LORA", 4, 8, [
+      "q_proj",
+      "v_proj",
+    ]]);
     const ids = [ROWS[0].inputIds];
     const want = await model.logits(ids).data();
     assert("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in loraParams(model));
@@ -163,7 +180,10 @@ Deno.test("sft with LoRA: base frozen, PEFT adapters saved and reloadable, merge
 
 Deno.test("sft on MedQA (synthesised reasoning) with medthink-tiny lowers the assistant-token loss", async () => {
   const table = await loadDataset(`${SHARED}data/medqa_4opt/test.jsonl`, { limit: 16 });
-  const rows = tableRows(table).map((r) => ({ ...r, reasoning: `The correct option is ${r.answerLabel}: ${r.answer}.` }));
+  const rows = tableRows(table).map((r) => ({
+    ...r,
+    reasoning: `The correct option is ${r.answerLabel}: ${r.answer}.`,
+  }));
   const model = await loadModel("medthink-tiny", { backend: "wasm" });
   const evalRows = rows.slice(0, 8).map((r, i) => encodeSftExample(tokenizer, r, { index: i }));
   const evalLoss = async () => {
@@ -186,7 +206,11 @@ Deno.test("sft on MedQA (synthesised reasoning) with medthink-tiny lowers the as
   });
   const seconds = (performance.now() - t0) / 1000;
   const after = await evalLoss();
-  console.log(`medqa sft: ${res.steps} steps in ${seconds.toFixed(1)} s, loss ${before.toFixed(3)} -> ${after.toFixed(3)}`);
+  console.log(
+    `medqa sft: ${res.steps} steps in ${seconds.toFixed(1)} s, loss ${before.toFixed(3)} -> ${
+      after.toFixed(3)
+    }`,
+  );
   assertEquals(res.steps, 4);
   assert(after < before - 1, `assistant-token loss ${before} -> ${after}`);
   model.dispose();

@@ -120,7 +120,9 @@ export async function loadCheckpoint(dir: string, options: LoadCheckpointOptions
   if (state.adaptersOnly) {
     const want = loraParams(model);
     if (Object.keys(want).length === 0) {
-      throw new Error(`Checkpoint ${dir} holds LoRA adapters but the model has none: add them (same r / targets) first.`);
+      throw new Error(
+        `Checkpoint ${dir} holds LoRA adapters but the model has none: add them (same r / targets) first.`,
+      );
     }
     const got = await readSafetensors(`${dir}/adapter_model.safetensors`);
     assignAll(want, got, `${dir}/adapter_model.safetensors`);
@@ -136,7 +138,9 @@ export async function loadCheckpoint(dir: string, options: LoadCheckpointOptions
   }
   if (optimizer) {
     const file = `${dir}/optimizer.safetensors`;
-    if (!(await exists(file))) throw new Error(`Checkpoint ${dir} has no optimizer.safetensors to resume from.`);
+    if (!(await exists(file))) {
+      throw new Error(`Checkpoint ${dir} has no optimizer.safetensors to resume from.`);
+    }
     const t = await readSafetensors(file);
     const expAvg: Record<string, tf.Tensor> = {};
     const expAvgSq: Record<string, tf.Tensor> = {};

@@ -110,7 +110,9 @@ export function addLora(model: CausalLM, options: LoraOptions = {}): Record<stri
     const known = new Set(modules.flatMap((m) => [loraTensorName(m, "A"), loraTensorName(m, "B")]));
     for (const k of Object.keys(options.weights)) {
       if (!known.has(k.replace(".default.weight", ".weight"))) {
-        throw new Error(`LoRA weight ${k} belongs to no targeted module (targets ${JSON.stringify(targets)}).`);
+        throw new Error(
+          `LoRA weight ${k} belongs to no targeted module (targets ${JSON.stringify(targets)}).`,
+        );
       }
     }
   }
@@ -125,7 +127,7 @@ export function addLora(model: CausalLM, options: LoraOptions = {}): Record<stri
     tf.dispose([a, b]);
   }
   model.loraEnabled = true;
-  if (options.freezeBase ?? true) for (const p of Object.values(model.params)) p.trainable = false;
+  if (options.freezeBase ?? true) { for (const p of Object.values(model.params)) p.trainable = false; }
   return loraParams(model);
 }
 

@@ -138,7 +138,9 @@ export function headLogprobs(
     const hc = hp.slice([s, 0], [e - s, h]);
     // wasm's matMul with a transposed operand is ~8x slower than without (measured with V = 151,936):
     // there, W (hc^T) and an explicit transpose of the small result are faster.
-    const z = slowTransposedMatMul() ? tf.matMul(w, hc.transpose()).transpose() : tf.matMul(hc, w, false, true);
+    const z = slowTransposedMatMul()
+      ? tf.matMul(w, hc.transpose()).transpose()
+      : tf.matMul(hc, w, false, true);
     const zt = temperature === 1 ? z : z.div(temperature);
     const lse = tf.logSumExp(zt, 1, true);
     const onehot = tf.oneHot(tg.slice([s], [e - s]), vocab).toFloat();
@@ -146,61 +148,67 @@ export function headLogprobs(
   }
 
   // deno-lint-ignore no-explicit-any
-  const op = tf.customGrad(((hid: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
-    const hp = m > 0 ? tf.tidy(() => pack(hid as tf.Tensor2D)) : tf.zeros([0, h]) as tf.Tensor2D;
-    // The packed rows and targets are saved: the backward runs after the caller has disposed them.
-    save([hp, w, tgt]);
-    const value = tf.tidy(() => {
-      const cols: tf.Tensor2D[] = [];
-      for (const [s, e] of chunks) {
-        cols.push(tf.tidy(() => {
-          const { zt, lse, onehot } = chunkLogits(hp, w as tf.Tensor2D, tgt, s, e);
-          const lp = zt.mul(onehot).sum(1, true).sub(lse);
-          if (!withEntropy) return lp as tf.Tensor2D;
-          // H = lse - sum(p * z): avoids log(0) on underflowed probabilities.
-          const ent = lse.sub(zt.sub(lse).exp().mul(zt).sum(1, true));
-          return tf.concat([lp, ent], 1) as tf.Tensor2D;
-        }));
-      }
-      const packed = cols.length === 0
-        ? tf.zeros([0, withEntropy ? 2 : 1]) as tf.Tensor2D
-        : cols.length === 1
-        ? cols[0]
-        : concatMany(cols);
-      const full = m === 0 ? tf.zeros([n, withEntropy ? 2 : 1]) as tf.Tensor2D : unpack(packed);
-      return withEntropy ? full.transpose() : full.reshape([n]);
-    });
-    hp.dispose();
-    const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
-      const [hs, ws, ts] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
-      if (m === 0) return [tf.zeros([n, h]), tf.zerosLike(ws)];
-      // Only the log-prob row of dy matters: the entropy is not differentiated.
-      const dlp = tf.tidy(() => pack((withEntropy ? dy.slice([0, 0], [1, n]) : dy).reshape([n, 1]) as tf.Tensor2D));
-      let dW: tf.Tensor2D | null = null;
-      const dhParts: tf.Tensor2D[] = [];
-      for (const [cs, ce] of chunks) {
-        const [dh, next] = tf.tidy(() => {
-          const { zt, lse, onehot } = chunkLogits(hs, ws, ts, cs, ce);
-          const p = zt.sub(lse).exp();
-          // d logp / d z = (onehot - softmax) / temperature, scaled by the upstream gradient.
-          const g = dlp.slice([cs, 0], [ce - cs, 1]).div(temperature);
-          const dz = onehot.sub(p).mul(g) as tf.Tensor2D;
-          const dhc = tf.matMul(dz, ws) as tf.Tensor2D;
-          const hc = hs.slice([cs, 0], [ce - cs, h]);
-          const dWc = (slowTransposedMatMul() ? tf.matMul(dz.transpose(), hc) : tf.matMul(dz, hc, true, false)) as tf.Tensor2D;
-          return [dhc, dW ? dW.add(dWc) as tf.Tensor2D : dWc];
-        });
-        dW?.dispose();
-        dW = next;
-        dhParts.push(dh);
-      }
-      dlp.dispose();
-      const dH = tf.tidy(() => unpack(dhParts.length === 1 ? dhParts[0] : concatMany(dhParts)));
-      tf.dispose(dhParts);
-      return [dH, dW!];
-    };
-    return { value, gradFunc };
-  }) as any);
+  const op = tf.customGrad(
+    ((hid: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
+      const hp = m > 0 ? tf.tidy(() => pack(hid as tf.Tensor2D)) : tf.zeros([0, h]) as tf.Tensor2D;
+      // The packed rows and targets are saved: the backward runs after the caller has disposed them.
+      save([hp, w, tgt]);
+      const value = tf.tidy(() => {
+        const cols: tf.Tensor2D[] = [];
+        for (const [s, e] of chunks) {
+          cols.push(tf.tidy(() => {
+            const { zt, lse, onehot } = chunkLogits(hp, w as tf.Tensor2D, tgt, s, e);
+            const lp = zt.mul(onehot).sum(1, true).sub(lse);
+            if (!withEntropy) return lp as tf.Tensor2D;
+            // H = lse - sum(p * z): avoids log(0) on underflowed probabilities.
+            const ent = lse.sub(zt.sub(lse).exp().mul(zt).sum(1, true));
+            return tf.concat([lp, ent], 1) as tf.Tensor2D;
+          }));
+        }
+        const packed = cols.length === 0
+          ? tf.zeros([0, withEntropy ? 2 : 1]) as tf.Tensor2D
+          : cols.length === 1
+          ? cols[0]
+          : concatMany(cols);
+        const full = m === 0 ? tf.zeros([n, withEntropy ? 2 : 1]) as tf.Tensor2D : unpack(packed);
+        return withEntropy ? full.transpose() : full.reshape([n]);
+      });
+      hp.dispose();
+      const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [hs, ws, ts] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
+        if (m === 0) return [tf.zeros([n, h]), tf.zerosLike(ws)];
+        // Only the log-prob row of dy matters: the entropy is not differentiated.
+        const dlp = tf.tidy(() =>
+          pack((withEntropy ? dy.slice([0, 0], [1, n]) : dy).reshape([n, 1]) as tf.Tensor2D)
+        );
+        let dW: tf.Tensor2D | null = null;
+        const dhParts: tf.Tensor2D[] = [];
+        for (const [cs, ce] of chunks) {
+          const [dh, next] = tf.tidy(() => {
+            const { zt, lse, onehot } = chunkLogits(hs, ws, ts, cs, ce);
+            const p = zt.sub(lse).exp();
+            // d logp / d z = (onehot - softmax) / temperature, scaled by the upstream gradient.
+            const g = dlp.slice([cs, 0], [ce - cs, 1]).div(temperature);
+            const dz = onehot.sub(p).mul(g) as tf.Tensor2D;
+            const dhc = tf.matMul(dz, ws) as tf.Tensor2D;
+            const hc = hs.slice([cs, 0], [ce - cs, h]);
+            const dWc = (slowTransposedMatMul()
+              ? tf.matMul(dz.transpose(), hc)
+              : tf.matMul(dz, hc, true, false)) as tf.Tensor2D;
+            return [dhc, dW ? dW.add(dWc) as tf.Tensor2D : dWc];
+          });
+          dW?.dispose();
+          dW = next;
+          dhParts.push(dh);
+        }
+        dlp.dispose();
+        const dH = tf.tidy(() => unpack(dhParts.length === 1 ? dhParts[0] : concatMany(dhParts)));
+        tf.dispose(dhParts);
+        return [dH, dW!];
+      };
+      return { value, gradFunc };
+    }) as any,
+  );
 
   const out = op(hidden, weight);
   tgt.dispose();
@@ -260,7 +268,9 @@ export function tokenLogprobs(model: CausalLM, options: TokenLogprobsOptions): T
   const tg = options.targets;
   const c = tg === undefined ? t - 1 : tg instanceof tf.Tensor ? tg.shape[1] : (tg[0]?.length ?? 0);
   if (c < 1 || c > t - 1) {
-    throw new Error(`targets must have between 1 and ${t - 1} columns for inputIds of length ${t}, got ${c}.`);
+    throw new Error(
+      `targets must have between 1 and ${t - 1} columns for inputIds of length ${t}, got ${c}.`,
+    );
   }
   const maskNums = toNumbers2d(options.mask);
   const hidden = model.hidden(ids, { ...options.forward, attentionMask: options.attentionMask });

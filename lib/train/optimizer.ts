@@ -114,7 +114,9 @@ export function adamw(options: AdamWOptions): AdamW {
   for (const n of names) decay[n] = options.weightDecay ?? 0.01;
   for (const g of options.paramGroups ?? []) {
     for (const n of g.names) {
-      if (!(n in params)) throw new Error(`adamw: parameter group names '${n}', which is not among the params.`);
+      if (!(n in params)) {
+        throw new Error(`adamw: parameter group names '${n}', which is not among the params.`);
+      }
       decay[n] = g.weightDecay;
     }
   }
@@ -136,7 +138,9 @@ export function adamw(options: AdamWOptions): AdamW {
     step(grads, stepOptions = {}) {
       const lr = stepOptions.lr ?? opt.lr;
       for (const g of Object.keys(grads)) {
-        if (!(g in params)) throw new Error(`adamw: got a gradient for '${g}', which is not among the params.`);
+        if (!(g in params)) {
+          throw new Error(`adamw: got a gradient for '${g}', which is not among the params.`);
+        }
       }
       t += 1;
       const bc1 = 1 - b1 ** t;
@@ -162,11 +166,15 @@ export function adamw(options: AdamWOptions): AdamW {
     },
     loadState(state) {
       for (const n of names) {
-        for (const [src, dst, what] of [[state.expAvg, m, "expAvg"], [state.expAvgSq, v, "expAvgSq"]] as const) {
+        for (
+          const [src, dst, what] of [[state.expAvg, m, "expAvg"], [state.expAvgSq, v, "expAvgSq"]] as const
+        ) {
           const s = src[n];
           if (!s) throw new Error(`adamw: the optimizer state lacks ${what} of '${n}'.`);
           if (s.shape.join(",") !== dst[n].shape.join(",")) {
-            throw new Error(`adamw: ${what} of '${n}' has shape [${s.shape}], the parameter [${dst[n].shape}].`);
+            throw new Error(
+              `adamw: ${what} of '${n}' has shape [${s.shape}], the parameter [${dst[n].shape}].`,
+            );
           }
           dst[n].assign(s);
         }

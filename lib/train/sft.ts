@@ -162,7 +162,12 @@ function canonicalRow(r: AnyRow, index: number): Row {
 }
 
 /** The chat-templated text of one dataset row (a `text` column, a `messages` column, or question columns). */
-export function sftText(tokenizer: Tokenizer, row: AnyRow, index: number, prompt: PromptOptions = {}): string {
+export function sftText(
+  tokenizer: Tokenizer,
+  row: AnyRow,
+  index: number,
+  prompt: PromptOptions = {},
+): string {
   if (typeof row.text === "string") return row.text;
   if (Array.isArray(row.messages)) return tokenizer.applyChatTemplate(row.messages as ChatMessage[]);
   const r = canonicalRow(row, index);
@@ -180,7 +185,9 @@ export function sftText(tokenizer: Tokenizer, row: AnyRow, index: number, prompt
  */
 export function assistantLabels(tokenizer: Tokenizer, ids: number[]): number[] {
   const imStart = tokenizer.tokenToId("<|im_start|>");
-  if (imStart === undefined) throw new Error("The tokenizer has no <|im_start|> token: cannot find assistant turns.");
+  if (imStart === undefined) {
+    throw new Error("The tokenizer has no <|im_start|> token: cannot find assistant turns.");
+  }
   const header = tokenizer.encode("assistant\n");
   const labels = new Array<number>(ids.length).fill(IGNORE_INDEX);
   for (let i = 0; i < ids.length; i++) {
@@ -314,7 +321,9 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
   const stepsPerEpoch = Math.ceil(examples.length / batchSize);
   // As the HF Trainer: maxSteps, when set, wins over epochs (the data is cycled as needed).
   const totalSteps = options.maxSteps ?? epochs * stepsPerEpoch;
-  if (!(Number.isInteger(totalSteps) && totalSteps >= 1)) throw new Error(`sft: maxSteps must be a positive integer.`);
+  if (!(Number.isInteger(totalSteps) && totalSteps >= 1)) {
+    throw new Error(`sft: maxSteps must be a positive integer.`);
+  }
   const schedule = lrSchedule({
     lr: options.lr ?? 1e-5,
     type: options.scheduler ?? "cosine",
@@ -325,7 +334,9 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
 
   let trainable: Record<string, tf.Variable>;
   if (options.lora) {
-    trainable = Object.keys(model.lora).length > 0 ? loraParams(model) : addLora(model, { seed, ...options.lora });
+    trainable = Object.keys(model.lora).length > 0
+      ? loraParams(model)
+      : addLora(model, { seed, ...options.lora });
     model.loraEnabled = true;
   } else {
     trainable = model.params;
@@ -359,7 +370,9 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
     const dir = options.resumeFrom === true
       ? (options.outputDir ? await latestCheckpoint(options.outputDir) : null)
       : options.resumeFrom;
-    if (options.resumeFrom === true && !options.outputDir) throw new Error("sft: resumeFrom true needs an outputDir.");
+    if (options.resumeFrom === true && !options.outputDir) {
+      throw new Error("sft: resumeFrom true needs an outputDir.");
+    }
     if (dir) {
       const state = await loadCheckpoint(dir, { model, optimizer });
       if (state.totalSteps !== totalSteps) {
