@@ -146,6 +146,7 @@ async function runProcess(name: string, cmd: string, args: string[], timeoutMin:
   const line = stdout.split("\n").reverse().find((l) => l.startsWith("RESULT "));
   if (line) return { result: JSON.parse(line.slice(7)), wall };
   if (ac.signal.aborted) return { error: `timed out after ${timeoutMin} min`, wall };
+  if (out.signal === "SIGKILL") return { error: "killed (SIGKILL: out of memory?)", wall };
   const last =
     (stderr.trim().split("\n").filter((l) => /error/i.test(l)).at(-1) ?? stderr.trim().split("\n").at(-1) ??
       "").slice(0, 200);
@@ -218,7 +219,12 @@ function gib(mb?: number): string {
 function machine(): { cpu: string; cores: number; memGiB: number; os: string } {
   let cpu = "unknown", memGiB = NaN;
   try {
-    cpu = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1].trim() ?? cpu;
+    const info = Deno.readTextFileSync("/proc/cpuinfo");
+    cpu = info.match(/model name\s*:\s*(.*)/)?.[1].trim() ?? cpu;
+    const fam = info.match(/cpu family\s*:\s*(\d+)/)?.[1], mod = info.match(/model\s*:\s*(\d+)/)?.[1];
+    const flags = info.match(/flags\s*:\s*(.*)/)?.[1].split(" ") ?? [];
+    const simd = ["avx512f", "avx512_bf16", "avx2"].filter((f) => flags.includes(f));
+    cpu += ` (family ${fam} model ${mod}${simd.length ? ", " + simd.join(" ") : ""})`;
     const kb = Number(Deno.readTextFileSync("/proc/meminfo").match(/MemTotal:\s+(\d+)/)?.[1]);
     memGiB = kb / 1024 ** 2;
   } catch { /* not Linux */ }
