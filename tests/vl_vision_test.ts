@@ -30,6 +30,13 @@ allBackendsTest("vision tower reproduces the golden image embeddings", async () 
       const pv = tf.tensor2d(c.pixel_values);
       const last = visionForward(params, CONFIG, pv, c.image_grid_thw, { returnLastHidden: true });
       const embeds = visionForward(params, CONFIG, pv, c.image_grid_thw);
+      // The same with attention computed in query chunks (as for large images).
+      const chunked = visionForward(params, CONFIG, pv, c.image_grid_thw, {
+        maxAttentionScores: 2 * 2 * 100 * 7,
+      });
+      const dChunk = await maxAbsDiff(chunked, c.expected.image_embeds);
+      tf.dispose(chunked);
+      assert(dChunk < 1e-4, `${key}: chunked attention differs by ${dChunk}`);
       const dLast = await maxAbsDiff(last, c.vision_debug.last_hidden);
       const dEmb = await maxAbsDiff(embeds, c.expected.image_embeds);
       tf.dispose([pv, last, embeds]);

@@ -236,6 +236,7 @@ function segmentAttention(
   v: tf.Tensor2D,
   plan: SegmentPlan,
   heads: number,
+  maxScores: number,
 ): tf.Tensor2D {
   const D = q.shape[1], hd = D / heads;
   const toSegments = (x: tf.Tensor2D): tf.Tensor4D =>
@@ -249,9 +250,25 @@ function segmentAttention(
       [0, 2, 1, 3],
     ) as tf.Tensor4D;
   const qs = toSegments(q), ks = toSegments(k), vs = toSegments(v);
-  let scores: tf.Tensor = tf.mul(batchMatMul(qs, ks, true), 1 / Math.sqrt(hd));
-  if (plan.keyBias) scores = tf.add(scores, tf.tensor4d(plan.keyBias, [plan.S, 1, 1, plan.L]));
-  const out = batchMatMul(tf.softmax(scores) as tf.Tensor4D, vs); // [S, H, L, hd]
+  const bias = plan.keyBias ? tf.tensor4d(plan.keyBias, [plan.S, 1, 1, plan.L]) : null;
+  const attend = (qc: tf.Tensor4D): tf.Tensor4D => {
+    let scores: tf.Tensor = tf.mul(batchMatMul(qc, ks, true), 1 / Math.sqrt(hd));
+    if (bias) scores = tf.add(scores, bias);
+    return batchMatMul(tf.softmax(scores) as tf.Tensor4D, vs);
+  };
+  // Full attention over a large image has S*H*L*L scores (16 heads x 6808^2 patches = 3 GB for one
+  // 1291 x 1024 px scan): queries go in chunks, each freed before the next when no gradient is taken.
+  const rows = Math.max(1, Math.floor(maxScores / (plan.S * heads * plan.L)));
+  let out: tf.Tensor4D; // [S, H, L, hd]
+  if (rows >= plan.L) out = attend(qs);
+  else {
+    const parts: tf.Tensor4D[] = [];
+    for (let r0 = 0; r0 < plan.L; r0 += rows) {
+      const n = Math.min(rows, plan.L - r0);
+      parts.push(tf.tidy(() => attend(tf.slice(qs, [0, 0, r0, 0], [-1, -1, n, -1]))));
+    }
+    out = tf.concat(parts, 2);
+  }
   const flat = tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [plan.S * plan.L, D]) as tf.Tensor2D;
   if (plan.uniform) return flat;
   // Padding slots (toPadded = N) went nowhere: N is also the index of the zero row of the gradient.
@@ -295,6 +312,8 @@ export interface VisionForwardOptions {
   eps?: number;
   /** Stop after the last block and return its output `[N, hidden]` in `pixel_values` row order. */
   returnLastHidden?: boolean;
+  /** Largest attention-score tensor (values) computed at once; longer query spans go in chunks. Default 2^25. */
+  maxAttentionScores?: number;
 }
 
 /**
@@ -357,7 +376,7 @@ export function visionForward(
       const h = rmsNorm(x, p(b + "norm1.weight"), eps);
       const qkv = linear(h, p(b + "attn.qkv.weight"), p(b + "attn.qkv.bias"));
       const [q, k, v] = tf.split(qkv, 3, 1) as tf.Tensor2D[];
-      const attn = segmentAttention(rope(q), rope(k), v, plan, heads);
+      const attn = segmentAttention(rope(q), rope(k), v, plan, heads, options.maxAttentionScores ?? 2 ** 25);
       x = tf.add(x, linear(attn, p(b + "attn.proj.weight"), p(b + "attn.proj.bias")));
       const h2 = rmsNorm(x, p(b + "norm2.weight"), eps);
       const gate = activation(
