@@ -347,6 +347,78 @@ export function accuracyBars(
   });
 }
 
+/** One row of {@linkcode comparisonChart}: a paired difference (0..1 scale) with its interval. */
+export interface DifferenceRow {
+  /** Benchmark name. */
+  name: string;
+  /** The difference and its interval, e.g. `evaluate()`'s `comparison.benchmarks[i].diff`. */
+  diff: { estimate: number; low: number; high: number };
+}
+
+/**
+ * A paired comparison of two models as a dot-and-whisker chart: per benchmark (and the mean), the
+ * accuracy difference in percentage points with its interval, and a zero line. Takes
+ * `report.comparison` from `evaluate(..., { compareWith })` or rows.
+ *
+ * @example
+ * ```ts
+ * import { comparisonChart } from "./plot.ts";
+ * const svg = comparisonChart({
+ *   other: "base",
+ *   benchmarks: [{ name: "MedQA", diff: { estimate: 0.05, low: 0.01, high: 0.09 } }],
+ *   mean: { estimate: 0.05, low: 0.01, high: 0.09 },
+ * });
+ * console.assert(svg.includes("MedQA"));
+ * ```
+ */
+export function comparisonChart(
+  input: DifferenceRow[] | {
+    other?: string;
+    benchmarks: DifferenceRow[];
+    mean?: DifferenceRow["diff"] | null;
+  },
+  options: ChartOptions = {},
+): string {
+  const rows = Array.isArray(input) ? [...input] : [...input.benchmarks];
+  if (!Array.isArray(input) && input.mean) rows.push({ name: "mean", diff: input.mean });
+  if (rows.length === 0) throw new Error("comparisonChart was given no benchmarks.");
+  const data = rows.map((r) => ({
+    name: r.name,
+    estimate: 100 * r.diff.estimate,
+    low: 100 * r.diff.low,
+    high: 100 * r.diff.high,
+  }));
+  const label = !Array.isArray(input) && input.other
+    ? `accuracy difference vs ${input.other} (points)`
+    : "accuracy difference (points)";
+  return render({
+    width: options.width ?? 640,
+    height: options.height ?? Math.max(160, 50 + 36 * data.length),
+    marginTop: options.title ? 44 : 24,
+    marginLeft: 120,
+    x: { label, grid: true },
+    y: { label: null, domain: data.map((d) => d.name) },
+    marks: [
+      Plot.ruleX([0], { stroke: "#888" }),
+      Plot.ruleY(data, { y: "name", x1: "low", x2: "high", stroke: "black", strokeWidth: 1.5 }),
+      Plot.dot(data, {
+        y: "name",
+        x: "estimate",
+        fill: (d: { low: number; high: number }) =>
+          d.low > 0 ? "#2ca02c" : d.high < 0 ? "#d62728" : "steelblue",
+        r: 5,
+      }),
+      Plot.text(data, {
+        y: "name",
+        x: "estimate",
+        text: (d: { estimate: number }) => `${d.estimate >= 0 ? "+" : ""}${d.estimate.toFixed(1)}`,
+        dy: -12,
+      }),
+      ...titleMark(options.title),
+    ],
+  });
+}
+
 /** An object the Deno Jupyter kernel renders as an image. */
 export interface JupyterDisplayable {
   /** The SVG document. */

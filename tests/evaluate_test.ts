@@ -155,11 +155,16 @@ Deno.test("compareReports: paired difference per benchmark and of the mean, with
     const n = Number(/Question number (\d+)\?/.exec(prompt)![1]);
     return `<think>easy</think><answer>${"ABCD"[n % 4]}</answer>`;
   });
+  const dir = await Deno.makeTempDir({ prefix: "eval_test_" });
   const tuned = await evaluate(oracle, benches(), {
     tokenizer: charTokenizer,
     modelName: "tuned",
     compareWith: base,
+    outDir: dir,
   });
+  const chart = await Deno.readTextFile(tuned.files!.comparisonSvg!);
+  assert(chart.includes("accuracy difference vs base (points)") && chart.includes(">mean<"));
+  await Deno.remove(dir, { recursive: true });
   const c = tuned.comparison!;
   assertEquals(c.other, "base");
   for (const [i, b] of c.benchmarks.entries()) {
@@ -188,7 +193,9 @@ Deno.test("resolveBenchmarks: registry names with a data folder, limits, and one
   ]]);
   assertEquals(Object.values(res[1].rows[0].options), ["Yes", "No", "Maybe"]);
   // a Hugging Face dataset folder, one split (the parquet shard: 60 rows)
-  const folder = await resolveBenchmarks([{ name: "rad", path: "vqa_rad_closed", split: "test" }], { dataDir: DATA });
+  const folder = await resolveBenchmarks([{ name: "rad", path: "vqa_rad_closed", split: "test" }], {
+    dataDir: DATA,
+  });
   assertEquals(folder[0].rows.length, 60);
   const mixed = aq.from([...fakeRows(3, "pmc_vqa"), ...fakeRows(2, "slake")]);
   const split = await resolveBenchmarks([{

@@ -6,6 +6,7 @@ import {
 } from "node:assert/strict";
 import {
   accuracyBars,
+  comparisonChart,
   display,
   grpoCurves,
   lossCurve,
@@ -100,4 +101,20 @@ Deno.test("display wraps an SVG for Jupyter; writeSvg writes a standalone file",
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("comparisonChart: one dot and interval per benchmark plus the mean, signed labels, zero line", () => {
+  const svg = comparisonChart({
+    other: "base",
+    benchmarks: [
+      { name: "MedQA", diff: { estimate: 0.05, low: 0.01, high: 0.09 } },
+      { name: "PubMedQA", diff: { estimate: -0.02, low: -0.06, high: 0.03 } },
+    ],
+    mean: { estimate: 0.015, low: -0.01, high: 0.04 },
+  });
+  const t = texts(svg);
+  for (const s of ["MedQA", "PubMedQA", "mean", "+5.0", "-2.0", "+1.5"]) assert(t.includes(s), s);
+  assert(t.some((s) => s.includes("accuracy difference vs base (points)")));
+  assertEquals((svg.match(/<circle /g) ?? []).length, 3);
+  throws(() => comparisonChart([]), /no benchmarks/);
 });

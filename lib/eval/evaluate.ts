@@ -15,7 +15,7 @@ import { type ColumnMapping, type DatasetFormat, loadDataset, type Table } from 
 import { medvlthinkerReward } from "../reward/medvlthinker.ts";
 import { lenientGrade } from "../reward/lenient.ts";
 import { createProgress } from "../train/progress.ts";
-import { accuracyBars, writeSvg } from "../plot.ts";
+import { accuracyBars, comparisonChart, writeSvg } from "../plot.ts";
 import {
   type ChatTokenizer,
   generateCompletions,
@@ -80,7 +80,8 @@ export const BENCHMARKS: Map<string, BenchmarkSpec> = new Map([
     path: "medvlthinker_eval",
     split: "test",
     splitByDatasetName: true,
-    description: "The recipe's evaluation set (six benchmarks, 8,220 questions, in one table split by dataset_name): " +
+    description:
+      "The recipe's evaluation set (six benchmarks, 8,220 questions, in one table split by dataset_name): " +
       "download the UCSC-VLAA/MedVLThinker-Eval dataset folder into <dataDir>/medvlthinker_eval",
   }],
 ]);
@@ -374,7 +375,7 @@ export interface EvalReport {
   /** The paired comparison asked for with `compareWith`. */
   comparison?: Comparison;
   /** Files written (when `outDir` was given). */
-  files?: { predictions: string; json: string; markdown: string; svg: string };
+  files?: { predictions: string; json: string; markdown: string; svg: string; comparisonSvg?: string };
 }
 
 function gradeOne(
@@ -554,9 +555,16 @@ export async function evaluate(
       json: `${dir}/report.json`,
       markdown: `${dir}/report.md`,
       svg: `${dir}/accuracy.svg`,
+      ...(report.comparison ? { comparisonSvg: `${dir}/comparison.svg` } : {}),
     };
     await Deno.writeTextFile(report.files.json, JSON.stringify(report, null, 2) + "\n");
     await Deno.writeTextFile(report.files.markdown, formatReport(report));
+    if (report.comparison) {
+      await writeSvg(
+        report.files.comparisonSvg!,
+        comparisonChart(report.comparison, { title: `${modelName} minus ${report.comparison.other}` }),
+      );
+    }
     if (report.benchmarks.length > 0) {
       await writeSvg(
         report.files.svg,
