@@ -149,15 +149,15 @@ export function adamw(options: AdamWOptions): AdamW {
       for (const n of names) {
         const g = grads[n];
         if (!g) continue;
+        // Each sub-expression in its own tidy: its temporaries are freed before the next one starts, so
+        // at most ~3 parameter-sized temporaries exist at once (not ~10), which matters for a
+        // [151936, 896] embedding.
         tf.tidy(() => {
           const p = params[n];
-          const mt = m[n].mul(b1).add(g.mul(1 - b1));
-          const vt = v[n].mul(b2).add(g.square().mul(1 - b2));
-          const denom = vt.sqrt().div(bc2Sqrt).add(eps);
-          const decayed = decay[n] !== 0 ? p.mul(1 - lr * decay[n]) : p;
-          p.assign(decayed.sub(mt.div(denom).mul(stepSize)));
-          m[n].assign(mt);
-          v[n].assign(vt);
+          m[n].assign(tf.tidy(() => m[n].mul(b1).add(g.mul(1 - b1))));
+          v[n].assign(tf.tidy(() => v[n].mul(b2).add(g.square().mul(1 - b2))));
+          const update = tf.tidy(() => m[n].div(v[n].sqrt().div(bc2Sqrt).add(eps)).mul(stepSize));
+          p.assign(tf.tidy(() => (decay[n] !== 0 ? p.mul(1 - lr * decay[n]) : p).sub(update)));
         });
       }
     },
