@@ -3,7 +3,7 @@
  * leaks, atomic checkpoints, LoRA training, and a short real run on MedQA with the embedded tiny model.
  * The loop runs on wasm (the numerics are checked on every backend by train_golden_test.ts).
  */
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects } from "node:assert/strict";
 import { loadModel, saveModel } from "../lib/model/load.ts";
 import { loadTokenizer } from "../lib/tokenizer.ts";
 import { loadDataset, tableRows } from "../lib/data/dataset.ts";
@@ -214,4 +214,54 @@ Deno.test("sft on MedQA (synthesised reasoning) with medthink-tiny lowers the as
   assertEquals(res.steps, 4);
   assert(after < before - 1, `assistant-token loss ${before} -> ${after}`);
   model.dispose();
+});
+
+Deno.test("sft: gradient accumulation is token-weighted (micro-batches of 1 = one batch of 4)", async () => {
+  const run = async (microBatchSize: number) => {
+    const model = await loadModel(FIXTURE, { backend: "wasm" });
+    const res = await sft(model, ROWS, {
+      batchSize: 4,
+      microBatchSize,
+      maxSteps: 2,
+      lr: 1e-2,
+      progress: false,
+    });
+    model.dispose();
+    return res;
+  };
+  const one = await run(4), acc = await run(1);
+  for (let i = 0; i < 2; i++) {
+    assert(
+      Math.abs(one.losses[i] - acc.losses[i]) < 1e-5 * one.losses[i],
+      `loss ${one.losses[i]} vs ${acc.losses[i]}`,
+    );
+    assert(Math.abs(one.gradNorms[i] - acc.gradNorms[i]) < 1e-4 * one.gradNorms[i], "grad norm");
+  }
+});
+
+Deno.test("sft inputs: an arquero table, a ready 'text' column; errors name the row", async () => {
+  const table = await loadDataset(`${SHARED}data/medqa_4opt/test.jsonl`, { limit: 2 });
+  const row = tableRows(table)[0];
+  const text = tokenizer.applyChatTemplate([
+    { role: "user", content: "Q" },
+    { role: "assistant", content: "<think> r </think>\n<answer> B </answer>" },
+  ]);
+  const ex = encodeSftExample(tokenizer, { text });
+  assertEquals(
+    tokenizer.decode(ex.inputIds.filter((_, i) => ex.labels[i] !== -100)),
+    "<think> r </think>\n<answer> B </answer><|im_end|>",
+  );
+  const model = await loadModel(FIXTURE, { backend: "wasm" });
+  try {
+    // a table without reasoning: the recipe's target cannot be built
+    await assertRejects(() => sft(model, table, { tokenizer, progress: false }), /has no reasoning trace/);
+    // Qwen token ids do not fit the fixture's 300-token vocabulary
+    await assertRejects(
+      () => sft(model, [{ ...row, reasoning: "r" }], { tokenizer, progress: false }),
+      /row 0 has token id \d+, beyond the model's vocabulary of 300/,
+    );
+    await assertRejects(() => sft(model, [{ foo: 1 }], { tokenizer, progress: false }), /row 0 has neither/);
+  } finally {
+    model.dispose();
+  }
 });
