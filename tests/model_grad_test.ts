@@ -160,6 +160,7 @@ for (const backend of BACKENDS) {
     const b = tf.randomNormal([2, 2, 32, 64], 0, 1, "float32", 3) as tf.Tensor4D;
     const w = tf.randomNormal([40, 32], 0, 1, "float32", 4) as tf.Tensor2D;
     const x = tf.randomNormal([96, 32], 0, 1, "float32", 5) as tf.Tensor2D;
+    const xs = tf.randomNormal([8, 32], 0, 1, "float32", 9) as tf.Tensor2D;
     check(96 * 32 * 64 >= WASM_SLICE_MATMUL_MIN_WORK, "test shapes exercise the sliced path");
     const cases: [
       string,
@@ -183,6 +184,14 @@ for (const backend of BACKENDS) {
         x,
         w,
       ],
+      // fewer rows than the weight: the transposed-product path on wasm
+      [
+        "x W^T, short x",
+        (p, q) => matMulBT(p as tf.Tensor2D, q as tf.Tensor2D),
+        (p, q) => tf.matMul(p, q, false, true),
+        xs,
+        w,
+      ],
     ];
     for (const [name, f, ref, p, q] of cases) {
       const up = tf.randomNormal(ref(p, q).shape, 0, 1, "float32", 6);
@@ -194,6 +203,6 @@ for (const backend of BACKENDS) {
       const dq = (await tf.max(tf.abs(tf.sub(dq1, dq2))).data())[0];
       check(dv < 1e-3 && dp < 1e-3 && dq < 1e-3, `${name}: value ${dv}, grads ${dp} ${dq}`);
     }
-    tf.dispose([a, b, bT, w, x]);
+    tf.dispose([a, b, bT, w, x, xs]);
   });
 }

@@ -122,12 +122,21 @@ export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps: number): tf.Tensor
 const wasmMatMulBT = tf.customGrad(
   ((x: tf.Tensor2D, w: tf.Tensor2D, save: tf.GradSaveFunc) => {
     save([x, w]);
+    // Transpose whichever operand is smaller: x W^T = (W x^T)^T (measured with W = [151936, 128]:
+    // 1 row 71 ms vs 246 ms, 256 rows 1.26 s vs 1.84 s).
+    const value = x.shape[0] < w.shape[0]
+      ? tf.transpose(tf.matMul(w, tf.transpose(x)))
+      : tf.matMul(x, tf.transpose(w));
     return {
-      value: tf.matMul(x, tf.transpose(w)),
-      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => [
-        tf.matMul(dy, saved[1] as tf.Tensor2D),
-        tf.matMul(tf.transpose(dy), saved[0] as tf.Tensor2D),
-      ],
+      value,
+      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+        const [sx, sw] = saved as tf.Tensor2D[];
+        // dW = dy^T x, as (x^T dy)^T when that transposes less.
+        const dw = dy.shape[0] > sx.shape[1]
+          ? tf.transpose(tf.matMul(tf.transpose(sx), dy))
+          : tf.matMul(tf.transpose(dy), sx);
+        return [tf.matMul(dy, sw), dw];
+      },
     };
   }) as any,
 );
