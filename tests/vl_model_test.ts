@@ -8,7 +8,7 @@ import {
 } from "node:assert/strict";
 import { tf } from "../lib/deps.ts";
 import { loadModel, saveModel } from "../lib/model/load.ts";
-import type { Qwen25VLModel } from "../lib/model/qwen25vl.ts";
+import { type Qwen25VLModel, repeatImages } from "../lib/model/qwen25vl.ts";
 import { writeCheckpoint } from "../lib/model/safetensors.ts";
 import { QWEN25VL_PREPROCESSOR } from "../lib/model/tiny_vl.ts";
 import { allBackendsTest, backendTest } from "./_backends.ts";
@@ -317,4 +317,18 @@ Deno.test("qwen25vl: bad inputs name what is wrong", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("repeatImages repeats each row's images for its copies (GRPO groups)", async () => {
+  const pv = tf.tensor2d([[0], [1], [2], [3], [4], [5], [6], [7], [8], [9], [10], [11]]);
+  // Row 0: one 1x2x2 image (rows 0-3); row 1: none; row 2: a 1x2x2 and a 1x2x2 image (rows 4-11).
+  const grids = [[1, 2, 2], [1, 2, 2], [1, 2, 2]];
+  const rep = repeatImages({ pixelValues: pv, imageGridThw: grids }, [1, 0, 2], 2);
+  assertEquals(rep.imageGridThw.length, 6);
+  assertEquals(
+    Array.from(await rep.pixelValues.data()),
+    [0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11],
+  );
+  assertThrows(() => repeatImages({ pixelValues: pv, imageGridThw: grids }, [1, 1], 2), /counts 2 images/);
+  tf.dispose([pv, rep.pixelValues]);
 });

@@ -223,6 +223,54 @@ export class Qwen25VLModel extends Qwen2Model {
   }
 }
 
+/** Image inputs of a batch: the processor's patches and one grid per image. */
+export interface ImageBatch {
+  pixelValues: tf.Tensor2D;
+  imageGridThw: number[][];
+}
+
+/**
+ * The image inputs of a batch whose rows are each repeated `times` times in a row (row `i * times + j`
+ * = copy j of row i), as for the completions of GRPO groups: each row's images follow its copies.
+ * `imagesPerRow[i]` is how many images row i holds (0 for text-only rows).
+ *
+ * @example
+ * ```ts ignore
+ * const rep = repeatImages({ pixelValues, imageGridThw }, [1, 0, 2], 4); // 12 rows' images
+ * ```
+ */
+export function repeatImages(images: ImageBatch, imagesPerRow: number[], times: number): ImageBatch {
+  const { pixelValues, imageGridThw } = images;
+  const total = imagesPerRow.reduce((a, b) => a + b, 0);
+  if (total !== imageGridThw.length) {
+    throw new Error(`imagesPerRow counts ${total} images but imageGridThw has ${imageGridThw.length}.`);
+  }
+  const starts: number[] = [];
+  let at = 0;
+  for (const [t, h, w] of imageGridThw) {
+    starts.push(at);
+    at += t * h * w;
+  }
+  if (at !== pixelValues.shape[0]) {
+    throw new Error(`pixelValues has ${pixelValues.shape[0]} rows but imageGridThw describes ${at} patches.`);
+  }
+  const idx: number[] = [];
+  const grids: number[][] = [];
+  let image = 0;
+  for (const n of imagesPerRow) {
+    for (let j = 0; j < times; j++) {
+      for (let k = image; k < image + n; k++) {
+        const [t, h, w] = imageGridThw[k];
+        for (let r = 0; r < t * h * w; r++) idx.push(starts[k] + r);
+        grids.push(imageGridThw[k].slice());
+      }
+    }
+    image += n;
+  }
+  const pv = tf.tidy(() => tf.gather(pixelValues, tf.tensor1d(idx, "int32")) as tf.Tensor2D);
+  return { pixelValues: pv, imageGridThw: grids };
+}
+
 /** Names and shapes of every parameter of a Qwen2.5-VL checkpoint with this config (Hub names). */
 export function vlExpectedParams(config: ModelConfig): Record<string, number[]> {
   if (!config.vision) throw new Error(`A ${config.modelType} config needs vision_config.`);
