@@ -187,6 +187,18 @@ Deno.test("config: eos may be an int or a list; Qwen2.5-VL in both layouts gives
   ]);
 });
 
+Deno.test("config: generation_config.json adds its eos ids (as HF generate uses them)", async () => {
+  const dir = await copyFixture(QWEN2_TINY);
+  await Deno.writeTextFile(
+    `${dir}/generation_config.json`,
+    JSON.stringify({ eos_token_id: [7, 2], pad_token_id: 0 }),
+  );
+  const cfg = await readConfig(dir);
+  checkEqual(cfg.eosTokenIds, [2, 7]);
+  checkEqual(cfg.padTokenId, 0);
+  await Deno.remove(dir, { recursive: true });
+});
+
 Deno.test("tied output head: no lm_head needed, logits use the embedding matrix", async () => {
   const dir = await copyFixture(QWEN2_TINY);
   await editConfig(dir, (c) => (c.tie_word_embeddings = true));

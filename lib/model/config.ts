@@ -173,7 +173,7 @@ export function parseConfig(raw: Raw, file = "config.json"): ModelConfig {
 }
 
 /**
- * Read and parse `<dir>/config.json`.
+ * Read and parse `<dir>/config.json` (plus the eos ids of `generation_config.json` when present).
  *
  * @example
  * ```ts ignore
@@ -194,7 +194,17 @@ export async function readConfig(dir: string): Promise<ModelConfig> {
   } catch (e) {
     throw new Error(`Config ${file} is not valid JSON (${(e as Error).message}).`);
   }
-  return parseConfig(raw, file);
+  const cfg = parseConfig(raw, file);
+  // Hugging Face generate stops on generation_config.json's eos ids (instruct checkpoints list
+  // <|im_end|> and <|endoftext|> there while config.json names one): use both.
+  try {
+    const gen = JSON.parse(await Deno.readTextFile(`${dir}/generation_config.json`));
+    for (const id of idList(gen?.eos_token_id)) if (!cfg.eosTokenIds.includes(id)) cfg.eosTokenIds.push(id);
+    if (cfg.padTokenId === undefined && typeof gen?.pad_token_id === "number") {
+      cfg.padTokenId = gen.pad_token_id;
+    }
+  } catch { /* no (readable) generation_config.json */ }
+  return cfg;
 }
 
 /**
