@@ -39,6 +39,9 @@ interface RowSpec {
   timeoutMin: number;
 }
 
+/** 8 prompts x 8 completions of up to 128 new tokens; both sides get the same flags. */
+const GRPO_SHAPE = ["--prompts", "8", "--generations", "8", "--prompt-len", "32", "--max-new", "128"];
+
 const ROWS: RowSpec[] = [
   {
     key: "prefill",
@@ -65,7 +68,7 @@ const ROWS: RowSpec[] = [
     key: "sft",
     label: "sft step 4x256",
     kind: "sft",
-    runs: 3,
+    runs: 2,
     ours: ["--workload", "sft", "--batch", "4", "--tokens", "256"],
     peer: { script: "pytorch_bench.py", args: ["--workload", "sft", "--batch", "4", "--tokens", "256"] },
     timeoutMin: 20,
@@ -75,21 +78,10 @@ const ROWS: RowSpec[] = [
     label: "grpo step",
     kind: "grpo",
     runs: 1,
-    ours: [
-      "--workload",
-      "grpo",
-      "--prompts",
-      "8",
-      "--generations",
-      "8",
-      "--prompt-len",
-      "64",
-      "--max-new",
-      "128",
-    ],
+    ours: ["--workload", "grpo", ...GRPO_SHAPE, "--micro", "8"],
     peer: {
       script: "trl_grpo_bench.py",
-      args: ["--prompts", "8", "--generations", "8", "--prompt-len", "64", "--max-new", "128"],
+      args: [...GRPO_SHAPE, "--micro", "8"],
       single: true,
     },
     timeoutMin: 30,
@@ -240,6 +232,7 @@ async function main(): Promise<void> {
       runs: { type: "string" },
       backend: { type: "string", default: Deno.env.get("MEDTHINK_BACKEND") ?? "auto" },
       "no-pytorch": { type: "boolean", default: false },
+      merge: { type: "boolean", default: false },
       model: { type: "string" },
       out: { type: "string", default: `${BENCH}/RESULTS.md` },
       help: { type: "boolean", default: false },
@@ -316,10 +309,41 @@ async function main(): Promise<void> {
     }
   }
 
-  const md = report({ rows, runsFor, ours, peer, extra, skipPeer, m, started, model, quick: values.quick! });
+  // --merge: rows not run now keep their numbers from the previous results file (and say so).
+  const jsonFile = values.out!.replace(/\.md$/, "") + ".json";
+  const earlier: Record<string, string> = {};
+  let reportRows = rows;
+  if (values.merge) {
+    try {
+      const old = JSON.parse(await Deno.readTextFile(jsonFile));
+      for (const r of ROWS) {
+        if (rows.includes(r) || !(old.ours?.[r.key] || old.peer?.[r.key])) continue;
+        ours[r.key] = old.ours[r.key];
+        if (old.peer?.[r.key]) peer[r.key] = old.peer[r.key];
+        if (r.key === "sft" && old.extra?.sftNoChunk) extra.sftNoChunk = old.extra.sftNoChunk;
+        earlier[r.key] = old.rowStarted?.[r.key] ?? old.started;
+      }
+      reportRows = ROWS.filter((r) => rows.includes(r) || earlier[r.key]);
+    } catch { /* nothing to merge */ }
+  }
+  const rowStarted: Record<string, string> = {};
+  for (const r of reportRows) rowStarted[r.key] = earlier[r.key] ?? started.toISOString();
+  const md = report({
+    rows: reportRows,
+    runsFor,
+    ours,
+    peer,
+    extra,
+    skipPeer,
+    m,
+    started,
+    model,
+    quick: values.quick!,
+    earlier,
+  });
   await Deno.writeTextFile(values.out!, md);
-  const json = { started: started.toISOString(), machine: m, model, ours, peer, extra, skipPeer };
-  await Deno.writeTextFile(values.out!.replace(/\.md$/, "") + ".json", JSON.stringify(json, null, 2) + "\n");
+  const json = { started: started.toISOString(), rowStarted, machine: m, model, ours, peer, extra, skipPeer };
+  await Deno.writeTextFile(jsonFile, JSON.stringify(json, null, 2) + "\n");
   console.log("\n" + md);
   console.log(`[bench] wrote ${values.out} (${((Date.now() - started.getTime()) / 60000).toFixed(1)} min)`);
 }
@@ -335,6 +359,8 @@ interface ReportInput {
   started: Date;
   model: string;
   quick: boolean;
+  /** Rows merged from an earlier invocation, with when it started. */
+  earlier: Record<string, string>;
 }
 
 function report(x: ReportInput): string {
@@ -374,7 +400,7 @@ function report(x: ReportInput): string {
   for (const r of rows) {
     const q = ratio(r.kind, ours[r.key], peer[r.key]);
     L.push(
-      `| ${r.label} | ${cell(r.kind, ours[r.key])} | ${x.skipPeer ? "n/a" : cell(r.kind, peer[r.key])} | ${
+      `| ${r.label} | ${cell(r.kind, ours[r.key])} | ${peer[r.key] ? cell(r.kind, peer[r.key]) : "n/a"} | ${
         Number.isFinite(q) ? q.toFixed(2) + "x" : "n/a"
       } |`,
     );
@@ -383,7 +409,20 @@ function report(x: ReportInput): string {
   L.push(
     "ratio = medthink throughput / PyTorch throughput (for `grpo step` and `load`: PyTorch's time / medthink's time).",
   );
-  L.push(`Medians of ${rows.map((r) => `${r.label} ${x.runsFor(r)}`).join(", ")} run(s).`);
+  const runsOf = (r: RowSpec) => ours[r.key]?.result?.times?.length ?? x.runsFor(r);
+  L.push(
+    `Runs per row (medthink / peer: medians): ${rows.map((r) => `${r.label} ${runsOf(r)}`).join(", ")}.`,
+  );
+  const merged = Object.entries(x.earlier);
+  if (merged.length) {
+    L.push(
+      `Rows from an earlier invocation (\`--merge\`): ${
+        merged.map(([k, t]) =>
+          `${ROWS.find((r) => r.key === k)?.label} (${t.slice(0, 16).replace("T", " ")} UTC)`
+        ).join(", ")
+      }.`,
+    );
+  }
   L.push("");
 
   L.push("## Peak memory (RSS of the process that ran the workload)");
@@ -423,7 +462,7 @@ function report(x: ReportInput): string {
     L.push("## GRPO step split");
     L.push("");
     L.push(
-      "8 prompts of 64 tokens x 8 completions of up to 128 new tokens (temperature 1, top-p 1), beta 0.01 (reference " +
+      "8 prompts of 32 tokens x 8 completions of up to 128 new tokens (temperature 1, top-p 1), beta 0.01 (reference " +
         "log-probs), `dapo` loss, one AdamW update accumulated over micro-batches of 8 completions, float32, no gradient " +
         "checkpointing. Old log-probs: none recomputed on either side (one iteration, as TRL does by default).",
     );
