@@ -1,7 +1,7 @@
 """TRL side of the `grpo step` row of `deno task bench`: one optimizer step of TRL's GRPOTrainer.
 
-Same shapes and batch as bench/medthink_bench.ts: 8 prompts of 64 tokens x 8 completions of up to 128
-new tokens (temperature 1, top-p 1), the recipe's beta 0.01 (so a reference model and its log-prob pass),
+Same shapes and batch as bench/medthink_bench.ts (bench/run.ts passes both the same flags): 8 prompts x 8
+completions of up to 128 new tokens (temperature 1, top-p 1), the recipe's beta 0.01 (so a reference model and its log-prob pass),
 `dapo` loss, one optimizer update per step accumulated over micro-batches of 8 completions, AdamW lr 1e-6,
 weight decay 0.01, gradient clip 1.0; float32 on CPU, no gradient checkpointing (TRL defaults to it on;
 off, both sides do the same work).
