@@ -370,14 +370,8 @@ function selfAttention(
   const qg = tf.reshape(tf.mul(q, 1 / Math.sqrt(D)), [B, KV, G * T, D]);
   const scores = tf.add(tf.reshape(batchMatMul(qg as tf.Tensor4D, k, true), [B, NH, T, S]), bias);
   const probs = tf.reshape(tf.softmax(scores), [B, KV, G * T, S]);
-  const out = tf.reshape(
-    tf.transpose(tf.reshape(batchMatMul(probs as tf.Tensor4D, v), [B, NH, T, D]), [0, 2, 1, 3]),
-    [
-      B,
-      T,
-      NH * D,
-    ],
-  );
+  const context = tf.reshape(batchMatMul(probs as tf.Tensor4D, v), [B, NH, T, D]);
+  const out = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [B, T, NH * D]);
   return linear(model, out, `${p}.o_proj`);
 }
 
@@ -410,19 +404,10 @@ export function decoderForward(model: DecoderWeights, inputs: DecoderInputs): tf
   const eps = config.rmsNormEps;
   for (let i = 0; i < config.numHiddenLayers; i++) {
     const p = `model.layers.${i}`;
-    const a = selfAttention(
-      model,
-      i,
-      rmsNorm(h, params[`${p}.input_layernorm.weight`], eps) as tf.Tensor3D,
-      bias,
-      cos,
-      sin,
-      cache,
-    );
-    h = tf.add(h, a);
+    const x = rmsNorm(h, params[`${p}.input_layernorm.weight`], eps) as tf.Tensor3D;
+    h = tf.add(h, selfAttention(model, i, x, bias, cos, sin, cache));
     h = tf.add(h, mlp(model, i, rmsNorm(h, params[`${p}.post_attention_layernorm.weight`], eps)));
   }
-  bias.dispose();
   return rmsNorm(h, params["model.norm.weight"], eps) as tf.Tensor3D;
 }
 
