@@ -170,9 +170,23 @@ Deno.test("sft with LoRA: base frozen, PEFT adapters saved and reloadable, merge
     await saveModel(again, `${dir}/export`);
     const exported = await loadModel(`${dir}/export`, { backend: "wasm" });
     assert(maxDiff(await exported.logits(ids).data(), want) < 1e-4, "exported");
-    exported.dispose();
-    again.dispose();
-    model.dispose();
+    // sft's own export: the same run with exportDir merges the adapters and writes the Hub layout
+    const third = await loadModel(FIXTURE, { backend: "wasm" });
+    const res3 = await sft(third, ROWS, {
+      batchSize: 4,
+      microBatchSize: 4,
+      maxSteps: 2,
+      lr: 1e-2,
+      warmupSteps: 0,
+      lora: { r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"] },
+      exportDir: `${dir}/export2`,
+      progress: false,
+    });
+    assertEquals(res3.exportDir, `${dir}/export2`);
+    assertEquals(Object.keys(third.lora).length, 0);
+    const exported2 = await loadModel(`${dir}/export2`, { backend: "wasm" });
+    assert(maxDiff(await exported2.logits(ids).data(), want) < 1e-4, "sft exportDir");
+    for (const m of [exported2, third, exported, again, model]) m.dispose();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
