@@ -199,3 +199,22 @@ Deno.test("sampleToken: greedy, top-k, top-p (HF semantics), inverse-CDF draw", 
     check(top.has(tok), `token ${tok} outside the top 40`);
   }
 });
+
+Deno.test("no tensor leaks: generate, logits, hidden; dispose frees everything", async () => {
+  const g = loadGolden();
+  const model = await loadModel(QWEN2_TINY, { backend: "cpu" });
+  const before = tf.memory().numTensors;
+  await model.generate(g.padded.input_ids, {
+    attentionMask: g.padded.attention_mask,
+    maxNewTokens: 5,
+    numSamples: 3,
+    seed: 1,
+    eosTokenIds: [g.greedy_new_tokens[0][1]],
+  });
+  await model.generate(g.input_ids, { maxNewTokens: 5, temperature: 0 });
+  model.logits(g.input_ids).dispose();
+  model.hidden(g.input_ids).dispose();
+  checkEqual(tf.memory().numTensors, before, "tensors after use");
+  model.dispose();
+  checkEqual(tf.memory().numTensors, before - Object.keys(model.params).length, "tensors after dispose");
+});
