@@ -67,11 +67,11 @@ for (const backend of BACKENDS) {
         check(JSON.stringify(a.tokens) !== JSON.stringify(c.tokens), "different seeds should differ");
       });
       await t.step("a row's sample depends only on its seed, not on the batch", async () => {
-        const both = await model.generate(g.padded.input_ids, {
-          ...opts,
-          attentionMask: g.padded.attention_mask,
-          seeds: [11, 12],
-        });
+        // (the ids and the mask as tensors here)
+        const ids = tf.tensor2d(g.padded.input_ids, undefined, "int32");
+        const mask = tf.tensor2d(g.padded.attention_mask, undefined, "int32");
+        const both = await model.generate(ids, { ...opts, attentionMask: mask, seeds: [11, 12] });
+        tf.dispose([ids, mask]);
         const alone = await model.generate([g.padded.input_ids[1].slice(5)], { ...opts, seeds: [12] });
         checkEqual(alone.tokens[0], both.tokens[1], "row 1 alone vs in the batch");
       });
