@@ -310,7 +310,27 @@ Deno.test("qwen25vl: bad inputs name what is wrong", async () => {
         /needs 30 consecutive/,
       );
       assertThrows(() => model.encodeImages(pv, [[1, 10, 8]]), /pixelValues has 100 rows/);
+      assertThrows(() => model.encodeImages(pv, [[1, 10, 5, 1]]), /imageGridThw\[0\] must be three/);
+      assertThrows(() => model.logits(c.input_ids, { imageGridThw: c.image_grid_thw }), /no pixelValues/);
       pv.dispose();
+      // A checkpoint missing one vision tensor, and one with a wrongly shaped one.
+      const raw2 = JSON.parse(await Deno.readTextFile(`${VL_DIR}/config.json`));
+      const tensors = (drop: string, reshape = "") =>
+        Object.entries(model.params).filter(([n]) => n !== drop).map(([name, v]) => ({
+          name,
+          shape: name === reshape ? [v.size] : v.shape.slice(),
+          data: async () => (await v.data()) as Float32Array,
+        }));
+      await writeCheckpoint(`${dir}/missing`, raw2, tensors("visual.merger.mlp.2.bias"));
+      await assertRejects(
+        loadModel(`${dir}/missing`, { backend: "cpu" }),
+        /missing tensor visual\.merger\.mlp\.2\.bias/,
+      );
+      await writeCheckpoint(`${dir}/shape`, raw2, tensors("", "visual.blocks.2.attn.qkv.weight"));
+      await assertRejects(
+        loadModel(`${dir}/shape`, { backend: "cpu" }),
+        /visual\.blocks\.2\.attn\.qkv\.weight .*shape \[3072\] but .* implies \[96,32\]/,
+      );
     } finally {
       model.dispose();
     }
