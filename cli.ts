@@ -1,5 +1,5 @@
 /**
- * The command line: `deno run -A cli.ts probe|filter|evaluate [--config FILE.yaml] [--flags]`.
+ * The command line: `deno run -A cli.ts probe|filter|evaluate|serve [--config FILE.yaml] [--flags]`.
  *
  * Every setting is a key of the YAML config (camelCase, snake_case or kebab-case) and a flag
  * (`--max-new-tokens 64`); flags override the config. `cli.ts <command> --help` lists them.
@@ -25,6 +25,7 @@ import {
 } from "./lib/eval/evaluate.ts";
 import { readJsonl } from "./lib/eval/jsonl_store.ts";
 import { passCountHistogram, writeSvg } from "./lib/plot.ts";
+import { runServe, SERVE_SETTINGS } from "./lib/serve/command.ts";
 
 /** The type of a setting: how its flag and config value are read. */
 type Kind = "string" | "number" | "boolean" | "list";
@@ -164,6 +165,11 @@ const COMMANDS: Record<string, Command> = {
       },
     },
     run: runEvaluate,
+  },
+  serve: {
+    summary: "serve a checkpoint over an OpenAI-compatible HTTP API (vLLM's routes and shapes)",
+    settings: SERVE_SETTINGS as unknown as Record<string, Setting>,
+    run: runServe,
   },
 };
 

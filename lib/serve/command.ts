@@ -1,0 +1,52 @@
+/**
+ * The `serve` subcommand of `cli.ts`: load a checkpoint and serve it with {@linkcode serveModel} until
+ * SIGINT/SIGTERM.
+ *
+ * @module
+ */
+import { loadModel } from "../model/load.ts";
+import { loadTokenizer } from "../tokenizer.ts";
+import { serveModel } from "./server.ts";
+
+/** The flags of `cli.ts serve` (kinds as `cli.ts` reads them). */
+export const SERVE_SETTINGS = {
+  model: { kind: "string", help: "checkpoint folder (Hub layout) or medthink-tiny", default: "medthink-tiny" },
+  backend: { kind: "string", help: "tfjs backend: auto, tensorflow, wasm, webgpu, cpu", default: "auto" },
+  port: { kind: "number", help: "port (0 picks a free one; the chosen port is printed)", default: 8000 },
+  host: { kind: "string", help: "interface to bind", default: "127.0.0.1" },
+  servedModelName: { kind: "string", help: "model name clients send (default: --model as given)" },
+  maxBatchRows: { kind: "number", help: "most output rows (prompts x samples) per generate call", default: 16 },
+  defaultMaxTokens: { kind: "number", help: "max_tokens of requests that give none", default: 256 },
+} as const;
+
+/** Run the server with the parsed settings; resolves when a signal stopped it. */
+export async function runServe(config: Record<string, unknown>): Promise<void> {
+  const dir = String(config.model);
+  const model = await loadModel(dir, { backend: config.backend as string });
+  const tokenizer = await loadTokenizer(model.dir);
+  const server = serveModel(model, {
+    tokenizer,
+    port: Number(config.port),
+    hostname: String(config.host),
+    modelName: (config.servedModelName as string | undefined) ?? dir,
+    maxBatchRows: Number(config.maxBatchRows),
+    defaultMaxTokens: Number(config.defaultMaxTokens),
+    onListen: ({ hostname, port }) => {
+      // one parseable line: tests and scripts read the port from it
+      console.log(
+        `serve: ${model.dir ?? dir} (${model.backend}${tokenizer.embedded ? ", embedded tokenizer" : ""}) ` +
+          `listening on http://${hostname}:${port}`,
+      );
+    },
+  });
+  const stop = () => server.shutdown();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  try {
+    await server.finished;
+  } finally {
+    Deno.removeSignalListener("SIGINT", stop);
+    Deno.removeSignalListener("SIGTERM", stop);
+    model.dispose();
+  }
+}
