@@ -91,3 +91,44 @@ export type { BenchmarkResult, EvalReport, EvaluateOptions } from "./lib/eval/ev
 
 // Plots
 export * as plot from "./lib/plot.ts";
+
+// Types that appear in the signatures above, exported so that the documentation is complete
+// (`deno doc --lint mod.ts`).
+export type { Table } from "./lib/data/dataset.ts";
+export type { ColumnMapping, ImageCheck, SkippedRow } from "./lib/data/dataset.ts";
+export type { ImageContext, RawImage } from "./lib/data/images.ts";
+export type { ImageProcessorConfig, PixelImage, ProcessedImages } from "./lib/data/processor.ts";
+export type { PromptTemplateFn } from "./lib/data/prompt.ts";
+export type { LabAnalyte, LabClass, LabRow, LabSplits, LabTaskOptions } from "./lib/data/lab_task.ts";
+export type { DecodeOptions, EncodeBatchOptions, LoadTokenizerOptions } from "./lib/tokenizer.ts";
+export type { Raw as RawConfig } from "./lib/model/config.ts";
+export type { PrefillResult } from "./lib/model/generate.ts";
+export type { KVCache } from "./lib/model/kv_cache.ts";
+export type { VLRopeIndex, VLRopeIndexOptions } from "./lib/model/qwen25vl.ts";
+export type { LoadedTensor, SafetensorsHeader, SaveDtype, TensorInfo, TensorToWrite } from "./lib/model/safetensors.ts";
+export type { GradedRow } from "./lib/reward/medvlthinker.ts";
+export type { NamedRewardOptions, RewardSpec } from "./lib/reward/types.ts";
+export type { AdamWState, ParamGroup } from "./lib/train/optimizer.ts";
+export type { ScheduleOptions, ScheduleType } from "./lib/train/schedule.ts";
+export type { SftLossOptions, TokenLogprobs, TokenLogprobsOptions } from "./lib/train/losses.ts";
+export type { SftStepRecord } from "./lib/train/sft.ts";
+export type {
+  CompletionBatch,
+  GroupAdvantagesOptions,
+  GrpoLossMetrics,
+  PerTokenLogpsOptions,
+  ScaleRewards,
+} from "./lib/train/grpo_loss.ts";
+export type { GrpoDataset, GrpoTokenizer } from "./lib/train/grpo.ts";
+export type { ProbeReward } from "./lib/eval/probe.ts";
+export type { OverlapMatch, OverlapOptions, OverlapResult } from "./lib/eval/filter.ts";
+export type { BenchmarkSpec, CompareOptions, Comparison, GraderName, ResolveOptions } from "./lib/eval/evaluate.ts";
+export type { Interval } from "./lib/eval/stats.ts";
+export type {
+  ChatTokenizer,
+  PromptBuilder,
+  QuestionRow,
+  SamplingOptions as CompletionSamplingOptions,
+} from "./lib/eval/generate_batch.ts";
+export type { ImageInputBuilder, ImageInputs } from "./lib/eval/vision_inputs.ts";
+export type { CompletionEngine, CompletionRequest, CompletionSample, EngineSampling } from "./lib/engine/types.ts";

@@ -49,7 +49,8 @@ const modelName = args.model ?? (config.model as string | undefined) ?? "medthin
 const dataDir = (args.extra["data-dir"] as string | undefined) ?? (config.dataDir as string | undefined) ??
   findDataDir() ?? undefined;
 const limitFlag = args.extra.limit as string | undefined;
-const limit = limitFlag ? Number(limitFlag) : args.quick ? 10 : (config.limit as number | undefined) ?? 40;
+// Without a config, a short run (40 per benchmark); a config without `limit` means every question.
+const limit = limitFlag ? Number(limitFlag) : args.quick ? 10 : args.config ? (config.limit as number | undefined) : 40;
 const refName = (args.extra.reference as string | undefined) ?? (config.reference as string | undefined) ??
   "Qwen2.5-VL-3B";
 if (!PUBLISHED_ACCURACY[refName]) {

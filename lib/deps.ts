@@ -2,7 +2,42 @@
 // a project that imports mod.ts from a URL does not see our deno.json import map.
 // (@std/cli and @std/yaml live on JSR, which is unreachable here: node:util parseArgs and
 // the `yaml` package stand in for them.)
-export * as tf from "npm:@tensorflow/tfjs@4.22.0";
+import * as tfjs from "npm:@tensorflow/tfjs@4.22.0";
+/**
+ * TensorFlow.js (the union package `@tensorflow/tfjs@4.22.0`: ops, gradients, chained tensor methods),
+ * with the backend chosen by `useBackend`.
+ */
+export const tf: typeof tfjs = tfjs;
+// A const (not `export * as tf`) keeps `deno doc --lint mod.ts` from linting all of TensorFlow.js; the
+// types the library's signatures use are re-exported here as documented aliases (add one when a
+// signature needs another `tf.X` type).
+/** The TensorFlow.js types used in this library's signatures (aliases of the `tfjs` ones). */
+export declare namespace tf {
+  /** A tensor of any rank. */
+  export type Tensor = tfjs.Tensor;
+  /** A rank-0 tensor. */
+  export type Scalar = tfjs.Scalar;
+  /** A rank-1 tensor. */
+  export type Tensor1D = tfjs.Tensor1D;
+  /** A rank-2 tensor. */
+  export type Tensor2D = tfjs.Tensor2D;
+  /** A rank-3 tensor. */
+  export type Tensor3D = tfjs.Tensor3D;
+  /** A rank-4 tensor. */
+  export type Tensor4D = tfjs.Tensor4D;
+  /** A mutable tensor (trainable parameters). */
+  export type Variable = tfjs.Variable;
+  /** Tensors by name. */
+  export type NamedTensorMap = tfjs.NamedTensorMap;
+  /** Anything `tf.tensor` accepts as values. */
+  export type TensorLike = tfjs.TensorLike;
+  /** What `tf.tidy` may return (tensors, nested in arrays and objects). */
+  export type TensorContainer = tfjs.TensorContainer;
+  /** The `save` callback of a `tf.customGrad` function. */
+  export type GradSaveFunc = tfjs.GradSaveFunc;
+  /** A tensor's element type (`float32`, `int32`, `bool`, ...). */
+  export type DataType = tfjs.DataType;
+}
 export * as arquero from "npm:arquero@8.0.3";
 // arquero 8.0.3 resolves flechette 2.7.x, which needs a package this registry lacks; pinning
 // 2.6.0 here makes Deno's resolver pick it for arquero too.

@@ -28,7 +28,7 @@ import type { ImageRef, Row } from "./types.ts";
 export type { ImageRef, Row };
 
 /** An arquero table (the type `arquero.table()` returns). */
-export type Table = ReturnType<typeof arquero.table>;
+export type Table = arquero.ColumnTable;
 
 /** The dataset layouts {@linkcode loadDataset} reads. */
 export type DatasetFormat = "medvlthinker" | "medagents" | "pubmedqa" | "closed_vqa" | "columns";

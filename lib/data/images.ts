@@ -10,7 +10,7 @@ import type { ImageRef, Row } from "./types.ts";
 export type { ImageRef };
 
 /** A decoded image (transformers.js `RawImage`: `data`, `width`, `height`, `channels`). */
-export type RawImage = InstanceType<typeof transformers.RawImage>;
+export type RawImage = transformers.RawImage;
 
 /** Where an image came from, for error messages. */
 export interface ImageContext {

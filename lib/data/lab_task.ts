@@ -100,21 +100,31 @@ const CLASSES: LabClass[] = ["low", "normal", "high"];
 
 /** One question of the task, in the canonical row shape plus the lab fields it was made from. */
 export interface LabRow {
+  /** Unique id (`lab-<analyte>-<value>`). */
   id: string;
+  /** The question text. */
   question: string;
   /** Always `{ A: "low", B: "normal", C: "high" }`. */
   options: Record<string, string>;
+  /** The correct option's letter. */
   answerLabel: string;
+  /** The correct option's text. */
   answer: string;
   /** A one-sentence explanation (range and comparison), for SFT targets. */
   reasoning: string;
+  /** Always `lab_task`. */
   datasetName: string;
+  /** The analyte asked about. */
   analyte: string;
+  /** The value asked about. */
   value: number;
+  /** Its unit. */
   unit: string;
   /** The value as written in the question. */
   valueText: string;
+  /** Lower limit of the analyte's reference range. */
   refLow: number;
+  /** Upper limit of the analyte's reference range. */
   refHigh: number;
 }
 
@@ -134,7 +144,9 @@ export interface LabTaskOptions {
 
 /** Both splits of the task. */
 export interface LabSplits {
+  /** Training questions. */
   train: LabRow[];
+  /** Held-out questions (no question in common with `train`). */
   test: LabRow[];
 }
 

@@ -20,16 +20,27 @@ import type { RawImage } from "./images.ts";
 
 /** The fields of `preprocessor_config.json` the processor uses (camelCase), with Qwen2.5-VL's defaults. */
 export interface ImageProcessorConfig {
+  /** Fewest pixels an image is resized to (`min_pixels`). */
   minPixels: number;
+  /** Most pixels an image is resized to (`max_pixels`). */
   maxPixels: number;
+  /** Side of a square patch in pixels (14). */
   patchSize: number;
+  /** Frames per temporal patch (2). */
   temporalPatchSize: number;
+  /** Patches merged per side into one token (2). */
   mergeSize: number;
+  /** Per-channel mean subtracted after rescaling. */
   imageMean: number[];
+  /** Per-channel standard deviation divided by after rescaling. */
   imageStd: number[];
+  /** Factor pixel values are multiplied by (1/255). */
   rescaleFactor: number;
+  /** Resize to a multiple of patch x merge size within the pixel bounds. */
   doResize: boolean;
+  /** Multiply by `rescaleFactor`. */
   doRescale: boolean;
+  /** Subtract `imageMean` and divide by `imageStd`. */
   doNormalize: boolean;
   /** PIL filter id: 2 = bilinear, 3 = bicubic (Python's default for Qwen2-VL). */
   resample: number;
@@ -361,8 +372,11 @@ export function patchify(
 
 /** Anything {@linkcode processImage} can read: a decoded RawImage or plain interleaved 8-bit pixels. */
 export interface PixelImage {
+  /** RGB or RGBA pixels, row-major. */
   data: Uint8Array | Uint8ClampedArray;
+  /** Width in pixels. */
   width: number;
+  /** Height in pixels. */
   height: number;
   /** 1 (grey), 3 (RGB) or 4 (RGBA). */
   channels: number;
@@ -429,6 +443,7 @@ export function processImage(
 export interface ProcessedImages {
   /** Row-major `[numPatches, C * tp * p * p]`, all images concatenated in order. */
   pixelValues: Float32Array;
+  /** Rows of `pixelValues` (patches of all images). */
   numPatches: number;
   /** Values per row (1176 for Qwen2.5-VL). */
   patchDim: number;

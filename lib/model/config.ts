@@ -13,7 +13,8 @@ import type { ModelConfig, VisionConfig } from "./types.ts";
 
 export type { ModelConfig, VisionConfig };
 
-type Raw = Record<string, unknown>;
+/** A parsed `config.json` before normalisation (any JSON object). */
+export type Raw = Record<string, unknown>;
 
 function isObject(x: unknown): x is Raw {
   return typeof x === "object" && x !== null && !Array.isArray(x);

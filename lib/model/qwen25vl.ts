@@ -113,6 +113,7 @@ export class Qwen25VLModel extends Qwen2Model {
     }
   }
 
+  /** 3-D (temporal, height, width) rotary positions of token rows with images. */
   private index(rows: number[][], options: VLRopeIndexOptions): RopeIndex {
     const mask = options.attentionMask === undefined
       ? undefined
@@ -124,6 +125,7 @@ export class Qwen25VLModel extends Qwen2Model {
     }, { imageGridThw: options.imageGridThw, attentionMask: mask });
   }
 
+  /** Embeds tokens, splices in the image features and computes their positions. */
   private prepare(rows: number[][], options: ForwardOptions): VLPrepared {
     const index = this.index(rows, options);
     return { index, positionIds: tf.tensor3d(index.positionIds, undefined, "float32") };

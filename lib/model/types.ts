@@ -17,17 +17,29 @@ export type BackendName = "auto" | "tensorflow" | "wasm" | "webgpu" | "cpu";
 
 /** The vision tower's hyperparameters of a Qwen2.5-VL checkpoint (see `lib/model/config.ts`). */
 export interface VisionConfig {
+  /** Transformer blocks of the vision tower. */
   depth: number;
+  /** Width of the vision tower. */
   hiddenSize: number;
+  /** MLP width of the vision blocks. */
   intermediateSize: number;
+  /** Attention heads of the vision blocks. */
   numHeads: number;
+  /** Width of the merged patch embeddings handed to the language model (its hidden size). */
   outHiddenSize: number;
+  /** Side of a square image patch in pixels (14). */
   patchSize: number;
+  /** Patches merged per side into one language-model token (2: a 2x2 merge). */
   spatialMergeSize: number;
+  /** Frames per temporal patch (2; a still image is repeated). */
   temporalPatchSize: number;
+  /** Colour channels of the input (3). */
   inChannels: number;
+  /** Side of the attention window in pixels for windowed-attention blocks (112). */
   windowSize: number;
+  /** Indexes of the blocks with full (not windowed) attention. */
   fullattBlockIndexes: number[];
+  /** Activation of the vision MLP (`silu`). */
   hiddenAct: string;
 }
 
@@ -35,29 +47,45 @@ export interface VisionConfig {
 export interface ModelConfig {
   /** `qwen2` or `qwen2_5_vl` (the `model_type` of config.json). */
   modelType: string;
+  /** Vocabulary size (rows of the embedding and of the head). */
   vocabSize: number;
+  /** Width of the residual stream. */
   hiddenSize: number;
+  /** MLP width. */
   intermediateSize: number;
+  /** Decoder layers. */
   numHiddenLayers: number;
+  /** Query heads. */
   numAttentionHeads: number;
+  /** Key/value heads (grouped-query attention). */
   numKeyValueHeads: number;
   /** hiddenSize / numAttentionHeads unless the config says otherwise. */
   headDim: number;
+  /** Epsilon of RMSNorm. */
   rmsNormEps: number;
+  /** Base of the rotary position embedding. */
   ropeTheta: number;
+  /** Whether the output head shares the embedding matrix. */
   tieWordEmbeddings: boolean;
+  /** Longest context the checkpoint was trained for. */
   maxPositionEmbeddings: number;
+  /** Beginning-of-sequence token id, if any. */
   bosTokenId?: number;
   /** All ids that end a generation. */
   eosTokenIds: number[];
+  /** Padding token id, if the config names one. */
   padTokenId?: number;
   /** dtype the checkpoint was saved in (`bfloat16`, `float16`, `float32`). */
   dtype: string;
   /** Multimodal RoPE sections (Qwen2.5-VL), e.g. [16, 24, 24]. */
   mropeSection?: number[];
+  /** Id of `<|image_pad|>` (Qwen2.5-VL). */
   imageTokenId?: number;
+  /** Id of `<|vision_start|>` (Qwen2.5-VL). */
   visionStartTokenId?: number;
+  /** Id of `<|vision_end|>` (Qwen2.5-VL). */
   visionEndTokenId?: number;
+  /** The vision tower's settings (Qwen2.5-VL only). */
   vision?: VisionConfig;
   /** The config.json as read, so saving can write it back faithfully. */
   raw: Record<string, unknown>;
@@ -113,11 +141,13 @@ export interface GenerateResult {
   tokens: number[][];
   /** log p(token) of each chosen token under the model at the sampling temperature (T = 1 when greedy). */
   logprobs: number[][];
+  /** Why each sequence ended: `stop` (a stop token) or `length` (`maxNewTokens` reached). */
   finishReasons: ("stop" | "length")[];
 }
 
 /** A Qwen2-family causal language model held in tfjs variables. */
 export interface CausalLM {
+  /** The normalised config. */
   readonly config: ModelConfig;
   /** Directory it was loaded from, if any. */
   readonly dir?: string;

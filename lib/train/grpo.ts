@@ -32,8 +32,11 @@ import {
 
 /** What `grpo` needs from a tokenizer (the `Tokenizer` of `lib/tokenizer.ts` has it). */
 export interface GrpoTokenizer {
+  /** Token ids of a rendered prompt. */
   encode(text: string): number[];
+  /** Text of token ids. */
   decode(ids: number[], options?: { skipSpecialTokens?: boolean }): string;
+  /** Id used to pad prompts and completions in a batch. */
   readonly padTokenId: number;
 }
 
@@ -130,29 +133,43 @@ export interface GrpoOptions {
 
 /** One step's metrics (also the JSON line written to `metrics.jsonl`). */
 export interface GrpoStepMetrics {
+  /** Step index (1-based). */
   step: number;
   /** Weighted total reward: mean and std over the step's completions. */
   reward: number;
+  /** Standard deviation of the total reward over the step's completions. */
   reward_std: number;
   /** Fraction of groups whose rewards were all equal (no learning signal). */
   frac_reward_zero_std: number;
+  /** Mean k3 KL between the policy and the reference per completion token. */
   kl: number;
+  /** Fraction of tokens clipped below (ratio < 1 - epsilonLow with a negative advantage). */
   clip_ratio_low: number;
+  /** Fraction of tokens clipped above (ratio > 1 + epsilonHigh with a positive advantage). */
   clip_ratio_high: number;
+  /** Fraction of tokens clipped on either side. */
   clip_ratio_region: number;
+  /** Mean completion length in tokens. */
   completion_length_mean: number;
+  /** Shortest completion in tokens. */
   completion_length_min: number;
+  /** Longest completion in tokens. */
   completion_length_max: number;
   /** Fraction of completions that hit `maxNewTokens` without a stop token. */
   truncated_ratio: number;
   /** Policy entropy per completion token (NaN when `recomputeOldLogps` is off). */
   entropy: number;
+  /** The GRPO loss (mean over the step's updates). */
   loss: number;
+  /** Learning rate. */
   lr: number;
+  /** Global gradient norm before clipping (mean over the step's updates). */
   grad_norm: number;
   /** Optimizer updates taken in this step. */
   updates: number;
+  /** Seconds spent generating. */
   gen_seconds: number;
+  /** Seconds spent in forward and backward passes and updates. */
   train_seconds: number;
   /** Generated tokens per second of generation time. */
   gen_tokens_per_s: number;

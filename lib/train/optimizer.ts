@@ -53,7 +53,9 @@ export interface AdamWState {
 export interface AdamW {
   /** The learning rate used when `step` is not given one. */
   lr: number;
+  /** Adam's (beta1, beta2). */
   readonly betas: [number, number];
+  /** Adam's epsilon. */
   readonly eps: number;
   /** Updates taken so far. */
   readonly stepCount: number;

@@ -55,6 +55,7 @@ export interface SftOptions {
   scheduler?: ScheduleType;
   /** Default 0.05 (ignored when `warmupSteps` is set). */
   warmupRatio?: number;
+  /** Warmup in optimizer updates (overrides `warmupRatio`). */
   warmupSteps?: number;
   /** Default 1e-4. */
   weightDecay?: number;
@@ -98,10 +99,15 @@ export interface SftOptions {
 
 /** The log record of one update. */
 export interface SftStepRecord {
+  /** Optimizer update index (1-based). */
   step: number;
+  /** Epoch the update belongs to (0-based). */
   epoch: number;
+  /** Mean loss over the update's labelled tokens. */
   loss: number;
+  /** Learning rate of the update. */
   lr: number;
+  /** Global gradient norm before clipping. */
   gradNorm: number;
   /** Labelled (assistant) tokens in the batch. */
   tokens: number;
@@ -115,8 +121,11 @@ export interface SftStepRecord {
 export interface SftResult {
   /** Loss of every update of the run (including those before a resume). */
   losses: number[];
+  /** Learning rate of every update. */
   lrs: number[];
+  /** Gradient norm (before clipping) of every update. */
   gradNorms: number[];
+  /** Tokens per second of every update. */
   tokensPerSec: number[];
   /** Updates done so far. */
   steps: number;
@@ -128,6 +137,7 @@ export interface SftResult {
   checkpointDir: string | null;
   /** The Hub-layout export, if any. */
   exportDir: string | null;
+  /** The JSON Lines log, if any. */
   logFile: string | null;
 }
 
