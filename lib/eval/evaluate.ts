@@ -8,6 +8,7 @@
  * @module
  */
 import type { CausalLM } from "../model/types.ts";
+import { type CompletionEngine, isCompletionEngine } from "../engine/types.ts";
 import type { Row } from "../data/types.ts";
 import { buildPrompt } from "../data/prompt.ts";
 import { loadTokenizer } from "../tokenizer.ts";
@@ -418,7 +419,7 @@ function gradeOne(
  * ```
  */
 export async function evaluate(
-  model: CausalLM,
+  model: CausalLM | CompletionEngine,
   benchmarks: (string | BenchmarkSpec)[],
   options: EvaluateOptions = {},
 ): Promise<EvalReport> {
@@ -444,9 +445,11 @@ export async function evaluate(
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new Error(`evaluate option batchSize must be a positive integer, got ${batchSize}.`);
   }
-  const modelName = options.modelName ?? model.dir ?? model.config.modelType;
+  const modelName = options.modelName ??
+    (isCompletionEngine(model) ? model.name : model.dir ?? model.config.modelType);
   const resolved = await resolveBenchmarks(benchmarks, options);
-  if (!isVisionModel(model)) {
+  // an engine's server decides whether it takes images
+  if (!isCompletionEngine(model) && !isVisionModel(model)) {
     for (const b of resolved) {
       const withImages = b.rows.filter(rowHasImages).length;
       if (withImages > 0) {
@@ -467,7 +470,7 @@ export async function evaluate(
     }
   }
   const prompt: PromptBuilder = options.prompt ?? ((row) => buildPrompt(row, { template }));
-  const tokenizer = options.tokenizer ?? await loadTokenizer(model.dir);
+  const tokenizer = options.tokenizer ?? (isCompletionEngine(model) ? undefined : await loadTokenizer(model.dir));
   const settings = {
     temperature,
     topP,

@@ -15,6 +15,7 @@ import { type ImageInputBuilder, type ImageInputs, visionInputBuilder } from "./
 export type { ImageInputBuilder, ImageInputs };
 import type { ChatContentPart, ChatMessage, EncodedBatch } from "../tokenizer.ts";
 import type { Row } from "../data/types.ts";
+import { type CompletionEngine, isCompletionEngine } from "../engine/types.ts";
 
 export type { ChatContentPart, ChatMessage, EncodedBatch };
 
@@ -52,8 +53,8 @@ export interface SamplingOptions {
 
 /** Options of {@linkcode generateCompletions}. */
 export interface GenerateCompletionsOptions extends SamplingOptions {
-  /** The tokenizer that renders and encodes prompts and decodes completions. */
-  tokenizer: ChatTokenizer;
+  /** The tokenizer that renders and encodes prompts and decodes completions (local models; an engine brings its own). */
+  tokenizer?: ChatTokenizer;
   /** Turns a row into messages. */
   prompt: PromptBuilder;
   /**
@@ -122,7 +123,9 @@ function completionLength(tokens: number[], reason: "stop" | "length", eos: Set<
 }
 
 /**
- * Generate `n` completions for each row in one batched `model.generate` call.
+ * Generate `n` completions for each row in one batched `model.generate` call, or, given a
+ * {@linkcode CompletionEngine} (local or remote servers), one engine call with the rows' chat
+ * messages (images as data URLs on the wire) and the same per-sample seeds.
  *
  * @example
  * ```ts ignore
@@ -130,10 +133,11 @@ function completionLength(tokens: number[], reason: "stop" | "length", eos: Set<
  * ```
  */
 export async function generateCompletions(
-  model: CausalLM,
+  model: CausalLM | CompletionEngine,
   rows: QuestionRow[],
   options: GenerateCompletionsOptions,
 ): Promise<RowCompletions[]> {
+  if (isCompletionEngine(model)) return await engineCompletions(model, rows, options);
   const {
     tokenizer,
     prompt,
@@ -146,6 +150,7 @@ export async function generateCompletions(
     seed = 0,
   } = options;
   if (rows.length === 0) return [];
+  if (!tokenizer) throw new Error(`generateCompletions with a local model needs the tokenizer option.`);
   const texts: string[] = [];
   for (const row of rows) {
     const messages = await prompt(row);
@@ -200,4 +205,28 @@ export async function generateCompletions(
     }
     return { id: String(row.id), completions, lengths, finishReasons };
   });
+}
+
+/** The engine path of {@linkcode generateCompletions}: same seeds, same record shape. */
+async function engineCompletions(
+  engine: CompletionEngine,
+  rows: QuestionRow[],
+  options: GenerateCompletionsOptions,
+): Promise<RowCompletions[]> {
+  const { prompt, n = 1, temperature = 1, topP = 1, topK = 0, maxNewTokens = 256, seed = 0 } = options;
+  if (rows.length === 0) return [];
+  const requests = [];
+  for (const row of rows) {
+    const seeds: number[] = [];
+    for (let j = 0; j < n; j++) seeds.push(sampleSeed(seed, row.id, j));
+    requests.push({ messages: await prompt(row), seeds });
+  }
+  const out = await engine.complete(requests, { temperature, topP, topK, maxNewTokens });
+  return rows.map((row, i) => ({
+    id: String(row.id),
+    completions: out[i].map((s) => s.text),
+    // servers that return no token ids (SGLang) still return one log-prob per token
+    lengths: out[i].map((s) => s.tokenIds.length || s.logprobs.length),
+    finishReasons: out[i].map((s) => s.finishReason),
+  }));
 }

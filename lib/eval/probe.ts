@@ -24,6 +24,7 @@ import {
 } from "./generate_batch.ts";
 import { openJsonlStore } from "./jsonl_store.ts";
 import { createProgress } from "../train/progress.ts";
+import { type CompletionEngine, isCompletionEngine } from "../engine/types.ts";
 
 /** A reward: 1 for a correct, well-formed completion, else 0 (values in between count as pass above 0.5). */
 export type ProbeReward = (completion: string, row: QuestionRow) => number | Promise<number>;
@@ -118,7 +119,8 @@ export function probeTable(records: ProbeRecord[]): Table {
 }
 
 /**
- * Probe the difficulty of every question of `table` for `model`.
+ * Probe the difficulty of every question of `table` for `model`: a local model, or a
+ * {@linkcode CompletionEngine} (e.g. `openaiEngine` over vLLM / SGLang / `medthink serve` endpoints).
  *
  * @example
  * ```ts ignore
@@ -131,7 +133,7 @@ export function probeTable(records: ProbeRecord[]): Table {
  * ```
  */
 export async function probe(
-  model: CausalLM,
+  model: CausalLM | CompletionEngine,
   table: { objects(): unknown[]; numRows(): number },
   options: ProbeOptions = {},
 ): Promise<Table> {
@@ -167,9 +169,9 @@ export async function probe(
   }
   const meta = probeMeta({ n, temperature, topP, topK, maxNewTokens, seed }, {
     template: template ?? null,
-    model: model.dir ?? model.config.modelType,
+    model: isCompletionEngine(model) ? model.name : model.dir ?? model.config.modelType,
   });
-  const tokenizer = options.tokenizer ?? await loadTokenizer(model.dir);
+  const tokenizer = options.tokenizer ?? (isCompletionEngine(model) ? undefined : await loadTokenizer(model.dir));
   const store = out ? await openJsonlStore<ProbeRecord>(out, { meta, overwrite }) : undefined;
   const done = new Map<string, ProbeRecord>();
   for (const r of store?.records ?? []) if (seen.has(r.id)) done.set(r.id, r);
