@@ -45,8 +45,11 @@ async function exists(path: string): Promise<boolean> {
 
 /** Options of {@linkcode saveCheckpoint}. */
 export interface SaveCheckpointOptions {
+  /** The model whose weights (or adapters) are saved. */
   model: CausalLM;
+  /** Its optimizer, whose moments are saved for an exact resume. */
   optimizer?: AdamW;
+  /** Where the run stands. */
   state: TrainerState;
   /** Save only the LoRA adapters (default: when the model has adapters). */
   adaptersOnly?: boolean;

@@ -35,9 +35,13 @@ export interface LoraOptions {
 
 /** PEFT's `adapter_config.json`, the fields this toolkit reads and writes. */
 export interface LoraConfig {
+  /** Rank (`r`). */
   r: number;
+  /** Scaling numerator (`lora_alpha`): updates are scaled by loraAlpha / r. */
   loraAlpha: number;
+  /** `target_modules`: module-name suffixes, or one regular expression. */
   targetModules: string[] | string;
+  /** `base_model_name_or_path`. */
   baseModelNameOrPath?: string | null;
 }
 

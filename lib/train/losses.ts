@@ -18,7 +18,7 @@ import type { CausalLM, ForwardOptions } from "../model/types.ts";
 import { concatMany } from "./_ops.ts";
 
 /** Label value that excludes a position from the loss (Hugging Face convention). */
-export const IGNORE_INDEX = -100;
+export const IGNORE_INDEX: number = -100;
 
 /** Default chunk: about 2^25 logits (128 MiB of float32) per piece of the vocabulary head. */
 function defaultChunkRows(vocab: number): number {

@@ -28,6 +28,7 @@ import { createProgress } from "./progress.ts";
 
 /** One tokenized training example. */
 export interface SftExample {
+  /** Token ids of the whole chat-templated example. */
   inputIds: number[];
   /** Same length; -100 where the loss ignores the token. */
   labels: number[];
@@ -141,11 +142,15 @@ export interface SftResult {
   logFile: string | null;
 }
 
+/**
+ * A dataset row as `sft` takes it: `text`, `messages`, question columns (`question`, `options`,
+ * `answerLabel` / `answer_label` / `answer_idx`, `reasoning`), or `inputIds` (+ `labels`).
+ */
 // deno-lint-ignore no-explicit-any
-type AnyRow = Record<string, any>;
+export type SftRow = Record<string, any>;
 
 /** Raw MedVLThinker / MedAgents columns -> the canonical Row the prompt builder takes. */
-function canonicalRow(r: AnyRow, index: number): Row {
+function canonicalRow(r: SftRow, index: number): Row {
   let options = r.options;
   if (typeof options === "string") {
     try {
@@ -174,7 +179,7 @@ function canonicalRow(r: AnyRow, index: number): Row {
 /** The chat-templated text of one dataset row (a `text` column, a `messages` column, or question columns). */
 export function sftText(
   tokenizer: Tokenizer,
-  row: AnyRow,
+  row: SftRow,
   index: number,
   prompt: PromptOptions = {},
 ): string {
@@ -215,7 +220,7 @@ export function assistantLabels(tokenizer: Tokenizer, ids: number[]): number[] {
   return labels;
 }
 
-function pretokenized(row: AnyRow, index: number, maxLength: number): SftExample {
+function pretokenized(row: SftRow, index: number, maxLength: number): SftExample {
   const ids = row.inputIds as number[];
   const labels = (row.labels as number[] | undefined) ?? ids;
   if (labels.length !== ids.length) {
@@ -227,7 +232,7 @@ function pretokenized(row: AnyRow, index: number, maxLength: number): SftExample
 /** Tokenize one row into ids and assistant-only labels, cut to `maxLength`. */
 export function encodeSftExample(
   tokenizer: Tokenizer,
-  row: AnyRow,
+  row: SftRow,
   options: { index?: number; prompt?: PromptOptions; maxLength?: number } = {},
 ): SftExample {
   const text = sftText(tokenizer, row, options.index ?? 0, options.prompt);
@@ -261,7 +266,7 @@ export function epochOrder(n: number, seed: number, epoch: number, shuffle = tru
   return order;
 }
 
-function datasetRows(dataset: unknown): AnyRow[] {
+function datasetRows(dataset: unknown): SftRow[] {
   if (Array.isArray(dataset)) return dataset;
   // deno-lint-ignore no-explicit-any
   const t = dataset as any;
