@@ -113,12 +113,17 @@ Deno.test("hfParamGroups: no decay on biases and norm weights", () => {
     "model.layers.0.self_attn.q_proj.bias",
     "model.norm.weight",
     "lm_head.weight",
+    "visual.blocks.0.norm1.weight",
+    "visual.merger.ln_q.weight",
   ];
   const [decay, none] = hfParamGroups(names, 1e-4);
+  // as transformers 5.x: the vision RMSNorms `norm1` and `ln_q` match no pattern and are decayed
   assertEquals(decay.names, [
     "model.embed_tokens.weight",
     "model.layers.0.self_attn.q_proj.weight",
     "lm_head.weight",
+    "visual.blocks.0.norm1.weight",
+    "visual.merger.ln_q.weight",
   ]);
   assertEquals(none.weightDecay, 0);
   assertEquals(none.names.length, 4);

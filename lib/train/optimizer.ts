@@ -74,14 +74,19 @@ export interface AdamW {
   dispose(): void;
 }
 
+// transformers 5.x Trainer.get_decay_parameter_names: these patterns, searched in the lower-cased name
+// (nn.LayerNorm layers are excluded too; Qwen models have none, their norms are RMSNorms matched by name).
+const NO_DECAY_PATTERNS = [/bias/, /layernorm/, /rmsnorm/, /(?:^|\.)norm(?:$|\.)/, /_norm(?:$|\.)/];
+
 function isNoDecay(name: string): boolean {
-  // HF Trainer: no decay on biases and on the weights of normalisation layers.
-  return name.endsWith(".bias") || /(^|\.)([a-z_]*norm[a-z_0-9]*)\.weight$/.test(name);
+  const lower = name.toLowerCase();
+  return NO_DECAY_PATTERNS.some((p) => p.test(lower));
 }
 
 /**
- * The Hugging Face Trainer's parameter groups: `weightDecay` on every tensor except biases and
- * normalisation weights (`*.bias`, `*norm.weight`, `*_layernorm.weight`), which get 0.
+ * The Hugging Face Trainer's parameter groups: `weightDecay` on every tensor except those whose lower-cased
+ * name contains `bias`, `layernorm` or `rmsnorm`, or a `norm` / `_norm` module (transformers 5.x
+ * `get_decay_parameter_names`), which get 0. (As there, Qwen2.5-VL's vision `norm1` / `norm2` are decayed.)
  *
  * @example
  * ```ts ignore
