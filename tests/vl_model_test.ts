@@ -115,8 +115,18 @@ allBackendsTest("qwen25vl-tiny: golden vision, positions, logits and greedy toke
         maxNewTokens: 4,
         eosTokenIds: [],
       });
+      // Several samples of one prompt share its prefill (the cache and the rope delta are repeated).
+      const two = await model.generate(c.input_ids, {
+        pixelValues: pv,
+        imageGridThw: c.image_grid_thw,
+        temperature: 0,
+        maxNewTokens: 4,
+        eosTokenIds: [],
+        numSamples: 2,
+      });
       pv.dispose();
       assertEquals(out.tokens, [GOLDEN.greedy.new_tokens]);
+      assertEquals(two.tokens, [GOLDEN.greedy.new_tokens, GOLDEN.greedy.new_tokens]);
     });
     await t.step("the padded batch's rows generate as each row alone", async () => {
       const c = GOLDEN.batch;
