@@ -49,6 +49,8 @@ export interface SamplingOptions {
   maxNewTokens?: number;
   /** Base seed of every per-sample seed. Default 0. */
   seed?: number;
+  /** Index of the first sample: sample `j` draws from `sampleSeed(seed, id, firstSample + j)` (rounds of one sample each). Default 0. */
+  firstSample?: number;
 }
 
 /** Options of {@linkcode generateCompletions}. */
@@ -174,7 +176,8 @@ export async function generateCompletions(
   }
   const { inputIds, attentionMask } = tokenizer.encodeBatch(promptTexts, { padding: "left" });
   const seeds: number[] = [];
-  for (const row of rows) for (let j = 0; j < n; j++) seeds.push(sampleSeed(seed, row.id, j));
+  const first = options.firstSample ?? 0;
+  for (const row of rows) for (let j = 0; j < n; j++) seeds.push(sampleSeed(seed, row.id, first + j));
   let result;
   try {
     result = await model.generate(inputIds, {
@@ -218,7 +221,7 @@ async function engineCompletions(
   const requests = [];
   for (const row of rows) {
     const seeds: number[] = [];
-    for (let j = 0; j < n; j++) seeds.push(sampleSeed(seed, row.id, j));
+    for (let j = 0; j < n; j++) seeds.push(sampleSeed(seed, row.id, (options.firstSample ?? 0) + j));
     requests.push({ messages: await prompt(row), seeds });
   }
   const out = await engine.complete(requests, { temperature, topP, topK, maxNewTokens });
