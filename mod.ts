@@ -89,6 +89,20 @@ export type { FilterOptions, FilterReport } from "./lib/eval/filter.ts";
 export { BENCHMARKS, compareReports, evaluate, formatReport, PUBLISHED_ACCURACY, registerBenchmark } from "./lib/eval/evaluate.ts";
 export type { BenchmarkResult, EvalReport, EvaluateOptions } from "./lib/eval/evaluate.ts";
 
+// Scale out: remote engines (vLLM, SGLang, `medthink serve`), the server, distillation
+export { isCompletionEngine } from "./lib/engine/types.ts";
+export type { CompletionEngine, CompletionRequest, CompletionSample, EngineSampling } from "./lib/engine/types.ts";
+export { localEngine } from "./lib/engine/local.ts";
+export type { EngineTokenizer, LocalEngine, LocalEngineOptions, LocalResult, LocalSample, LocalSampling } from "./lib/engine/local.ts";
+export { apiBaseUrl, openaiEngine } from "./lib/engine/openai.ts";
+export type { EndpointStats, OpenAIEngine, OpenAIEngineOptions, ServerProtocol } from "./lib/engine/openai.ts";
+export { toWireMessages } from "./lib/engine/messages.ts";
+export type { WireMessage } from "./lib/engine/messages.ts";
+export { serveModel } from "./lib/serve/server.ts";
+export type { ModelServer, ServeOptions } from "./lib/serve/server.ts";
+export { distill, extractReasoning } from "./lib/train/distill.ts";
+export type { DistillOptions, DistillRecord, DistillResult } from "./lib/train/distill.ts";
+
 // Plots
 export * as plot from "./lib/plot.ts";
 
