@@ -91,7 +91,6 @@ export type { BenchmarkResult, EvalReport, EvaluateOptions } from "./lib/eval/ev
 
 // Scale out: remote engines (vLLM, SGLang, `medthink serve`), the server, distillation
 export { isCompletionEngine } from "./lib/engine/types.ts";
-export type { CompletionEngine, CompletionRequest, CompletionSample, EngineSampling } from "./lib/engine/types.ts";
 export { localEngine } from "./lib/engine/local.ts";
 export type { EngineTokenizer, LocalEngine, LocalEngineOptions, LocalResult, LocalSample, LocalSampling } from "./lib/engine/local.ts";
 export { apiBaseUrl, openaiEngine } from "./lib/engine/openai.ts";
