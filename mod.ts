@@ -118,7 +118,13 @@ export type { Raw as RawConfig } from "./lib/model/config.ts";
 export type { PrefillResult } from "./lib/model/generate.ts";
 export type { KVCache } from "./lib/model/kv_cache.ts";
 export type { VLRopeIndex, VLRopeIndexOptions } from "./lib/model/qwen25vl.ts";
-export type { LoadedTensor, SafetensorsHeader, SaveDtype, TensorInfo, TensorToWrite } from "./lib/model/safetensors.ts";
+export type {
+  LoadedTensor,
+  SafetensorsHeader,
+  SaveDtype,
+  TensorInfo,
+  TensorToWrite,
+} from "./lib/model/safetensors.ts";
 export type { GradedRow } from "./lib/reward/medvlthinker.ts";
 export type { NamedRewardOptions, RewardSpec } from "./lib/reward/types.ts";
 export type { AdamWState, ParamGroup } from "./lib/train/optimizer.ts";

@@ -89,7 +89,11 @@ export async function readYamlConfig(path: string | undefined): Promise<Record<s
 }
 
 /** A section of a config (e.g. `sft:`), checked to be a mapping. */
-export function section(config: Record<string, unknown>, key: string, file = "the config"): Record<string, unknown> {
+export function section(
+  config: Record<string, unknown>,
+  key: string,
+  file = "the config",
+): Record<string, unknown> {
   const value = config[key];
   if (value === undefined || value === null) return {};
   if (typeof value !== "object" || Array.isArray(value)) {
@@ -132,8 +136,15 @@ export function since(t0: number): string {
  */
 export async function vlImageInputs(
   model: CausalLM,
-): Promise<(rows: Row[], texts: string[]) => Promise<{ texts: string[]; pixelValues?: unknown; imageGridThw?: number[][] }>> {
-  if (!model.dir) throw new Error("The vision-language model has no folder to read preprocessor_config.json from.");
+): Promise<
+  (
+    rows: Row[],
+    texts: string[],
+  ) => Promise<{ texts: string[]; pixelValues?: unknown; imageGridThw?: number[][] }>
+> {
+  if (!model.dir) {
+    throw new Error("The vision-language model has no folder to read preprocessor_config.json from.");
+  }
   const config = await readImageProcessorConfig(model.dir);
   return async (rows, texts) => {
     const outTexts: string[] = [];

@@ -24,7 +24,15 @@ import {
   loadTokenizer,
   PUBLISHED_ACCURACY,
 } from "../mod.ts";
-import { findDataDir, outDir, parseExampleArgs, readYamlConfig, section, since, vlImageInputs } from "./_common.ts";
+import {
+  findDataDir,
+  outDir,
+  parseExampleArgs,
+  readYamlConfig,
+  section,
+  since,
+  vlImageInputs,
+} from "./_common.ts";
 
 const USAGE = `
 examples/evaluate.ts: accuracy per benchmark with 95% intervals, report and chart.
@@ -50,7 +58,13 @@ const dataDir = (args.extra["data-dir"] as string | undefined) ?? (config.dataDi
   findDataDir() ?? undefined;
 const limitFlag = args.extra.limit as string | undefined;
 // Without a config, a short run (40 per benchmark); a config without `limit` means every question.
-const limit = limitFlag ? Number(limitFlag) : args.quick ? 10 : args.config ? (config.limit as number | undefined) : 40;
+const limit = limitFlag
+  ? Number(limitFlag)
+  : args.quick
+  ? 10
+  : args.config
+  ? (config.limit as number | undefined)
+  : 40;
 const refName = (args.extra.reference as string | undefined) ?? (config.reference as string | undefined) ??
   "Qwen2.5-VL-3B";
 if (!PUBLISHED_ACCURACY[refName]) {
@@ -68,8 +82,9 @@ console.log(`model ${modelName} (${model.config.modelType}) on ${model.backend} 
 const PAPER_NAMES: Record<string, string> = { vqa_rad_closed: "VQA-RAD" };
 type Spec = NonNullable<Parameters<typeof evaluate>[1]>[number];
 const specs: Spec[] = [];
-const listed = (args.extra.benchmarks as string | undefined)?.split(",").map((s) => s.trim()).filter(Boolean) ??
-  (config.benchmarks as string[] | undefined);
+const listed =
+  (args.extra.benchmarks as string | undefined)?.split(",").map((s) => s.trim()).filter(Boolean) ??
+    (config.benchmarks as string[] | undefined);
 const dataPath = args.data ?? (config.data as string | undefined);
 if (dataPath) {
   specs.push({ name: dataPath.replace(/^.*\//, "").replace(/\.[^.]*$/, ""), path: dataPath });
@@ -78,7 +93,10 @@ if (dataPath) {
 } else {
   // The embedded default: the lab task's held-out questions, plus the bundled public benchmarks
   // when they are found (VQA-RAD only for a vision-language model).
-  specs.push({ name: "lab_task", table: aq.from(labTaskSplits({ train: 3, test: args.quick ? 30 : 90 }).test) });
+  specs.push({
+    name: "lab_task",
+    table: aq.from(labTaskSplits({ train: 3, test: args.quick ? 30 : 90 }).test),
+  });
   if (dataDir) {
     specs.push({ name: "medqa", path: registryPath("medqa") });
     if (!args.quick) specs.push({ name: "pubmedqa", path: registryPath("pubmedqa") });
@@ -115,7 +133,8 @@ const report = await evaluate(model, specs, {
   onProgress: ({ done, total }) => console.log(`answered ${done}/${total}`),
 });
 console.log(formatReport(report));
-const line = report.benchmarks.map((b: BenchmarkResult) => `${b.name} ${(100 * b.accuracy).toFixed(1)}%`).join(", ");
+const line = report.benchmarks.map((b: BenchmarkResult) => `${b.name} ${(100 * b.accuracy).toFixed(1)}%`)
+  .join(", ");
 console.log(`evaluation: ${line} in ${since(t1)} s (published marks: ${refName}, not our results)`);
 model.dispose();
 console.log(`\nwrote ${out}/ (predictions.jsonl, report.json, report.md, accuracy.svg) in ${since(t0)} s`);

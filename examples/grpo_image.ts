@@ -33,7 +33,15 @@ import {
   type Row,
   tableRows,
 } from "../mod.ts";
-import { findDataDir, outDir, parseExampleArgs, readYamlConfig, section, since, vlImageInputs } from "./_common.ts";
+import {
+  findDataDir,
+  outDir,
+  parseExampleArgs,
+  readYamlConfig,
+  section,
+  since,
+  vlImageInputs,
+} from "./_common.ts";
 
 const USAGE = `
 examples/grpo_image.ts: GRPO on text questions with a vision-language model, evaluated on VQA-RAD images.
@@ -58,7 +66,9 @@ const dataPath = args.data ?? (config.data as string | undefined);
 const t0 = performance.now();
 const model = await loadModel(modelName, { backend: (args.backend ?? config.backend ?? "auto") as never });
 if (!model.config.modelType.includes("vl")) {
-  throw new Error(`--model ${modelName} is a ${model.config.modelType} checkpoint; this example needs Qwen2.5-VL.`);
+  throw new Error(
+    `--model ${modelName} is a ${model.config.modelType} checkpoint; this example needs Qwen2.5-VL.`,
+  );
 }
 const tokenizer = await loadTokenizer(model.dir);
 console.log(`model ${modelName} on ${model.backend} (${since(t0)} s)`);
@@ -69,7 +79,9 @@ const evalPath = (args.extra["eval-data"] as string | undefined) ?? (config.eval
   (dataDir ? `${dataDir}/vqa_rad_closed/test.jsonl` : undefined);
 const evalLimit = args.quick ? 8 : (config.evalLimit as number | undefined) ?? 40;
 const evalTable = evalPath ? (await loadDataset(evalPath)).slice(0, evalLimit) : null;
-if (!evalTable) console.log("no VQA-RAD data found (set MEDTHINK_DATA or --eval-data): skipping the image evaluation");
+if (!evalTable) {
+  console.log("no VQA-RAD data found (set MEDTHINK_DATA or --eval-data): skipping the image evaluation");
+}
 const images = await vlImageInputs(model);
 
 async function evaluateImages(stage: string) {
@@ -90,7 +102,9 @@ async function evaluateImages(stage: string) {
   const b = report.benchmarks[0];
   console.log(
     `VQA-RAD ${stage} GRPO: ${(100 * b.accuracy).toFixed(1)}% ` +
-      `(95% CI ${(100 * b.ci.low).toFixed(1)}-${(100 * b.ci.high).toFixed(1)}, ${b.n} questions, ${since(t)} s)`,
+      `(95% CI ${(100 * b.ci.low).toFixed(1)}-${(100 * b.ci.high).toFixed(1)}, ${b.n} questions, ${
+        since(t)
+      } s)`,
   );
   return report;
 }
@@ -129,8 +143,13 @@ const result = await grpo(model, textOnly, {
     ),
 });
 console.log(`GRPO: ${result.steps} steps on ${textOnly.length} text questions in ${since(t1)} s`);
-await plot.writeSvg(`${out}/grpo_curves.svg`, plot.grpoCurves(result.history, { title: `GRPO (${modelName})` }));
+await plot.writeSvg(
+  `${out}/grpo_curves.svg`,
+  plot.grpoCurves(result.history, { title: `GRPO (${modelName})` }),
+);
 
 await evaluateImages("after");
 model.dispose();
-console.log(`\nwrote ${out}/ (metrics.jsonl, completions.jsonl, grpo_curves.svg, before/, after/) in ${since(t0)} s`);
+console.log(
+  `\nwrote ${out}/ (metrics.jsonl, completions.jsonl, grpo_curves.svg, before/, after/) in ${since(t0)} s`,
+);

@@ -16,7 +16,15 @@
  * @module
  */
 import { arquero as aq } from "../lib/deps.ts";
-import { filterWithReport, labTaskSplits, loadDataset, loadModel, loadTokenizer, plot, probe } from "../mod.ts";
+import {
+  filterWithReport,
+  labTaskSplits,
+  loadDataset,
+  loadModel,
+  loadTokenizer,
+  plot,
+  probe,
+} from "../mod.ts";
 import type { FilterOptions, ProbeOptions } from "../mod.ts";
 import { outDir, parseExampleArgs, readYamlConfig, ROOT, section, since, vlImageInputs } from "./_common.ts";
 
@@ -97,4 +105,6 @@ console.log(
 );
 console.log("questions per pass count:", report.histogram);
 model.dispose();
-console.log(`\nwrote ${out}/ (probe.jsonl, pass_counts.svg, filtered.jsonl, filter_report.json) in ${since(t0)} s`);
+console.log(
+  `\nwrote ${out}/ (probe.jsonl, pass_counts.svg, filtered.jsonl, filter_report.json) in ${since(t0)} s`,
+);

@@ -85,7 +85,11 @@ const result = await sft(model, train, {
   progress: false,
   onStep: (r) => {
     if (r.step === 1 || r.step % 5 === 0) {
-      console.log(`step ${r.step}  loss ${r.loss.toFixed(4)}  lr ${r.lr.toExponential(2)}  ${r.tokensPerSec.toFixed(0)} tok/s`);
+      console.log(
+        `step ${r.step}  loss ${r.loss.toFixed(4)}  lr ${r.lr.toExponential(2)}  ${
+          r.tokensPerSec.toFixed(0)
+        } tok/s`,
+      );
     }
   },
 });
