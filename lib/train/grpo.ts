@@ -17,6 +17,7 @@ import type { CausalLM } from "../model/types.ts";
 import type { Row } from "../data/types.ts";
 import { normalizeRewards, type RewardSpec } from "../reward/types.ts";
 import { sampleSeed } from "../eval/generate_batch.ts";
+import type { RemotePolicy } from "../engine/policy_sync.ts";
 import { adamw, type AdamW, clipGradNorm } from "./optimizer.ts";
 import { lrSchedule, type ScheduleType } from "./schedule.ts";
 import {
@@ -129,6 +130,19 @@ export interface GrpoOptions {
   onStep?: (metrics: GrpoStepMetrics) => void | Promise<void>;
   /** Show a progress line on stderr. Default true. */
   progress?: boolean;
+  /**
+   * Rollouts from servers instead of `model.generate` (`remotePolicy(...)` of `lib/engine/policy_sync.ts`):
+   * the policy is pushed to them (LoRA hot-swap or weights from disk) before every generation round
+   * that follows an optimizer update. Old log-probs are still recomputed by the trainer.
+   */
+  remote?: RemotePolicy;
+  /**
+   * With `remote`: importance-sampling correction for the gap between the server's sampler and the
+   * trainer (TRL's `sequence_mask` mode): each completion's policy term is weighted by
+   * `exp(sum(old logp - server logp))`, and completions whose ratio exceeds this cap get weight 0
+   * (TRL's default cap: 3). Default: off.
+   */
+  importanceSamplingCap?: number;
 }
 
 /** One step's metrics (also the JSON line written to `metrics.jsonl`). */
@@ -406,6 +420,28 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
   const t0 = performance.now();
   let cursor = 0; // rows drawn so far
 
+  let policyVersion = 0; // optimizer updates so far
+  let syncedVersion = -1;
+  let remoteModel = "";
+  /** Rollouts from the servers, in `model.generate`'s row order, after pushing the policy if it changed. */
+  async function remoteGenerate(prompts: number[][], seeds: number[]) {
+    const remote = o.remote!;
+    if (syncedVersion !== policyVersion) {
+      remoteModel = await remote.sync(model, policyVersion);
+      syncedVersion = policyVersion;
+    }
+    const res = await remote.engine.complete(
+      prompts.map((p, i) => ({ promptIds: p, seeds: seeds.slice(i * n, (i + 1) * n) })),
+      { temperature, topP: o.topP ?? 1, topK: o.topK ?? 0, maxNewTokens, model: remoteModel },
+    );
+    const samples = res.flat();
+    return {
+      // servers that return no token ids (SGLang's OpenAI API) get their text re-encoded
+      tokens: samples.map((x) => x.tokenIds.length || !x.text ? x.tokenIds : o.tokenizer.encode(x.text)),
+      logprobs: samples.map((x) => x.logprobs),
+    };
+  }
+
   /** One generation round over `count` fresh prompts. */
   async function rollouts(count: number, step: number): Promise<Rollout[]> {
     const batch: Row[] = [];
@@ -417,7 +453,7 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
     const { ids, mask } = leftPad(encoded, pad);
     const seeds: number[] = [];
     for (const r of batch) for (let j = 0; j < n; j++) seeds.push(sampleSeed(seed, `${r.id}@${step}`, j));
-    const out = await model.generate(ids, {
+    const out = o.remote ? await remoteGenerate(encoded, seeds) : await model.generate(ids, {
       attentionMask: mask,
       numSamples: n,
       temperature,
@@ -525,6 +561,17 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
           part.forEach((r, i) => entropies.push(...ent[i].slice(0, r.tokens.length)));
         }
       }
+      if (o.remote && o.importanceSamplingCap !== undefined && recompute) {
+        // TRL's sequence_mask: weight = exp(sum(trainer logp - sampler logp)), 0 above the cap. Scaling the
+        // advantage is the same as scaling the policy term of every token, which is what TRL weights.
+        batch.forEach((r, i) => {
+          if (o.maskTruncatedCompletions && r.truncated) return;
+          let diff = 0;
+          for (let t = 0; t < r.tokens.length; t++) diff += oldLogps![i][t] - (r.logprobs[t] ?? oldLogps![i][t]);
+          const ratio = Math.exp(diff);
+          advantages[i] *= ratio > o.importanceSamplingCap! ? 0 : ratio;
+        });
+      }
       if (beta !== 0 && batch.length) {
         refLogps = [];
         for (let s = 0; s < batch.length; s += micro) {
@@ -620,6 +667,7 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
           optimizer.step(acc!, { lr });
           tf.dispose(Object.values(acc!));
           updates++;
+          policyVersion++;
         }
       }
       const trainSeconds = (performance.now() - tTrain) / 1000;
