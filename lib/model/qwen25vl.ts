@@ -125,7 +125,7 @@ export class Qwen25VLModel extends Qwen2Model {
     }, { imageGridThw: options.imageGridThw, attentionMask: mask });
   }
 
-  /** Embeds tokens, splices in the image features and computes their positions. */
+  /** The host-side part of a multimodal forward: where the images go and the 3-D positions. */
   private prepare(rows: number[][], options: ForwardOptions): VLPrepared {
     const index = this.index(rows, options);
     return { index, positionIds: tf.tensor3d(index.positionIds, undefined, "float32") };
