@@ -318,6 +318,8 @@ export interface SftLossOptions {
   numItems?: number;
   /** Rows of the vocabulary head computed at once. Default about 2^25 / V. */
   chunkSize?: number;
+  /** Extra forward options (Qwen2.5-VL `pixelValues` / `imageGridThw`, positions) passed to `model.hidden`. */
+  forward?: Omit<ForwardOptions, "attentionMask">;
 }
 
 /** The count of labels that enter the loss (not -100, after the shift). */
@@ -348,6 +350,7 @@ export function sftLoss(model: CausalLM, options: SftLossOptions): tf.Scalar {
       targets: tgt as tf.Tensor2D,
       mask,
       chunkSize: options.chunkSize,
+      forward: options.forward,
     });
     const loss = tf.tidy(() => {
       const denom = options.numItems !== undefined ? tf.scalar(options.numItems) : mask.sum().maximum(1);
@@ -368,6 +371,7 @@ export function sftLoss(model: CausalLM, options: SftLossOptions): tf.Scalar {
     targets: shifted,
     mask,
     chunkSize: options.chunkSize,
+    forward: options.forward,
   });
   const loss = tf.tidy(() => logprobs.sum().neg().div(options.numItems ?? count) as tf.Scalar);
   logprobs.dispose();

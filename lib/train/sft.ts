@@ -25,6 +25,7 @@ import { lrSchedule, type ScheduleType } from "./schedule.ts";
 import { addLora, type LoraOptions, loraParams, mergeLora } from "./lora.ts";
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
 import { createProgress } from "./progress.ts";
+import { type ImageInputBuilder, visionInputBuilder } from "../eval/vision_inputs.ts";
 
 /** One tokenized training example. */
 export interface SftExample {
@@ -94,6 +95,11 @@ export interface SftOptions {
   exportDtype?: string;
   /** Rows of the vocabulary head computed at once (memory bound). */
   chunkSize?: number;
+  /**
+   * Image inputs for rows with images (Qwen2.5-VL models): default `visionInputBuilder(model)` (the model
+   * folder's processor settings). Images are decoded and processed batch by batch.
+   */
+  images?: ImageInputBuilder;
   /** Called after every update with its log record. */
   onStep?: (record: SftStepRecord) => void;
 }
@@ -182,16 +188,29 @@ export function sftText(
   row: SftRow,
   index: number,
   prompt: PromptOptions = {},
+  options: { allowImages?: boolean } = {},
 ): string {
   if (typeof row.text === "string") return row.text;
   if (Array.isArray(row.messages)) return tokenizer.applyChatTemplate(row.messages as ChatMessage[]);
   const r = canonicalRow(row, index);
-  if (r.images.length > 0 && (prompt.includeImages ?? true)) {
+  if (r.images.length > 0 && (prompt.includeImages ?? true) && !options.allowImages) {
     throw new Error(
-      `sft: row ${r.id} has images; sft() trains on text only (set prompt.includeImages to false to drop them).`,
+      `sft: row ${r.id} has images but the model is text-only: use a Qwen2.5-VL checkpoint, or set ` +
+        `prompt.includeImages to false to train on the text alone.`,
     );
   }
   return tokenizer.applyChatTemplate(buildSftMessages(r, prompt));
+}
+
+/** A row with images: rendered now, tokenized per batch once its image tokens are expanded. */
+interface ImageItem {
+  row: Row;
+  text: string;
+  index: number;
+}
+
+function isVision(model: CausalLM): boolean {
+  return Boolean(model.config.vision) || model.config.modelType === "qwen2_5_vl";
 }
 
 /**
@@ -311,15 +330,8 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
   if (!(batchSize >= 1 && micro >= 1)) throw new Error("sft: batchSize and microBatchSize must be >= 1.");
 
   // Tokenize everything up front: rows without any assistant token cannot teach anything and are dropped.
-  const examples: SftExample[] = [];
-  for (let i = 0; i < rows.length; i++) {
-    const ex = Array.isArray(rows[i].inputIds)
-      ? pretokenized(rows[i], i, maxLength)
-      : encodeSftExample(tokenizer ??= await loadTokenizer(model.dir), rows[i], {
-        index: i,
-        prompt: options.prompt,
-        maxLength,
-      });
+  const vision = isVision(model);
+  const checkIds = (ex: SftExample, i: number) => {
     for (const id of ex.inputIds) {
       if (id >= model.config.vocabSize) {
         throw new Error(
@@ -327,12 +339,71 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
         );
       }
     }
+  };
+  const examples: (SftExample | ImageItem)[] = [];
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i];
+    const withImages = vision && !Array.isArray(row.inputIds) && typeof row.text !== "string" &&
+      !Array.isArray(row.messages) && Array.isArray(row.images) && row.images.length > 0 &&
+      (options.prompt?.includeImages ?? true);
+    if (withImages) {
+      tokenizer ??= await loadTokenizer(model.dir);
+      const text = sftText(tokenizer, row, i, options.prompt, { allowImages: true });
+      examples.push({ row: canonicalRow(row, i), text, index: i });
+      continue;
+    }
+    const ex = Array.isArray(row.inputIds)
+      ? pretokenized(row, i, maxLength)
+      : encodeSftExample(tokenizer ??= await loadTokenizer(model.dir), row, {
+        index: i,
+        prompt: options.prompt,
+        maxLength,
+      });
+    checkIds(ex, i);
     if (countLabels(ex) > 0) examples.push(ex);
   }
   if (examples.length === 0) throw new Error("sft: no row has an assistant turn left after truncation.");
 
   const padTokenId = options.padTokenId ?? tokenizer?.padTokenId ?? model.config.padTokenId ??
     model.config.eosTokenIds[0] ?? 0;
+  const images = options.images ?? (vision ? visionInputBuilder(model) : undefined);
+
+  // One micro-batch ready for the model: image rows get their image tokens expanded and pixel values.
+  interface Micro {
+    batch: ReturnType<typeof collate>;
+    forward: { pixelValues?: tf.Tensor2D; imageGridThw?: number[][] };
+    labelled: number;
+  }
+  const prepare = async (items: (SftExample | ImageItem)[]): Promise<Micro> => {
+    const ready: SftExample[] = [];
+    const pending = items.filter((x): x is ImageItem => "row" in x);
+    const forward: Micro["forward"] = {};
+    if (pending.length > 0) {
+      const built = await images!(pending.map((p) => p.row), pending.map((p) => p.text));
+      if (built.pixelValues !== undefined) {
+        forward.pixelValues = built.pixelValues as tf.Tensor2D;
+        forward.imageGridThw = built.imageGridThw;
+      }
+      pending.forEach((p, k) => {
+        const ids = tokenizer!.encode(built.texts[k]);
+        if (ids.length > maxLength) {
+          throw new Error(
+            `sft: row ${p.row.id} has ${ids.length} tokens with its images, over maxLength ${maxLength}.`,
+          );
+        }
+        const ex = { inputIds: ids, labels: assistantLabels(tokenizer!, ids) };
+        checkIds(ex, p.index);
+        ready.push(ex);
+      });
+    }
+    // Image rows first, in the order their pixel values were built (the model consumes images in order).
+    const all = [...ready, ...items.filter((x): x is SftExample => !("row" in x))];
+    return {
+      batch: collate(all, padTokenId),
+      forward,
+      labelled: all.reduce((s, e) => s + countLabels(e), 0),
+    };
+  };
   const stepsPerEpoch = Math.ceil(examples.length / batchSize);
   // As the HF Trainer: maxSteps, when set, wins over epochs (the data is cycled as needed).
   const totalSteps = options.maxSteps ?? epochs * stepsPerEpoch;
@@ -450,21 +521,31 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
       }
       const b = step % stepsPerEpoch;
       const batch = order.slice(b * batchSize, (b + 1) * batchSize).map((i) => examples[i]);
-      const numItems = batch.reduce((s, e) => s + countLabels(e), 0);
+      // All micro-batches are prepared first: the loss is normalised by the labelled tokens of the whole batch.
+      const micros: Micro[] = [];
+      let numItems = 0;
       let realTokens = 0;
       let acc: Record<string, tf.Tensor> | null = null;
       let lossSum = 0;
-      for (let m = 0; m < batch.length; m += micro) {
-        const mb = collate(batch.slice(m, m + micro), padTokenId);
-        realTokens += mb.attentionMask.reduce((s, r) => s + r.reduce((a, x) => a + x, 0), 0);
-        const { value, grads } = valueAndGrads(
-          () => sftLoss(model, { ...mb, numItems, chunkSize: options.chunkSize }),
-          trainable,
-        );
-        lossSum += (await value.data())[0];
-        value.dispose();
-        acc = accumulateGrads(acc, grads);
+      try {
+        for (let m = 0; m < batch.length; m += micro) micros.push(await prepare(batch.slice(m, m + micro)));
+        numItems = micros.reduce((s, mb) => s + mb.labelled, 0);
+        for (const mb of micros) {
+          realTokens += mb.batch.attentionMask.reduce((s, r) => s + r.reduce((a, x) => a + x, 0), 0);
+          if (mb.labelled === 0) continue;
+          const { value, grads } = valueAndGrads(
+            () =>
+              sftLoss(model, { ...mb.batch, numItems, chunkSize: options.chunkSize, forward: mb.forward }),
+            trainable,
+          );
+          lossSum += (await value.data())[0];
+          value.dispose();
+          acc = accumulateGrads(acc, grads);
+        }
+      } finally {
+        for (const mb of micros) mb.forward.pixelValues?.dispose();
       }
+      if (!acc) throw new Error(`sft: update ${step + 1} has no assistant token to learn from.`);
       const gradNorm = await clipGradNorm(acc!, options.maxGradNorm ?? 1);
       const lr = schedule(step);
       optimizer.step(acc!, { lr });
