@@ -279,3 +279,31 @@ Deno.test("sft inputs: an arquero table, a ready 'text' column; errors name the 
     model.dispose();
   }
 });
+
+Deno.test("sft with LoRA: stopped and resumed equals uninterrupted (adapters + moments restored)", async () => {
+  const common = {
+    batchSize: 4,
+    microBatchSize: 4,
+    maxSteps: 4,
+    lr: 1e-2,
+    warmupSteps: 0,
+    progress: false,
+    lora: { r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"] },
+  };
+  const dirA = await tmpDir(), dirB = await tmpDir();
+  try {
+    let model = await loadModel(FIXTURE, { backend: "wasm" });
+    const full = await sft(model, ROWS, { ...common, outputDir: dirA });
+    model.dispose();
+    model = await loadModel(FIXTURE, { backend: "wasm" });
+    await sft(model, ROWS, { ...common, outputDir: dirB, stopAfterSteps: 2 });
+    model.dispose();
+    model = await loadModel(FIXTURE, { backend: "wasm" });
+    const rest = await sft(model, ROWS, { ...common, outputDir: dirB, resumeFrom: `${dirB}/checkpoint-2` });
+    model.dispose();
+    assertEquals(rest.losses, full.losses);
+  } finally {
+    await Deno.remove(dirA, { recursive: true });
+    await Deno.remove(dirB, { recursive: true });
+  }
+});
