@@ -25,7 +25,7 @@ import {
 } from "./lib/eval/evaluate.ts";
 import { readJsonl } from "./lib/eval/jsonl_store.ts";
 import { passCountHistogram, writeSvg } from "./lib/plot.ts";
-import { runServe, SERVE_SETTINGS } from "./lib/serve/command.ts";
+import { openRemoteEngine, REMOTE_SETTINGS, runServe, SERVE_SETTINGS } from "./lib/serve/command.ts";
 
 /** The type of a setting: how its flag and config value are read. */
 type Kind = "string" | "number" | "boolean" | "list";
@@ -69,6 +69,7 @@ const COMMANDS: Record<string, Command> = {
       "sample n answers per question, grade them with the recipe's reward, record pass counts (resumable)",
     settings: {
       ...MODEL_SETTINGS,
+      ...(REMOTE_SETTINGS as unknown as Record<string, Setting>),
       data: { kind: "list", help: "dataset file(s) or folder (parquet, JSONL, JSON, CSV)" },
       format: {
         kind: "string",
@@ -131,6 +132,7 @@ const COMMANDS: Record<string, Command> = {
       "accuracy per benchmark (strict and lenient grading, bootstrap 95% CI), mean, report (resumable)",
     settings: {
       ...MODEL_SETTINGS,
+      ...(REMOTE_SETTINGS as unknown as Record<string, Setting>),
       benchmarks: {
         kind: "list",
         help: "registry names (medqa, pubmedqa, vqa_rad_closed, medvlthinker_eval), data files, or name=file",
@@ -328,6 +330,9 @@ function dirOf(path: string): string {
 }
 
 async function openModel(config: Record<string, unknown>) {
+  if (Array.isArray(config.endpoints) && config.endpoints.length > 0) {
+    return { model: openRemoteEngine(config), tokenizer: undefined };
+  }
   const model = await loadModel(String(config.model), { backend: config.backend as never });
   const tokenizer = await loadTokenizer(model.dir);
   return { model, tokenizer };

@@ -41,7 +41,7 @@ export interface OpenAIEngineOptions {
   cooldownMs?: number;
   /** `vllm` (default), `sglang` or `medthink`. */
   protocol?: ServerProtocol;
-  /** Name in reports and resume metadata. Default: the model name. */
+  /** Name in reports and resume metadata. Default: the model name, else `openai-compatible`. */
   name?: string;
 }
 
@@ -277,8 +277,9 @@ export function openaiEngine(options: OpenAIEngineOptions): OpenAIEngine {
   }
 
   return {
+    // not the URLs: a resumed run may use other endpoints for the same model
     get name() {
-      return options.name ?? options.model ?? endpoints[0].url;
+      return options.name ?? options.model ?? "openai-compatible";
     },
     baseUrls: endpoints.map((e) => e.url),
     protocol,

@@ -7,6 +7,7 @@
 import { loadModel } from "../model/load.ts";
 import { loadTokenizer } from "../tokenizer.ts";
 import { serveModel } from "./server.ts";
+import { type OpenAIEngine, openaiEngine, type ServerProtocol } from "../engine/openai.ts";
 
 /** The flags of `cli.ts serve` (kinds as `cli.ts` reads them). */
 export const SERVE_SETTINGS = {
@@ -49,4 +50,31 @@ export async function runServe(config: Record<string, unknown>): Promise<void> {
     Deno.removeSignalListener("SIGTERM", stop);
     model.dispose();
   }
+}
+
+/** Flags of `probe` / `evaluate` that send the generation to OpenAI-compatible servers instead of a local model. */
+export const REMOTE_SETTINGS = {
+  endpoints: {
+    kind: "list",
+    help: "OpenAI-compatible server URLs (vLLM, SGLang, medthink serve); when given, --model is the served model name",
+  },
+  protocol: { kind: "string", help: "server software behind --endpoints: vllm, sglang or medthink", default: "vllm" },
+  concurrency: { kind: "number", help: "requests in flight per endpoint", default: 8 },
+  apiKeyEnv: { kind: "string", help: "environment variable holding the servers' API key", default: "OPENAI_API_KEY" },
+  requestTimeout: { kind: "number", help: "seconds before a request to a server is abandoned (and retried)", default: 600 },
+} as const;
+
+/** The remote engine described by the `REMOTE_SETTINGS` flags, with a no-op `dispose` like a model's. */
+export function openRemoteEngine(config: Record<string, unknown>): OpenAIEngine & { dispose(): void } {
+  const endpoints = config.endpoints as string[];
+  const engine = openaiEngine({
+    baseUrls: endpoints,
+    // the default model name means "whatever the servers serve" (asked from /v1/models)
+    model: config.model === "medthink-tiny" ? undefined : String(config.model),
+    protocol: config.protocol as ServerProtocol,
+    concurrencyPerEndpoint: Number(config.concurrency ?? 8),
+    apiKeyEnv: String(config.apiKeyEnv ?? "OPENAI_API_KEY"),
+    timeoutMs: Number(config.requestTimeout ?? 600) * 1000,
+  });
+  return Object.assign(engine, { dispose() {} });
 }
