@@ -75,7 +75,7 @@ const log = (msg: string) => console.log(`[${since(t0).padStart(6)}s] ${msg}`);
 const quick = args.quick;
 const num = (o: Record<string, unknown>, k: string, d: number) => (o[k] === undefined ? d : Number(o[k]));
 const WARMUP = {
-  steps: num(warmConfig, "steps", quick ? 12 : 30),
+  steps: num(warmConfig, "steps", embedded ? (quick ? 20 : 30) : 0),
   batchSize: num(warmConfig, "batch_size", 32),
   lr: num(warmConfig, "lr", embedded ? 3e-3 : 1e-5),
   reasoning: (warmConfig.reasoning as string | undefined) ?? "compare",
@@ -100,8 +100,10 @@ const GRPO: Partial<GrpoOptions> = embedded
     steps: quick ? 4 : 60,
   }
   : { ...MEDVLTHINKER_GRPO, maxNewTokens: 1024, promptsPerStep: 16, miniBatchPrompts: 8, microBatchSize: 8, steps: 50 };
-for (const [k, v] of Object.entries(grpoConfig)) (GRPO as Record<string, unknown>)[camel(k)] = v;
-const GRPO_SECONDS = num(grpoConfig, "max_seconds", quick ? 60 : 330);
+for (const [k, v] of Object.entries(grpoConfig)) {
+  if (k !== "max_seconds") (GRPO as Record<string, unknown>)[camel(k)] = v;
+}
+const GRPO_SECONDS = num(grpoConfig, "max_seconds", embedded ? (quick ? 60 : 330) : Infinity);
 const BASELINE = {
   enabled: baseConfig.enabled === undefined ? true : Boolean(baseConfig.enabled),
   lr: num(baseConfig, "lr", WARMUP.lr),
@@ -263,12 +265,12 @@ log(
 );
 const grpoRows = [...train.slice(warmCursor), ...train.slice(0, warmCursor)];
 const grpoRun = await grpo(model, grpoRows, {
+  shuffle: false, // the demo's rows are already random; real tables keep their curriculum order
   ...GRPO,
   tokenizer: tok,
   prompt,
   rewards: [["medvlthinker", medvlthinkerRewardFn, 1]],
   seed,
-  shuffle: false,
   maxSeconds: GRPO_SECONDS,
   outDir: `${out}/grpo`,
 } as GrpoOptions);
