@@ -55,7 +55,10 @@ export async function startServe(args: string[], timeoutMs = 90_000): Promise<Se
   try {
     const url = await new Promise<string>((resolve, reject) => {
       onLine = resolve;
-      timer = setTimeout(() => reject(new Error(`serve did not start in ${timeoutMs} ms:\n${err}`)), timeoutMs);
+      timer = setTimeout(
+        () => reject(new Error(`serve did not start in ${timeoutMs} ms:\n${err}`)),
+        timeoutMs,
+      );
       status.then((s) => reject(new Error(`serve exited with ${s.code} before listening:\n${err}`)));
     });
     clearTimeout(timer);

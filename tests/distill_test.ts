@@ -85,11 +85,22 @@ Deno.test("distill: an interrupted run resumes from its JSONL file and gives the
     const full = await distill(fakeTeacher(), rows, { n: 3, batchSize: 4, progress: false });
     const stop = new AbortController();
     const t1 = fakeTeacher();
-    const first = distill(t1, rows, { n: 3, batchSize: 4, out: `${dir}/t.jsonl`, signal: stop.signal, progress: false });
+    const first = distill(t1, rows, {
+      n: 3,
+      batchSize: 4,
+      out: `${dir}/t.jsonl`,
+      signal: stop.signal,
+      progress: false,
+    });
     stop.abort(); // checked before each batch: nothing is drawn
     assertEquals((await first).questions, 0);
     const t2 = fakeTeacher();
-    const partial = await distill(t2, rows.slice(0, 4), { n: 3, batchSize: 4, out: `${dir}/t.jsonl`, progress: false });
+    const partial = await distill(t2, rows.slice(0, 4), {
+      n: 3,
+      batchSize: 4,
+      out: `${dir}/t.jsonl`,
+      progress: false,
+    });
     const t3 = fakeTeacher();
     const resumed = await distill(t3, rows, { n: 3, batchSize: 4, out: `${dir}/t.jsonl`, progress: false });
     assertEquals(resumed.table.objects(), full.table.objects());

@@ -27,10 +27,13 @@ function fakeServer(options: { delayMs?: number; fail?: (i: number) => number | 
       if (options.delayMs) await new Promise((r) => setTimeout(r, options.delayMs));
       const status = options.fail?.(i);
       if (status) {
-        return new Response(JSON.stringify({ error: { message: "boom", type: "X", param: null, code: status } }), {
-          status,
-          headers: { "content-type": "application/json" },
-        });
+        return new Response(
+          JSON.stringify({ error: { message: "boom", type: "X", param: null, code: status } }),
+          {
+            status,
+            headers: { "content-type": "application/json" },
+          },
+        );
       }
       return Response.json({
         id: "x",
@@ -40,7 +43,14 @@ function fakeServer(options: { delayMs?: number; fail?: (i: number) => number | 
         choices: [{
           index: 0,
           message: { role: "assistant", content: `seed:${body.seed}` },
-          logprobs: { content: [{ token: "a", logprob: -0.5, bytes: [97], top_logprobs: [] }, { token: "b", logprob: -1, bytes: [98], top_logprobs: [] }] },
+          logprobs: {
+            content: [{ token: "a", logprob: -0.5, bytes: [97], top_logprobs: [] }, {
+              token: "b",
+              logprob: -1,
+              bytes: [98],
+              top_logprobs: [],
+            }],
+          },
           finish_reason: "stop",
           token_ids: [7, 8],
         }],
@@ -50,10 +60,17 @@ function fakeServer(options: { delayMs?: number; fail?: (i: number) => number | 
       state.inFlight--;
     }
   });
-  return { url: `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`, state, stop: () => server.shutdown() };
+  return {
+    url: `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`,
+    state,
+    stop: () => server.shutdown(),
+  };
 }
 
-const ask = (seeds?: number[]) => ({ messages: [{ role: "user", content: "hi" }], ...(seeds ? { seeds } : { n: 1 }) });
+const ask = (seeds?: number[]) => ({
+  messages: [{ role: "user", content: "hi" }],
+  ...(seeds ? { seeds } : { n: 1 }),
+});
 
 Deno.test("openaiEngine: explicit sampling values, extras, one request per seeded sample, concurrency limit", async () => {
   const a = fakeServer({ delayMs: 30 }), b = fakeServer({ delayMs: 30 });
@@ -61,14 +78,30 @@ Deno.test("openaiEngine: explicit sampling values, extras, one request per seede
     const engine = openaiEngine({ baseUrls: [a.url, `${b.url}/v1/`], model: "m", concurrencyPerEndpoint: 3 });
     assertEquals(engine.baseUrls, [apiBaseUrl(a.url), `${b.url}/v1`]);
     const seeds = Array.from({ length: 20 }, (_, i) => 1000 + i);
-    const out = await engine.complete([ask(seeds.slice(0, 10)), ask(seeds.slice(10))], { ...SAMPLING, topK: 5 });
-    assertEquals(out.map((r) => r.map((s) => s.text)), [seeds.slice(0, 10), seeds.slice(10)].map((x) => x.map((s) => `seed:${s}`)));
-    assertEquals(out[0][0], { text: "seed:1000", tokenIds: [7, 8], logprobs: [-0.5, -1], finishReason: "stop" });
-    assert(a.state.maxInFlight <= 3 && b.state.maxInFlight <= 3, `in flight ${a.state.maxInFlight}, ${b.state.maxInFlight}`);
+    const out = await engine.complete([ask(seeds.slice(0, 10)), ask(seeds.slice(10))], {
+      ...SAMPLING,
+      topK: 5,
+    });
+    assertEquals(
+      out.map((r) => r.map((s) => s.text)),
+      [seeds.slice(0, 10), seeds.slice(10)].map((x) => x.map((s) => `seed:${s}`)),
+    );
+    assertEquals(out[0][0], {
+      text: "seed:1000",
+      tokenIds: [7, 8],
+      logprobs: [-0.5, -1],
+      finishReason: "stop",
+    });
+    assert(
+      a.state.maxInFlight <= 3 && b.state.maxInFlight <= 3,
+      `in flight ${a.state.maxInFlight}, ${b.state.maxInFlight}`,
+    );
     assertEquals(a.state.requests + b.state.requests, 20);
     assert(a.state.requests >= 5 && b.state.requests >= 5, "requests are spread over both endpoints");
     const body = a.state.bodies[0];
-    for (const k of ["temperature", "top_p", "max_tokens", "seed", "top_k", "n"]) assert(k in body, `${k} is sent`);
+    for (const k of ["temperature", "top_p", "max_tokens", "seed", "top_k", "n"]) {
+      assert(k in body, `${k} is sent`);
+    }
     assertEquals([body.n, body.temperature, body.top_p, body.top_k, body.max_tokens], [1, 1, 1, 5, 6]);
     assertEquals([body.return_token_ids, body.skip_special_tokens, body.logprobs], [true, true, true]);
     assertEquals(engine.stats().map((s) => s.ok).reduce((x, y) => x + y), 20);
@@ -81,7 +114,13 @@ Deno.test("openaiEngine: seeded samples retry with backoff and fail over; unseed
   // a: every request fails with 503; b: its first request fails
   const a = fakeServer({ fail: () => 503 }), b = fakeServer({ fail: (i) => (i === 0 ? 500 : null) });
   try {
-    const engine = openaiEngine({ baseUrls: [a.url, b.url], model: "m", backoffMs: 5, cooldownMs: 50, retries: 4 });
+    const engine = openaiEngine({
+      baseUrls: [a.url, b.url],
+      model: "m",
+      backoffMs: 5,
+      cooldownMs: 50,
+      retries: 4,
+    });
     const out = await engine.complete([ask([1, 2, 3, 4])], SAMPLING);
     assertEquals(out[0].map((s) => s.text), ["seed:1", "seed:2", "seed:3", "seed:4"]);
     const stats = engine.stats();
@@ -106,7 +145,13 @@ Deno.test("openaiEngine: seeded samples retry with backoff and fail over; unseed
       await c.stop();
     }
     // an endpoint that never answers exhausts the retries with a clear error
-    const dead = openaiEngine({ baseUrls: ["http://127.0.0.1:9"], model: "m", backoffMs: 1, cooldownMs: 1, retries: 2 });
+    const dead = openaiEngine({
+      baseUrls: ["http://127.0.0.1:9"],
+      model: "m",
+      backoffMs: 1,
+      cooldownMs: 1,
+      retries: 2,
+    });
     await rejects(dead.complete([ask([1])], SAMPLING), /after 3 attempts/);
   } finally {
     await Promise.all([a.stop(), b.stop()]);
@@ -115,15 +160,22 @@ Deno.test("openaiEngine: seeded samples retry with backoff and fail over; unseed
 
 Deno.test("toWireMessages: images become base64 data URLs in image_url parts", async () => {
   const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3]);
-  const wire = await toWireMessages([{ role: "user", content: [{ type: "image", image: { bytes: png } }, { type: "text", text: "Q" }] }]);
+  const wire = await toWireMessages([{
+    role: "user",
+    content: [{ type: "image", image: { bytes: png } }, { type: "text", text: "Q" }],
+  }]);
   assertEquals(wire, [{
     role: "user",
-    content: [{ type: "image_url", image_url: { url: "data:image/png;base64,iVBORw0KGgoBAgM=" } }, { type: "text", text: "Q" }],
+    content: [{ type: "image_url", image_url: { url: "data:image/png;base64,iVBORw0KGgoBAgM=" } }, {
+      type: "text",
+      text: "Q",
+    }],
   }]);
 });
 
 Deno.test({
-  name: "localEngine: a sample depends only on its seed, not on its batch; seeds reproduce model.generate rows",
+  name:
+    "localEngine: a sample depends only on its seed, not on its batch; seeds reproduce model.generate rows",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -132,7 +184,10 @@ Deno.test({
       const tok = await loadTokenizer(model.dir);
       const engine = localEngine(model, tok, { maxBatchRows: 8 });
       const reqs = [
-        { messages: [{ role: "user", content: "First question, a long one with many words in it." }], seeds: [1, 2] },
+        {
+          messages: [{ role: "user", content: "First question, a long one with many words in it." }],
+          seeds: [1, 2],
+        },
         { messages: [{ role: "user", content: "Second?" }], seeds: [3] },
       ];
       const together = await engine.complete(reqs, SAMPLING);
@@ -142,7 +197,10 @@ Deno.test({
       const direct = await model.generate([ids], { ...SAMPLING, seeds: [3] });
       const eos = new Set(model.config.eosTokenIds);
       const stop = direct.tokens[0].findIndex((t) => eos.has(t));
-      assertEquals(together[1][0].tokenIds, stop < 0 ? direct.tokens[0] : direct.tokens[0].slice(0, stop + 1));
+      assertEquals(
+        together[1][0].tokenIds,
+        stop < 0 ? direct.tokens[0] : direct.tokens[0].slice(0, stop + 1),
+      );
       assertEquals(together[1][0].logprobs, direct.logprobs[0].slice(0, together[1][0].tokenIds.length));
     } finally {
       model.dispose();
@@ -151,20 +209,37 @@ Deno.test({
 });
 
 Deno.test({
-  name: "remote probe over two serve processes, one killed midway: finishes, resumes, each question once, equals local",
+  name:
+    "remote probe over two serve processes, one killed midway: finishes, resumes, each question once, equals local",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "engine_probe_" });
-    const [a, b] = await Promise.all([startServe(["--model", "medthink-tiny"]), startServe(["--model", "medthink-tiny"])]);
+    const [a, b] = await Promise.all([
+      startServe(["--model", "medthink-tiny"]),
+      startServe(["--model", "medthink-tiny"]),
+    ]);
     const model = await loadModel("medthink-tiny");
     try {
       const table = aq.from(fakeRows(8));
-      const opts = { n: 2, temperature: 0, maxNewTokens: 8, batchSize: 2, keepCompletions: true, progress: false };
+      const opts = {
+        n: 2,
+        temperature: 0,
+        maxNewTokens: 8,
+        batchSize: 2,
+        keepCompletions: true,
+        progress: false,
+      };
       const local = await probe(model, table, { ...opts, out: `${dir}/local.jsonl` });
       const out = `${dir}/probe.jsonl`;
       const mk = () =>
-        openaiEngine({ baseUrls: [a.url, b.url], model: "medthink-tiny", backoffMs: 20, cooldownMs: 500, retries: 6 });
+        openaiEngine({
+          baseUrls: [a.url, b.url],
+          model: "medthink-tiny",
+          backoffMs: 20,
+          cooldownMs: 500,
+          retries: 6,
+        });
       // run 1: A is killed after the first batch, the run is stopped after the second
       const stop = new AbortController();
       const first = mk();
@@ -195,7 +270,9 @@ Deno.test({
       assertEquals(resumed.objects(), local.objects());
       const texts = async (f: string) =>
         Object.fromEntries(
-          (await readJsonl<{ id?: string; completions?: string[] }>(f)).filter((r) => r.id).map((r) => [r.id, r.completions]),
+          (await readJsonl<{ id?: string; completions?: string[] }>(f)).filter((r) => r.id).map((
+            r,
+          ) => [r.id, r.completions]),
         );
       assertEquals(await texts(out), await texts(`${dir}/local.jsonl`));
       // a finished run resumes without a single request

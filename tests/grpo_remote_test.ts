@@ -10,7 +10,8 @@ import { buildPrompt } from "../lib/data/prompt.ts";
 import { fakeRows } from "./_eval_fakes.ts";
 
 Deno.test({
-  name: "grpo with remote rollouts: served outputs change after each update; losses equal a local-rollout run",
+  name:
+    "grpo with remote rollouts: served outputs change after each update; losses equal a local-rollout run",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -21,13 +22,23 @@ Deno.test({
     const policyA = await loadModel("medthink-tiny");
     const policyB = await loadModel("medthink-tiny");
     try {
-      for (const m of [policyA, policyB]) addLora(m, { r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], seed: 3 });
+      for (const m of [policyA, policyB]) {
+        addLora(m, { r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"], seed: 3 });
+      }
       const rows = fakeRows(4);
-      const probeIds = tokenizer.encode(tokenizer.applyChatTemplate(buildPrompt(rows[0]), { addGenerationPrompt: true }));
+      const probeIds = tokenizer.encode(
+        tokenizer.applyChatTemplate(buildPrompt(rows[0]), { addGenerationPrompt: true }),
+      );
       const served4 = async () => {
         const r = await fetch(`${server.url}/v1/completions`, {
           method: "POST",
-          body: JSON.stringify({ model: "policy", prompt: probeIds, max_tokens: 4, temperature: 0, logprobs: 0 }),
+          body: JSON.stringify({
+            model: "policy",
+            prompt: probeIds,
+            max_tokens: 4,
+            temperature: 0,
+            logprobs: 0,
+          }),
         });
         return (await r.json()).choices[0].logprobs.token_logprobs as number[];
       };
@@ -46,7 +57,12 @@ Deno.test({
         progress: false,
       };
       const servedPerStep: number[][] = [];
-      const remote = remotePolicy({ baseUrls: [server.url], protocol: "medthink", model: "medthink-tiny", dir });
+      const remote = remotePolicy({
+        baseUrls: [server.url],
+        protocol: "medthink",
+        model: "medthink-tiny",
+        dir,
+      });
       const remoteRun = await grpo(policyA, rows, {
         ...base,
         remote,
@@ -59,17 +75,23 @@ Deno.test({
       notDeepStrictEqual(servedPerStep[1], servedPerStep[0]);
       notDeepStrictEqual(servedPerStep[2], servedPerStep[1]);
       // same seeds -> same completions -> the same losses and rewards as rollouts from model.generate
-      const pick = (h: GrpoStepMetrics[]) => h.map((m) => [m.reward, m.reward_std, m.completion_length_mean, m.completion_length_max]);
+      const pick = (h: GrpoStepMetrics[]) =>
+        h.map((m) => [m.reward, m.reward_std, m.completion_length_mean, m.completion_length_max]);
       assertEquals(pick(remoteRun.history), pick(localRun.history));
       for (const [i, m] of remoteRun.history.entries()) {
         const want = localRun.history[i].loss;
-        assert(Math.abs(m.loss - want) <= 1e-5 * Math.max(1, Math.abs(want)), `step ${i}: loss ${m.loss} vs local ${want}`);
+        assert(
+          Math.abs(m.loss - want) <= 1e-5 * Math.max(1, Math.abs(want)),
+          `step ${i}: loss ${m.loss} vs local ${want}`,
+        );
       }
       // after a final push the server's greedy log-probs are the trainer's
       await remote.sync(policyA, 100);
       const local = await policyA.generate([probeIds], { temperature: 0, maxNewTokens: 4 });
       const got = await served4();
-      got.forEach((lp, t) => assert(Math.abs(lp - local.logprobs[0][t]) < 1e-4, `token ${t}: ${lp} vs ${local.logprobs[0][t]}`));
+      got.forEach((lp, t) =>
+        assert(Math.abs(lp - local.logprobs[0][t]) < 1e-4, `token ${t}: ${lp} vs ${local.logprobs[0][t]}`)
+      );
       // both versions kept on disk at most (keep = 2)
       const left = [...Deno.readDirSync(dir)].map((e) => e.name);
       assert(left.length <= 2, `left ${left}`);

@@ -27,7 +27,8 @@ async function post(url: string, path: string, body: unknown): Promise<{ status:
 }
 
 Deno.test({
-  name: "serve: greedy /v1/completions from token ids reproduces qwen2-tiny's golden tokens (embedded tokenizer)",
+  name:
+    "serve: greedy /v1/completions from token ids reproduces qwen2-tiny's golden tokens (embedded tokenizer)",
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -48,10 +49,16 @@ Deno.test({
       assertEquals(r.choices.length, 2);
       assertEquals(r.choices.map((c: any) => c.token_ids), golden.greedy_new_tokens);
       assertEquals(r.choices.map((c: any) => c.prompt_token_ids), golden.input_ids);
-      assert(r.choices.every((c: any) => c.finish_reason === "length" && c.logprobs.token_logprobs.length === 8));
+      assert(
+        r.choices.every((c: any) => c.finish_reason === "length" && c.logprobs.token_logprobs.length === 8),
+      );
       assertEquals(r.usage, { prompt_tokens: 24, completion_tokens: 16, total_tokens: 40 });
       // a token id outside this checkpoint's 300-token vocabulary is a 400, not a crash
-      const bad = await post(server.url, "/v1/completions", { model: FIXTURE, prompt: [5, 300], max_tokens: 2 });
+      const bad = await post(server.url, "/v1/completions", {
+        model: FIXTURE,
+        prompt: [5, 300],
+        max_tokens: 2,
+      });
       assertEquals(bad.status, 400);
       assert(/vocabulary/.test(bad.body.error.message));
     } finally {
@@ -104,7 +111,13 @@ Deno.test({
 
       await t.step("the same seed gives the same text; another seed another", async () => {
         const ask = (seed: number) =>
-          api.chat.completions.create({ model: "medthink-tiny", messages, max_tokens: 8, temperature: 1, seed });
+          api.chat.completions.create({
+            model: "medthink-tiny",
+            messages,
+            max_tokens: 8,
+            temperature: 1,
+            seed,
+          });
         const [a, b, c] = await Promise.all([ask(5), ask(5), ask(6)]);
         assertEquals(a.choices[0].message.content, b.choices[0].message.content);
         notDeepStrictEqual(a.choices[0].message.content, c.choices[0].message.content);
@@ -121,7 +134,12 @@ Deno.test({
           ["/v1/chat/completions", { messages, top_p: 2 }, 400],
           ["/v1/chat/completions", { messages, max_tokens: "many" }, 400],
           ["/v1/chat/completions", { messages, stream: true }, 400],
-          ["/v1/chat/completions", { messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "http://x/y.png" } }] }] }, 400],
+          ["/v1/chat/completions", {
+            messages: [{
+              role: "user",
+              content: [{ type: "image_url", image_url: { url: "http://x/y.png" } }],
+            }],
+          }, 400],
           ["/v1/chat/completions", { model: "gpt-4", messages }, 404],
           ["/v1/completions", { prompt: [], max_tokens: 2 }, 400],
           ["/v1/completions", { prompt: [1, 2], max_tokens: 2, model: "other" }, 404],
@@ -147,35 +165,46 @@ Deno.test({
         assertEquals((await fetch(`${server.url}/health`)).status, 200);
       });
 
-      await t.step("200 concurrent chat requests: all answered, server healthy, tensors back to baseline", async () => {
-        const before = await (await fetch(`${server.url}/medthink/stats`)).json();
-        const t0 = performance.now();
-        const results = await Promise.allSettled(
-          Array.from({ length: 200 }, (_, i) =>
-            api.chat.completions.create({
-              model: "medthink-tiny",
-              messages: [{ role: "user", content: `Question ${i}: is ${i} even?` }],
-              max_tokens: 4,
-              temperature: 1,
-              seed: i,
-            })),
-        );
-        const seconds = (performance.now() - t0) / 1000;
-        const failed = results.filter((r) => r.status === "rejected");
-        assertEquals(failed.length, 0, `${failed.length} failed: ${(failed[0] as PromiseRejectedResult)?.reason}`);
-        for (const r of results) {
-          const v = (r as PromiseFulfilledResult<any>).value;
-          assertEquals(v.choices.length, 1);
-          assert(v.usage.completion_tokens >= 1 && v.usage.completion_tokens <= 4);
-        }
-        assertEquals((await fetch(`${server.url}/health`)).status, 200);
-        const after = await (await fetch(`${server.url}/medthink/stats`)).json();
-        assertEquals(after.numTensors, before.numTensors);
-        assertEquals(after.numBytes, before.numBytes);
-        assertEquals(after.served - before.served, 200);
-        assert(after.rss < before.rss + 512 * 2 ** 20, `rss grew from ${before.rss} to ${after.rss}`);
-        console.log(`  200 requests in ${seconds.toFixed(1)} s; rss ${(before.rss / 2 ** 20).toFixed(0)} -> ${(after.rss / 2 ** 20).toFixed(0)} MiB`);
-      });
+      await t.step(
+        "200 concurrent chat requests: all answered, server healthy, tensors back to baseline",
+        async () => {
+          const before = await (await fetch(`${server.url}/medthink/stats`)).json();
+          const t0 = performance.now();
+          const results = await Promise.allSettled(
+            Array.from({ length: 200 }, (_, i) =>
+              api.chat.completions.create({
+                model: "medthink-tiny",
+                messages: [{ role: "user", content: `Question ${i}: is ${i} even?` }],
+                max_tokens: 4,
+                temperature: 1,
+                seed: i,
+              })),
+          );
+          const seconds = (performance.now() - t0) / 1000;
+          const failed = results.filter((r) => r.status === "rejected");
+          assertEquals(
+            failed.length,
+            0,
+            `${failed.length} failed: ${(failed[0] as PromiseRejectedResult)?.reason}`,
+          );
+          for (const r of results) {
+            const v = (r as PromiseFulfilledResult<any>).value;
+            assertEquals(v.choices.length, 1);
+            assert(v.usage.completion_tokens >= 1 && v.usage.completion_tokens <= 4);
+          }
+          assertEquals((await fetch(`${server.url}/health`)).status, 200);
+          const after = await (await fetch(`${server.url}/medthink/stats`)).json();
+          assertEquals(after.numTensors, before.numTensors);
+          assertEquals(after.numBytes, before.numBytes);
+          assertEquals(after.served - before.served, 200);
+          assert(after.rss < before.rss + 512 * 2 ** 20, `rss grew from ${before.rss} to ${after.rss}`);
+          console.log(
+            `  200 requests in ${seconds.toFixed(1)} s; rss ${(before.rss / 2 ** 20).toFixed(0)} -> ${
+              (after.rss / 2 ** 20).toFixed(0)
+            } MiB`,
+          );
+        },
+      );
 
       await t.step("a LoRA adapter loaded in place changes the outputs as its weights say", async () => {
         const dir = await Deno.makeTempDir({ prefix: "serve_lora_" });
@@ -226,9 +255,20 @@ Deno.test({
           const listed = await api.models.list();
           assertEquals(listed.data.map((m) => m.id), ["medthink-tiny", "policy"]);
           // loading again without load_inplace is refused, as vLLM does
-          assertEquals((await post(server.url, "/v1/load_lora_adapter", { lora_name: "policy", lora_path: `${dir}/v1` })).status, 400);
-          assertEquals((await post(server.url, "/v1/unload_lora_adapter", { lora_name: "policy" })).status, 200);
-          assertEquals((await post(server.url, "/v1/completions", { model: "policy", prompt: [1], max_tokens: 1 })).status, 404);
+          assertEquals(
+            (await post(server.url, "/v1/load_lora_adapter", { lora_name: "policy", lora_path: `${dir}/v1` }))
+              .status,
+            400,
+          );
+          assertEquals(
+            (await post(server.url, "/v1/unload_lora_adapter", { lora_name: "policy" })).status,
+            200,
+          );
+          assertEquals(
+            (await post(server.url, "/v1/completions", { model: "policy", prompt: [1], max_tokens: 1 }))
+              .status,
+            404,
+          );
         } finally {
           model.dispose();
           await Deno.remove(dir, { recursive: true });

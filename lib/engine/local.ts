@@ -85,7 +85,9 @@ function normalizeMessages(messages: ChatMessage[]): { messages: ChatMessage[]; 
   const images: ImageRef[] = [];
   const out = messages.map((m, i) => {
     if (typeof m.content === "string") return m;
-    if (!Array.isArray(m.content)) throw new Error(`Message ${i} has content that is neither a string nor a list of parts.`);
+    if (!Array.isArray(m.content)) {
+      throw new Error(`Message ${i} has content that is neither a string nor a list of parts.`);
+    }
     const parts: ChatContentPart[] = m.content.map((p) => {
       const part = p as ChatContentPart & { image_url?: { url?: string } | string };
       if (part.type === "image_url" || part.image_url !== undefined) {
@@ -113,7 +115,15 @@ function normalizeMessages(messages: ChatMessage[]): { messages: ChatMessage[]; 
 }
 
 function samplingKey(s: LocalSampling): string {
-  return JSON.stringify([s.temperature, s.topP, s.topK, s.maxNewTokens, s.stop ?? [], s.model ?? "", s.topLogprobs ?? 0]);
+  return JSON.stringify([
+    s.temperature,
+    s.topP,
+    s.topK,
+    s.maxNewTokens,
+    s.stop ?? [],
+    s.model ?? "",
+    s.topLogprobs ?? 0,
+  ]);
 }
 
 /**
@@ -130,7 +140,11 @@ function samplingKey(s: LocalSampling): string {
  * });
  * ```
  */
-export function localEngine(model: CausalLM, tokenizer: EngineTokenizer, options: LocalEngineOptions = {}): LocalEngine {
+export function localEngine(
+  model: CausalLM,
+  tokenizer: EngineTokenizer,
+  options: LocalEngineOptions = {},
+): LocalEngine {
   const maxRows = options.maxBatchRows ?? 16;
   const eos = new Set(model.config.eosTokenIds);
   const pad = model.config.padTokenId ?? model.config.eosTokenIds[0] ?? 0;
@@ -148,12 +162,18 @@ export function localEngine(model: CausalLM, tokenizer: EngineTokenizer, options
 
   async function runBatch(jobs: Job[]): Promise<void> {
     const s = jobs[0].sampling;
-    const rowsForImages: Row[] = jobs.map((j, i) => ({ id: String(i), images: j.prompt.images }) as unknown as Row);
+    const rowsForImages: Row[] = jobs.map((j, i) =>
+      ({ id: String(i), images: j.prompt.images }) as unknown as Row
+    );
     let texts = jobs.map((j) => j.prompt.text ?? "");
     let pixelValues: tf.Tensor2D | undefined;
     let imageGridThw: number[][] | undefined;
     if (jobs.some((j) => j.prompt.images.length > 0)) {
-      if (!model.config.vision) throw new Error(`The model ${model.dir ?? model.config.modelType} is text-only and cannot take images.`);
+      if (!model.config.vision) {
+        throw new Error(
+          `The model ${model.dir ?? model.config.modelType} is text-only and cannot take images.`,
+        );
+      }
       imageBuilder ??= visionInputBuilder(model);
       const prepared = await imageBuilder(rowsForImages, texts);
       texts = prepared.texts;
@@ -203,7 +223,10 @@ export function localEngine(model: CausalLM, tokenizer: EngineTokenizer, options
         if (cut !== null) {
           // keep the shortest token prefix whose text reaches the stop string, as servers stream and stop
           let len = 1;
-          while (len < tokens.length && firstStop(tokenizer.decode(tokens.slice(0, len), { skipSpecialTokens: true }), s.stop) === null) len++;
+          while (
+            len < tokens.length &&
+            firstStop(tokenizer.decode(tokens.slice(0, len), { skipSpecialTokens: true }), s.stop) === null
+          ) len++;
           tokens = tokens.slice(0, len);
           logprobs = logprobs.slice(0, len);
           text = text.slice(0, cut);
@@ -236,13 +259,19 @@ export function localEngine(model: CausalLM, tokenizer: EngineTokenizer, options
         const seq = [...prompt, ...sample.tokenIds.slice(0, -1)];
         const t = s.temperature > 0 ? s.temperature : 1;
         const top = tf.tidy(() => {
-          const logits = model.logits([seq]).slice([0, prompt.length - 1, 0], [1, sample.tokenIds.length, -1]);
+          const logits = model.logits([seq]).slice([0, prompt.length - 1, 0], [
+            1,
+            sample.tokenIds.length,
+            -1,
+          ]);
           const lp = tf.logSoftmax(logits.squeeze([0]).div(t));
           return tf.topk(lp, s.topLogprobs!);
         });
         const [values, indices] = await Promise.all([top.values.array(), top.indices.array()]);
         tf.dispose([top.values, top.indices]);
-        sample.topLogprobs = (values as number[][]).map((row, p) => row.map((v, c) => [(indices as number[][])[p][c], v]));
+        sample.topLogprobs = (values as number[][]).map((row, p) =>
+          row.map((v, c) => [(indices as number[][])[p][c], v])
+        );
       }
     } finally {
       model.lora = savedLora;
@@ -280,13 +309,18 @@ export function localEngine(model: CausalLM, tokenizer: EngineTokenizer, options
         const bad = r.promptIds.find((t) => !Number.isInteger(t) || t < 0 || t >= model.config.vocabSize);
         if (bad !== undefined) {
           return Promise.reject(
-            new Error(`Request ${i} has prompt token id ${bad}, outside the model's vocabulary of ${model.config.vocabSize}.`),
+            new Error(
+              `Request ${i} has prompt token id ${bad}, outside the model's vocabulary of ${model.config.vocabSize}.`,
+            ),
           );
         }
         prompt = { ids: r.promptIds, images: [] };
       } else if (r.messages) {
         const norm = normalizeMessages(r.messages);
-        prompt = { text: tokenizer.applyChatTemplate(norm.messages, { addGenerationPrompt: true }), images: norm.images };
+        prompt = {
+          text: tokenizer.applyChatTemplate(norm.messages, { addGenerationPrompt: true }),
+          images: norm.images,
+        };
       } else return Promise.reject(new Error(`Request ${i} has neither messages nor promptIds.`));
       const seeds = r.seeds ?? Array.from({ length: r.n ?? 1 }, () => Math.floor(Math.random() * 2 ** 32));
       if (seeds.length === 0) return Promise.reject(new Error(`Request ${i} asks for no samples.`));
@@ -311,7 +345,14 @@ export function localEngine(model: CausalLM, tokenizer: EngineTokenizer, options
     exclusive,
     async complete(requests, sampling) {
       const out = await completeDetailed(requests, sampling);
-      return out.map((r) => r.samples.map(({ text, tokenIds, logprobs, finishReason }) => ({ text, tokenIds, logprobs, finishReason })));
+      return out.map((r) =>
+        r.samples.map(({ text, tokenIds, logprobs, finishReason }) => ({
+          text,
+          tokenIds,
+          logprobs,
+          finishReason,
+        }))
+      );
     },
   };
 }

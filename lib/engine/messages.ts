@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { encodeBase64, decodeBase64 } from "./_base64.ts";
+import { decodeBase64, encodeBase64 } from "./_base64.ts";
 import { imageBytes, sniffImageFormat } from "../data/images.ts";
 import type { ImageRef } from "../data/types.ts";
 import type { ChatMessage } from "../tokenizer.ts";
@@ -20,7 +20,11 @@ export interface WireMessage {
 /** The bytes of a `data:<mime>;base64,<data>` URL. */
 export function dataUrlBytes(url: string): Uint8Array {
   const m = /^data:([^;,]*)(;base64)?,(.*)$/s.exec(url);
-  if (!m) throw new Error(`The image url '${url.slice(0, 40)}' is not a data URL; only base64 data URLs are accepted.`);
+  if (!m) {
+    throw new Error(
+      `The image url '${url.slice(0, 40)}' is not a data URL; only base64 data URLs are accepted.`,
+    );
+  }
   if (!m[2]) throw new Error(`The image data URL '${url.slice(0, 40)}' is not base64-encoded.`);
   try {
     return decodeBase64(m[3]);
@@ -46,12 +50,15 @@ export async function toWireMessages(messages: ChatMessage[]): Promise<WireMessa
     const parts: Exclude<WireMessage["content"], string> = [];
     for (const p of m.content) {
       const part = p as { type: string; text?: string; image?: unknown; image_url?: { url: string } };
-      if (part.type === "image_url" && part.image_url) parts.push({ type: "image_url", image_url: part.image_url });
-      else if (part.type === "image") {
+      if (part.type === "image_url" && part.image_url) {
+        parts.push({ type: "image_url", image_url: part.image_url });
+      } else if (part.type === "image") {
         const bytes = await imageBytes(part.image as ImageRef | string | Uint8Array);
         parts.push({ type: "image_url", image_url: { url: imageDataUrl(bytes) } });
       } else if (part.type === "text") parts.push({ type: "text", text: part.text ?? "" });
-      else throw new Error(`A ${m.role} message has a content part of type '${part.type}', which cannot be sent.`);
+      else {throw new Error(
+          `A ${m.role} message has a content part of type '${part.type}', which cannot be sent.`,
+        );}
     }
     out.push({ role: m.role, content: parts });
   }

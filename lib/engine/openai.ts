@@ -229,7 +229,9 @@ export function openaiEngine(options: OpenAIEngineOptions): OpenAIEngine {
       ...(protocol !== "sglang" ? { return_token_ids: true } : {}),
     };
     if (req.promptIds) {
-      const r = await e.client.completions.create({ ...common, prompt: req.promptIds, logprobs: 0 } as never) as any;
+      const r = await e.client.completions.create(
+        { ...common, prompt: req.promptIds, logprobs: 0 } as never,
+      ) as any;
       const c = r.choices[0];
       const logprobs: number[] = (c.logprobs?.token_logprobs ?? []).map(Number);
       return {
@@ -239,7 +241,9 @@ export function openaiEngine(options: OpenAIEngineOptions): OpenAIEngine {
         finishReason: c.finish_reason === "length" ? "length" : "stop",
       };
     }
-    const r = await e.client.chat.completions.create({ ...common, messages: wire, logprobs: true } as never) as any;
+    const r = await e.client.chat.completions.create(
+      { ...common, messages: wire, logprobs: true } as never,
+    ) as any;
     const c = r.choices[0];
     return {
       text: c.message?.content ?? "",
@@ -288,7 +292,9 @@ export function openaiEngine(options: OpenAIEngineOptions): OpenAIEngine {
       endpoints.map((e) => ({ url: e.url, ok: e.ok, failed: e.failed, alive: e.deadUntil <= Date.now() })),
     async complete(requests, s) {
       return await Promise.all(requests.map(async (req, i) => {
-        if (!req.promptIds && !req.messages) throw new Error(`Request ${i} has neither messages nor promptIds.`);
+        if (!req.promptIds && !req.messages) {
+          throw new Error(`Request ${i} has neither messages nor promptIds.`);
+        }
         const wire = req.messages ? await toWireMessages(req.messages) : undefined;
         const seeds: (number | undefined)[] = req.seeds ?? new Array(req.n ?? 1).fill(undefined);
         return await Promise.all(seeds.map((seed) => sample(req, wire, s, seed)));

@@ -15,7 +15,13 @@ import type { CausalLM } from "../model/types.ts";
 import { saveLora } from "../train/lora.ts";
 import { saveModel } from "../model/load.ts";
 import type { CompletionEngine } from "./types.ts";
-import { apiBaseUrl, type OpenAIEngine, openaiEngine, type OpenAIEngineOptions, type ServerProtocol } from "./openai.ts";
+import {
+  apiBaseUrl,
+  type OpenAIEngine,
+  openaiEngine,
+  type OpenAIEngineOptions,
+  type ServerProtocol,
+} from "./openai.ts";
 
 /** What `grpo({ remote })` needs: an engine to sample from and a way to push the policy to it. */
 export interface RemotePolicy {
@@ -35,7 +41,11 @@ export interface RemotePolicyOptions extends OpenAIEngineOptions {
   keep?: number;
 }
 
-async function post(url: string, body: unknown, apiKey: string | undefined): Promise<{ status: number; text: string }> {
+async function post(
+  url: string,
+  body: unknown,
+  apiKey: string | undefined,
+): Promise<{ status: number; text: string }> {
   const r = await fetch(url, {
     method: "POST",
     headers: { "content-type": "application/json", ...(apiKey ? { authorization: `Bearer ${apiKey}` } : {}) },

@@ -470,7 +470,8 @@ export async function evaluate(
     }
   }
   const prompt: PromptBuilder = options.prompt ?? ((row) => buildPrompt(row, { template }));
-  const tokenizer = options.tokenizer ?? (isCompletionEngine(model) ? undefined : await loadTokenizer(model.dir));
+  const tokenizer = options.tokenizer ??
+    (isCompletionEngine(model) ? undefined : await loadTokenizer(model.dir));
   const settings = {
     temperature,
     topP,

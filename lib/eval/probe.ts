@@ -171,7 +171,8 @@ export async function probe(
     template: template ?? null,
     model: isCompletionEngine(model) ? model.name : model.dir ?? model.config.modelType,
   });
-  const tokenizer = options.tokenizer ?? (isCompletionEngine(model) ? undefined : await loadTokenizer(model.dir));
+  const tokenizer = options.tokenizer ??
+    (isCompletionEngine(model) ? undefined : await loadTokenizer(model.dir));
   const store = out ? await openJsonlStore<ProbeRecord>(out, { meta, overwrite }) : undefined;
   const done = new Map<string, ProbeRecord>();
   for (const r of store?.records ?? []) if (seen.has(r.id)) done.set(r.id, r);

@@ -11,12 +11,20 @@ import { type OpenAIEngine, openaiEngine, type ServerProtocol } from "../engine/
 
 /** The flags of `cli.ts serve` (kinds as `cli.ts` reads them). */
 export const SERVE_SETTINGS = {
-  model: { kind: "string", help: "checkpoint folder (Hub layout) or medthink-tiny", default: "medthink-tiny" },
+  model: {
+    kind: "string",
+    help: "checkpoint folder (Hub layout) or medthink-tiny",
+    default: "medthink-tiny",
+  },
   backend: { kind: "string", help: "tfjs backend: auto, tensorflow, wasm, webgpu, cpu", default: "auto" },
   port: { kind: "number", help: "port (0 picks a free one; the chosen port is printed)", default: 8000 },
   host: { kind: "string", help: "interface to bind", default: "127.0.0.1" },
   servedModelName: { kind: "string", help: "model name clients send (default: --model as given)" },
-  maxBatchRows: { kind: "number", help: "most output rows (prompts x samples) per generate call", default: 16 },
+  maxBatchRows: {
+    kind: "number",
+    help: "most output rows (prompts x samples) per generate call",
+    default: 16,
+  },
   defaultMaxTokens: { kind: "number", help: "max_tokens of requests that give none", default: 256 },
 } as const;
 
@@ -56,12 +64,25 @@ export async function runServe(config: Record<string, unknown>): Promise<void> {
 export const REMOTE_SETTINGS = {
   endpoints: {
     kind: "list",
-    help: "OpenAI-compatible server URLs (vLLM, SGLang, medthink serve); when given, --model is the served model name",
+    help:
+      "OpenAI-compatible server URLs (vLLM, SGLang, medthink serve); when given, --model is the served model name",
   },
-  protocol: { kind: "string", help: "server software behind --endpoints: vllm, sglang or medthink", default: "vllm" },
+  protocol: {
+    kind: "string",
+    help: "server software behind --endpoints: vllm, sglang or medthink",
+    default: "vllm",
+  },
   concurrency: { kind: "number", help: "requests in flight per endpoint", default: 8 },
-  apiKeyEnv: { kind: "string", help: "environment variable holding the servers' API key", default: "OPENAI_API_KEY" },
-  requestTimeout: { kind: "number", help: "seconds before a request to a server is abandoned (and retried)", default: 600 },
+  apiKeyEnv: {
+    kind: "string",
+    help: "environment variable holding the servers' API key",
+    default: "OPENAI_API_KEY",
+  },
+  requestTimeout: {
+    kind: "number",
+    help: "seconds before a request to a server is abandoned (and retried)",
+    default: 600,
+  },
 } as const;
 
 /** The remote engine described by the `REMOTE_SETTINGS` flags, with a no-op `dispose` like a model's. */

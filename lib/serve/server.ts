@@ -77,7 +77,13 @@ function errorResponse(status: number, message: string, param: string | null = n
 
 type Body = Record<string, unknown>;
 
-function optNumber(body: Body, key: string, fallback: number, check: (v: number) => boolean, what: string): number {
+function optNumber(
+  body: Body,
+  key: string,
+  fallback: number,
+  check: (v: number) => boolean,
+  what: string,
+): number {
   const v = body[key];
   if (v === undefined || v === null) return fallback;
   if (typeof v !== "number" || !Number.isFinite(v) || !check(v)) {
@@ -86,14 +92,28 @@ function optNumber(body: Body, key: string, fallback: number, check: (v: number)
   return v;
 }
 
-function optInt(body: Body, key: string, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  return optNumber(body, key, fallback, (v) => Number.isInteger(v) && v >= min && v <= max, `an integer in [${min}, ${max}]`);
+function optInt(
+  body: Body,
+  key: string,
+  fallback: number,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
+  return optNumber(
+    body,
+    key,
+    fallback,
+    (v) => Number.isInteger(v) && v >= min && v <= max,
+    `an integer in [${min}, ${max}]`,
+  );
 }
 
 function optBool(body: Body, key: string, fallback: boolean): boolean {
   const v = body[key];
   if (v === undefined || v === null) return fallback;
-  if (typeof v !== "boolean") throw new HttpError(400, `'${key}' must be a boolean, got ${JSON.stringify(v)}.`, key);
+  if (typeof v !== "boolean") {
+    throw new HttpError(400, `'${key}' must be a boolean, got ${JSON.stringify(v)}.`, key);
+  }
   return v;
 }
 
@@ -106,14 +126,18 @@ function stopOf(body: Body): string[] {
 }
 
 function checkMessages(v: unknown): ChatMessage[] {
-  if (!Array.isArray(v) || v.length === 0) throw new HttpError(400, `'messages' must be a non-empty list.`, "messages");
+  if (!Array.isArray(v) || v.length === 0) {
+    throw new HttpError(400, `'messages' must be a non-empty list.`, "messages");
+  }
   for (const [i, m] of v.entries()) {
     if (typeof m !== "object" || m === null || typeof m.role !== "string") {
       throw new HttpError(400, `messages[${i}] must be an object with a string 'role'.`, "messages");
     }
     const c = (m as Body).content;
     if (typeof c === "string") continue;
-    if (!Array.isArray(c)) throw new HttpError(400, `messages[${i}].content must be a string or a list of parts.`, "messages");
+    if (!Array.isArray(c)) {
+      throw new HttpError(400, `messages[${i}].content must be a string or a list of parts.`, "messages");
+    }
     for (const [k, p] of c.entries()) {
       const part = p as Body;
       const ok = typeof part === "object" && part !== null &&
@@ -155,7 +179,11 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
   const modelName = options.modelName ?? model.dir ?? model.config.modelType;
   const adapters = new Map<string, Record<string, LoraAdapter>>();
   const adapterPaths = new Map<string, string>();
-  const engine = localEngine(model, tokenizer, { name: modelName, maxBatchRows: options.maxBatchRows, adapters });
+  const engine = localEngine(model, tokenizer, {
+    name: modelName,
+    maxBatchRows: options.maxBatchRows,
+    adapters,
+  });
   const defaultMax = options.defaultMaxTokens ?? 256;
   const maxN = options.maxN ?? 64;
   const maxLen = model.config.maxPositionEmbeddings;
@@ -167,7 +195,9 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
     const m = body.model;
     if (m === undefined || m === null) return undefined;
     if (typeof m !== "string") throw new HttpError(400, `'model' must be a string.`, "model");
-    if (m !== modelName && !adapters.has(m)) throw new HttpError(404, `The model '${m}' does not exist.`, "model");
+    if (m !== modelName && !adapters.has(m)) {
+      throw new HttpError(404, `The model '${m}' does not exist.`, "model");
+    }
     return m === modelName ? undefined : m;
   }
 
@@ -181,7 +211,9 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
       topP: optNumber(body, "top_p", 1, (v) => v > 0 && v <= 1, "a number in (0, 1]"),
       topK: topK < 0 ? 0 : topK,
       maxNewTokens: optInt({ max_tokens: maxTokens }, "max_tokens", defaultMax, 1, maxLen),
-      seed: body.seed === undefined || body.seed === null ? undefined : optInt(body, "seed", 0, -(2 ** 63), 2 ** 64),
+      seed: body.seed === undefined || body.seed === null
+        ? undefined
+        : optInt(body, "seed", 0, -(2 ** 63), 2 ** 64),
       stop: stopOf(body),
     };
   }
@@ -198,12 +230,20 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
 
   async function chat(body: Body): Promise<Response> {
     const messages = checkMessages(body.messages);
-    if (optBool(body, "stream", false)) throw new HttpError(400, `Streaming is not supported by medthink serve; set stream to false.`, "stream");
+    if (optBool(body, "stream", false)) {
+      throw new HttpError(
+        400,
+        `Streaming is not supported by medthink serve; set stream to false.`,
+        "stream",
+      );
+    }
     const lora = modelOf(body);
     const s = sampling(body);
     const logprobs = optBool(body, "logprobs", false);
     const top = optInt(body, "top_logprobs", 0, 0, 20);
-    if (top > 0 && !logprobs) throw new HttpError(400, `'top_logprobs' needs 'logprobs' set to true.`, "top_logprobs");
+    if (top > 0 && !logprobs) {
+      throw new HttpError(400, `'top_logprobs' needs 'logprobs' set to true.`, "top_logprobs");
+    }
     const returnIds = optBool(body, "return_token_ids", false);
     const [result] = await generate([{ messages, seeds: seedsOf(s.seed, s.n) }], s, lora, top);
     return json({
@@ -238,8 +278,16 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
   }
 
   async function completions(body: Body): Promise<Response> {
-    if (optBool(body, "stream", false)) throw new HttpError(400, `Streaming is not supported by medthink serve; set stream to false.`, "stream");
-    if (optBool(body, "echo", false)) throw new HttpError(400, `'echo' is not supported by medthink serve.`, "echo");
+    if (optBool(body, "stream", false)) {
+      throw new HttpError(
+        400,
+        `Streaming is not supported by medthink serve; set stream to false.`,
+        "stream",
+      );
+    }
+    if (optBool(body, "echo", false)) {
+      throw new HttpError(400, `'echo' is not supported by medthink serve.`, "echo");
+    }
     const lora = modelOf(body);
     const s = sampling(body);
     const top = optInt(body, "logprobs", -1, 0, 20);
@@ -253,13 +301,21 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
       prompts = (p as string[]).map((x) => tokenizer.encode(x));
     } else if (Array.isArray(p) && p.length > 0 && p.every(isIds)) prompts = p as number[][];
     else {
-      throw new HttpError(400, `'prompt' must be a string, a list of strings, a list of token ids or a list of such lists.`, "prompt");
+      throw new HttpError(
+        400,
+        `'prompt' must be a string, a list of strings, a list of token ids or a list of such lists.`,
+        "prompt",
+      );
     }
     for (const [i, ids] of prompts.entries()) {
       if (ids.length === 0) throw new HttpError(400, `prompt ${i} is empty.`, "prompt");
       const bad = ids.find((t) => t < 0 || t >= model.config.vocabSize);
       if (bad !== undefined) {
-        throw new HttpError(400, `prompt ${i} has token id ${bad}, outside the vocabulary of ${model.config.vocabSize}.`, "prompt");
+        throw new HttpError(
+          400,
+          `prompt ${i} has token id ${bad}, outside the vocabulary of ${model.config.vocabSize}.`,
+          "prompt",
+        );
       }
     }
     const results = await generate(
@@ -345,9 +401,15 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
 
   async function loadAdapter(body: Body, sglang: boolean): Promise<Response> {
     const name = body.lora_name, path = body.lora_path;
-    if (typeof name !== "string" || !name) throw new HttpError(400, `'lora_name' must be a non-empty string.`, "lora_name");
-    if (typeof path !== "string" || !path) throw new HttpError(400, `'lora_path' must be a non-empty string.`, "lora_path");
-    if (name === modelName) throw new HttpError(400, `The adapter name '${name}' is the served model's name.`, "lora_name");
+    if (typeof name !== "string" || !name) {
+      throw new HttpError(400, `'lora_name' must be a non-empty string.`, "lora_name");
+    }
+    if (typeof path !== "string" || !path) {
+      throw new HttpError(400, `'lora_path' must be a non-empty string.`, "lora_path");
+    }
+    if (name === modelName) {
+      throw new HttpError(400, `The adapter name '${name}' is the served model's name.`, "lora_name");
+    }
     const inplace = optBool(body, "load_inplace", false);
     if (adapters.has(name) && !inplace && !sglang) {
       throw new HttpError(400, `The lora adapter '${name}' has already been loaded.`, "lora_name");
@@ -361,7 +423,7 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
         const old = adapters.get(name);
         adapters.set(name, model.lora);
         adapterPaths.set(name, path);
-        if (old) for (const a of Object.values(old)) tf.dispose([a.A, a.B]);
+        if (old) { for (const a of Object.values(old)) tf.dispose([a.A, a.B]); }
       } catch (e) {
         for (const a of Object.values(model.lora)) tf.dispose([a.A, a.B]);
         throw new HttpError(400, (e as Error).message, "lora_path");
@@ -377,8 +439,12 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
 
   async function unloadAdapter(body: Body, sglang: boolean): Promise<Response> {
     const name = body.lora_name;
-    if (typeof name !== "string" || !name) throw new HttpError(400, `'lora_name' must be a non-empty string.`, "lora_name");
-    if (!adapters.has(name)) throw new HttpError(404, `The lora adapter '${name}' cannot be found.`, "lora_name");
+    if (typeof name !== "string" || !name) {
+      throw new HttpError(400, `'lora_name' must be a non-empty string.`, "lora_name");
+    }
+    if (!adapters.has(name)) {
+      throw new HttpError(404, `The lora adapter '${name}' cannot be found.`, "lora_name");
+    }
     await engine.exclusive(() => {
       const a = adapters.get(name)!;
       adapters.delete(name);
@@ -391,7 +457,9 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
 
   async function updateWeights(body: Body): Promise<Response> {
     const path = body.model_path;
-    if (typeof path !== "string" || !path) throw new HttpError(400, `'model_path' must be a non-empty string.`, "model_path");
+    if (typeof path !== "string" || !path) {
+      throw new HttpError(400, `'model_path' must be a non-empty string.`, "model_path");
+    }
     await engine.exclusive(async () => {
       let fresh: CausalLM;
       try {
@@ -403,7 +471,11 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
         for (const [name, p] of Object.entries(model.params)) {
           const q = fresh.params[name];
           if (!q || q.shape.join() !== p.shape.join()) {
-            throw new HttpError(400, `The checkpoint ${path} has no tensor ${name} of shape [${p.shape}].`, "model_path");
+            throw new HttpError(
+              400,
+              `The checkpoint ${path} has no tensor ${name} of shape [${p.shape}].`,
+              "model_path",
+            );
           }
         }
         for (const [name, p] of Object.entries(model.params)) p.assign(fresh.params[name]);
@@ -445,7 +517,12 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
       if (path === "/v1/models") return models();
       if (path === "/medthink/stats") {
         const mem = tf.memory();
-        return json({ numTensors: mem.numTensors, numBytes: mem.numBytes, rss: Deno.memoryUsage().rss, served });
+        return json({
+          numTensors: mem.numTensors,
+          numBytes: mem.numBytes,
+          rss: Deno.memoryUsage().rss,
+          served,
+        });
       }
     }
     const posts: Record<string, (b: Body) => Promise<Response>> = {

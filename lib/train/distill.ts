@@ -132,14 +132,18 @@ export async function distill(
     reward = defaultReward,
     signal,
   } = options;
-  if (!Number.isInteger(n) || n < 1) throw new Error(`distill option n must be a positive integer, got ${n}.`);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`distill option n must be a positive integer, got ${n}.`);
+  }
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new Error(`distill option batchSize must be a positive integer, got ${batchSize}.`);
   }
   const rows = (Array.isArray(dataset) ? dataset : dataset.objects()) as Row[];
   const seen = new Set<string>();
   for (const [i, row] of rows.entries()) {
-    if (row.id === undefined || row.id === null) throw new Error(`Row ${i} of the distill dataset has no id.`);
+    if (row.id === undefined || row.id === null) {
+      throw new Error(`Row ${i} of the distill dataset has no id.`);
+    }
     if (seen.has(String(row.id))) throw new Error(`Row ${i} of the distill dataset repeats id ${row.id}.`);
     seen.add(String(row.id));
   }
@@ -155,18 +159,37 @@ export async function distill(
     maxNewTokens,
     seed,
     template: template ?? null,
-    teacher: local ? (teacher as CausalLM).dir ?? (teacher as CausalLM).config.modelType : (teacher as CompletionEngine).name,
+    teacher: local
+      ? (teacher as CausalLM).dir ?? (teacher as CausalLM).config.modelType
+      : (teacher as CompletionEngine).name,
   };
-  const store = options.out ? await openJsonlStore<DistillRecord>(options.out, { meta, overwrite: options.overwrite }) : undefined;
+  const store = options.out
+    ? await openJsonlStore<DistillRecord>(options.out, { meta, overwrite: options.overwrite })
+    : undefined;
   const done = new Map<string, DistillRecord>();
   for (const r of store?.records ?? []) if (seen.has(r.id)) done.set(r.id, r);
   const pending = rows.filter((r) => !done.has(String(r.id)));
-  const bar = createProgress({ total: rows.length, label: "distill", start: done.size, bar: options.progress, show: [] });
+  const bar = createProgress({
+    total: rows.length,
+    label: "distill",
+    start: done.size,
+    bar: options.progress,
+    show: [],
+  });
   let drawn = 0;
   for (let start = 0; start < pending.length; start += batchSize) {
     if (signal?.aborted) break;
     const batch = pending.slice(start, start + batchSize);
-    const state = batch.map((row) => ({ row, record: { id: String(row.id), reasoning: null, response: null, attempts: 0, rewards: [] } as DistillRecord }));
+    const state = batch.map((row) => ({
+      row,
+      record: {
+        id: String(row.id),
+        reasoning: null,
+        response: null,
+        attempts: 0,
+        rewards: [],
+      } as DistillRecord,
+    }));
     for (let j = 0; j < n; j++) {
       const open = state.filter((s) => s.record.reasoning === null);
       if (open.length === 0) break;
