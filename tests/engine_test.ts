@@ -10,6 +10,7 @@ import { toWireMessages } from "../lib/engine/messages.ts";
 import { probe } from "../lib/eval/probe.ts";
 import { readJsonl } from "../lib/eval/jsonl_store.ts";
 import { fakeRows } from "./_eval_fakes.ts";
+import { buildPrompt } from "../lib/data/prompt.ts";
 import { startServe } from "./_serve.ts";
 
 const SAMPLING = { temperature: 1, topP: 1, topK: 0, maxNewTokens: 6 };
@@ -283,6 +284,57 @@ Deno.test({
       model.dispose();
       await Promise.all([a.stop("SIGKILL"), b.stop()]);
       await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "image rows go as base64 data URLs: remote evaluate over serve (tiny VL model) equals the local one",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const { serveModel } = await import("../lib/serve/server.ts");
+    const { evaluate } = await import("../lib/eval/evaluate.ts");
+    const DATA = new URL("../../shared/data/", import.meta.url).pathname;
+    const model = await loadModel("medthink-tiny-vl");
+    const tokenizer = await loadTokenizer(model.dir);
+    const server = serveModel(model, { tokenizer, port: 0, modelName: "tiny-vl" });
+    const dir = await Deno.makeTempDir({ prefix: "engine_vl_" });
+    try {
+      const bench = [{ name: "vqa", path: "vqa_rad_closed/test.jsonl" }];
+      const opts = {
+        dataDir: DATA,
+        limit: 3,
+        maxNewTokens: 3,
+        batchSize: 3,
+        runs: 2,
+        temperature: 1,
+        progress: false,
+      };
+      const local = await evaluate(model, bench, { ...opts, tokenizer, outDir: `${dir}/local` });
+      const engine = openaiEngine({ baseUrls: [server.url], model: "tiny-vl", protocol: "medthink" });
+      const remote = await evaluate(engine, bench, { ...opts, outDir: `${dir}/remote` });
+      assertEquals(remote.scores, local.scores);
+      assertEquals(remote.benchmarks, local.benchmarks);
+      assertEquals(engine.stats()[0].ok, 3 * 2);
+      const texts = async (f: string) =>
+        (await readJsonl<{ id?: string; run: number; completion: string; length: number }>(f))
+          .filter((p) => p.id).map((p) => [p.id, p.run, p.completion, p.length]);
+      const want = await texts(`${dir}/local/predictions.jsonl`);
+      assertEquals(want.length, 6);
+      assertEquals(await texts(`${dir}/remote/predictions.jsonl`), want);
+      // the images did travel: without them the prompts (and so the samples) differ
+      const noImages = await evaluate(engine, bench, {
+        ...opts,
+        prompt: (row) => buildPrompt(row, { includeImages: false }),
+        outDir: `${dir}/noimg`,
+      });
+      assert(noImages.benchmarks[0].n === 3);
+      assert(JSON.stringify(await texts(`${dir}/noimg/predictions.jsonl`)) !== JSON.stringify(want));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+      await server.shutdown();
+      model.dispose();
     }
   },
 });
