@@ -46,10 +46,10 @@ export interface ImageProcessorConfig {
   resample: number;
 }
 
-/** Qwen2.5-VL's published processor settings. */
+/** Qwen2.5-VL's published processor settings (the Hub's preprocessor_config.json plus Python's defaults). */
 export const DEFAULT_IMAGE_PROCESSOR: Readonly<ImageProcessorConfig> = Object.freeze({
   minPixels: 56 * 56,
-  maxPixels: 28 * 28 * 1280,
+  maxPixels: 12845056,
   patchSize: 14,
   temporalPatchSize: 2,
   mergeSize: 2,
@@ -139,7 +139,9 @@ function roundHalfEven(x: number): number {
 export interface SmartResizeOptions {
   /** Sides become multiples of this (patch size x merge size, default 28). */
   factor?: number;
+  /** Smallest area in pixels (default 3136). */
   minPixels?: number;
+  /** Largest area in pixels (default 12845056, as the Hub config). */
   maxPixels?: number;
 }
 

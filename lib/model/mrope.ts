@@ -11,7 +11,9 @@
  */
 /** Token ids and merge size `ropeIndex` needs (the `qwen2_5_vl` config's fields). */
 export interface RopeIndexConfig {
+  /** `<|image_pad|>`, the token each merged image patch stands in for. */
   imageTokenId: number;
+  /** `<|vision_start|>` (informational: image blocks are found by their `<|image_pad|>` runs). */
   visionStartTokenId?: number;
   /** Patches per merged token along each side (default 2). */
   spatialMergeSize?: number;

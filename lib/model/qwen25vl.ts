@@ -227,7 +227,9 @@ export class Qwen25VLModel extends Qwen2Model {
 
 /** Image inputs of a batch: the processor's patches and one grid per image. */
 export interface ImageBatch {
+  /** `[patches, 1176]` in the processor's layout, all images concatenated. */
   pixelValues: tf.Tensor2D;
+  /** `[t, h, w]` patch grid per image, in order. */
   imageGridThw: number[][];
 }
 
