@@ -425,7 +425,8 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
       : addLora(model, { seed, ...options.lora });
     model.loraEnabled = true;
   } else {
-    trainable = model.params;
+    // Frozen tensors (e.g. a Qwen2.5-VL vision tower after freezeVision()) get no gradient: leave them out.
+    trainable = Object.fromEntries(Object.entries(model.params).filter(([, v]) => v.trainable));
   }
   const names = Object.keys(trainable);
   const weightDecay = options.weightDecay ?? 1e-4;
