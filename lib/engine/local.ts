@@ -32,6 +32,8 @@ export interface LocalEngineOptions {
   name?: string;
   /** Most output rows (prompts x samples) per `generate` call. Default 16. */
   maxBatchRows?: number;
+  /** Milliseconds to wait for more requests before a batch starts (servers: lets concurrent requests join). Default 2. */
+  batchWaitMs?: number;
   /** Image inputs for chat messages with images (default: `visionInputBuilder(model)` for a VL model). */
   images?: ImageInputBuilder;
   /**
@@ -146,6 +148,7 @@ export function localEngine(
   options: LocalEngineOptions = {},
 ): LocalEngine {
   const maxRows = options.maxBatchRows ?? 16;
+  const batchWaitMs = options.batchWaitMs ?? 2;
   const eos = new Set(model.config.eosTokenIds);
   const pad = model.config.padTokenId ?? model.config.eosTokenIds[0] ?? 0;
   const queue: Job[] = [];
@@ -282,6 +285,17 @@ export function localEngine(
   function pump(): void {
     if (running || queue.length === 0) return;
     running = true;
+    // Collect the batch in a later macrotask: generation on the CPU backends yields only to
+    // microtasks, so requests that reached a server during the last batch are read from their
+    // sockets only once the event loop polls I/O again; starting at once would run them one by one.
+    setTimeout(startBatch, batchWaitMs);
+  }
+
+  function startBatch(): void {
+    if (queue.length === 0) {
+      running = false;
+      return;
+    }
     const first = queue.shift()!;
     const jobs = [first];
     let rows = first.seeds.length;
