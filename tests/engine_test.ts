@@ -193,7 +193,14 @@ Deno.test({
       ];
       const together = await engine.complete(reqs, SAMPLING);
       const alone = [await engine.complete([reqs[0]], SAMPLING), await engine.complete([reqs[1]], SAMPLING)];
-      assertEquals(together, [alone[0][0], alone[1][0]]);
+      // the same tokens and texts; log-probs agree to float32 rounding (padding changes reduction order)
+      const strip = (x: typeof together) => x.map((r) => r.map(({ logprobs: _, ...rest }) => rest));
+      assertEquals(strip(together), strip([alone[0][0], alone[1][0]]));
+      const close = (a: number[], b: number[]) => {
+        assertEquals(a.length, b.length);
+        a.forEach((v, i) => assert(Math.abs(v - b[i]) < 1e-4, `log-prob ${i}: ${v} vs ${b[i]}`));
+      };
+      together.forEach((r, i) => r.forEach((smp, j) => close(smp.logprobs, alone[i][0][j].logprobs)));
       const ids = tok.encode(tok.applyChatTemplate(reqs[1].messages, { addGenerationPrompt: true }));
       const direct = await model.generate([ids], { ...SAMPLING, seeds: [3] });
       const eos = new Set(model.config.eosTokenIds);
@@ -202,7 +209,7 @@ Deno.test({
         together[1][0].tokenIds,
         stop < 0 ? direct.tokens[0] : direct.tokens[0].slice(0, stop + 1),
       );
-      assertEquals(together[1][0].logprobs, direct.logprobs[0].slice(0, together[1][0].tokenIds.length));
+      close(together[1][0].logprobs, direct.logprobs[0].slice(0, together[1][0].tokenIds.length));
     } finally {
       model.dispose();
     }
