@@ -446,6 +446,27 @@ export function display(svg: string): JupyterDisplayable {
   };
 }
 
+/**
+ * Like {@linkcode display}, and also offers the SVG as inline HTML. Exports that sanitise SVG outputs
+ * (nbconvert 6's HTML export passes `image/svg+xml` through lxml's `clean_html`, which strips the SVG
+ * attributes and leaves an empty box) then show the HTML copy; Jupyter itself draws either.
+ *
+ * @example
+ * ```ts
+ * import { displayInline, lossCurve } from "./plot.ts";
+ * const bundle = displayInline(lossCurve([{ step: 1, loss: 1 }, { step: 2, loss: 0.5 }]))[Symbol.for("Jupyter.display")]();
+ * console.assert(bundle["text/html"] === bundle["image/svg+xml"]);
+ * ```
+ */
+export function displayInline(svg: string): JupyterDisplayable {
+  return {
+    svg,
+    [Symbol.for("Jupyter.display")]() {
+      return { "image/svg+xml": svg, "text/html": svg };
+    },
+  };
+}
+
 /** Write an SVG string to `path` (parent folders created). */
 export async function writeSvg(path: string, svg: string): Promise<void> {
   const dir = path.replace(/[\\/][^\\/]*$/, "");
