@@ -1,5 +1,11 @@
 // grpo() with rollouts from a `serve` server and LoRA hot-swap after each update.
-import { deepStrictEqual as assertEquals, notDeepStrictEqual, ok as assert } from "node:assert/strict";
+import {
+  deepStrictEqual as assertEquals,
+  notDeepStrictEqual,
+  ok as assert,
+  rejects as assertRejects,
+} from "node:assert/strict";
+import { tf } from "../lib/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { loadTokenizer } from "../lib/tokenizer.ts";
 import { addLora } from "../lib/train/lora.ts";
@@ -98,6 +104,90 @@ Deno.test({
     } finally {
       await server.shutdown();
       for (const m of [served, policyA, policyB]) m.dispose();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "remotePolicy: full weights via update_weights_from_disk, SGLang's unload+load for LoRA, vLLM refuses full weights",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "policy_sync_" });
+    const served = await loadModel("medthink-tiny");
+    const tokenizer = await loadTokenizer(served.dir);
+    const server = serveModel(served, { tokenizer, port: 0, modelName: "medthink-tiny" });
+    const policy = await loadModel("medthink-tiny");
+    try {
+      const ids = tokenizer.encode(
+        tokenizer.applyChatTemplate(buildPrompt(fakeRows(1)[0]), { addGenerationPrompt: true }),
+      );
+      const servedLogps = async (model: string) => {
+        const r = await fetch(`${server.url}/v1/completions`, {
+          method: "POST",
+          body: JSON.stringify({
+            model,
+            prompt: ids,
+            max_tokens: 3,
+            temperature: 0,
+            logprobs: 0,
+            return_token_ids: true,
+          }),
+        });
+        const c = (await r.json()).choices[0];
+        return { tokens: c.token_ids as number[], logps: c.logprobs.token_logprobs as number[] };
+      };
+      const localLogps = async () => {
+        const out = await policy.generate([ids], { temperature: 0, maxNewTokens: 3 });
+        return { tokens: out.tokens[0], logps: out.logprobs[0] };
+      };
+      const same = (a: { tokens: number[]; logps: number[] }, b: { tokens: number[]; logps: number[] }) => {
+        assertEquals(a.tokens, b.tokens);
+        a.logps.forEach((v, i) => assert(Math.abs(v - b.logps[i]) < 1e-4, `${v} vs ${b.logps[i]}`));
+      };
+      const before = await servedLogps("medthink-tiny");
+      // full fine-tuning: change the policy's weights, push them from disk
+      const w = policy.params["model.norm.weight"];
+      w.assign(w.mul(1.5));
+      const full = remotePolicy({
+        baseUrls: [server.url],
+        protocol: "medthink",
+        model: "medthink-tiny",
+        dir: `${dir}/full`,
+      });
+      assertEquals(await full.sync(policy, 1), "medthink-tiny");
+      const after = await servedLogps("medthink-tiny");
+      notDeepStrictEqual(after.logps, before.logps);
+      same(after, await localLogps());
+      await assertRejects(
+        remotePolicy({ baseUrls: [server.url], protocol: "vllm", model: "medthink-tiny", dir }).sync(
+          policy,
+          2,
+        ),
+        /update_weights_from_disk/,
+      );
+      // LoRA through SGLang's routes, twice (the second unloads the first)
+      addLora(policy, { r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"], seed: 5 });
+      const sg = remotePolicy({
+        baseUrls: [server.url],
+        protocol: "sglang",
+        model: "medthink-tiny",
+        dir: `${dir}/sg`,
+        loraName: "sg",
+      });
+      for (const v of [1, 2]) {
+        for (const ad of Object.values(policy.lora)) {
+          ad.B.assign(tf.randomNormal(ad.B.shape, 0, 0.5, "float32", v));
+        }
+        assertEquals(await sg.sync(policy, v), "sg");
+        same(await servedLogps("sg"), await localLogps());
+      }
+    } finally {
+      await server.shutdown();
+      served.dispose();
+      policy.dispose();
       await Deno.remove(dir, { recursive: true });
     }
   },
