@@ -151,3 +151,4 @@ export type {
 } from "./lib/eval/generate_batch.ts";
 export type { ImageInputBuilder, ImageInputs } from "./lib/eval/vision_inputs.ts";
 export type { CompletionEngine, CompletionRequest, CompletionSample, EngineSampling } from "./lib/engine/types.ts";
+export type { RemotePolicy } from "./lib/engine/policy_sync.ts";
