@@ -123,6 +123,30 @@ Deno.test({
         notDeepStrictEqual(a.choices[0].message.content, c.choices[0].message.content);
       });
 
+      await t.step("a stop string ends the sample before it, with finish_reason stop", async () => {
+        const full = await api.chat.completions.create({
+          model: "medthink-tiny",
+          messages,
+          max_tokens: 8,
+          temperature: 0,
+          logprobs: true,
+        });
+        const pieces = full.choices[0].logprobs!.content!.map((x) => x.token);
+        const stop = pieces[3];
+        const cut = full.choices[0].message.content!.indexOf(stop);
+        const r = await api.chat.completions.create({
+          model: "medthink-tiny",
+          messages,
+          max_tokens: 8,
+          temperature: 0,
+          stop: [stop],
+          logprobs: true,
+        });
+        assertEquals(r.choices[0].message.content, full.choices[0].message.content!.slice(0, cut));
+        assertEquals(r.choices[0].finish_reason, "stop");
+        assert(r.choices[0].logprobs!.content!.length <= 4);
+      });
+
       await t.step("bad requests get OpenAI-style 4xx bodies; unknown models 404", async () => {
         const cases: [string, unknown, number][] = [
           ["/v1/chat/completions", "{not json", 400],
