@@ -30,6 +30,8 @@ export interface ExampleArgs {
   backend?: string;
   /** Short CI-sized run (`--quick`, or the `CI` environment variable set to a true value). */
   quick: boolean;
+  /** Continue an interrupted run from the files in the output folder (`--resume`) instead of starting over. */
+  resume: boolean;
   /** Other flags, as strings. */
   extra: Record<string, string | boolean | undefined>;
 }
@@ -48,6 +50,7 @@ export function parseExampleArgs(usage: string, extra: string[] = []): ExampleAr
     out: { type: "string" },
     backend: { type: "string" },
     quick: { type: "boolean" },
+    resume: { type: "boolean" },
     help: { type: "boolean" },
   };
   for (const name of extra) options[name] = { type: "string" };
@@ -67,6 +70,7 @@ export function parseExampleArgs(usage: string, extra: string[] = []): ExampleAr
     out: values.out as string | undefined,
     backend: values.backend as string | undefined,
     quick,
+    resume: Boolean(values.resume),
     extra: rest,
   };
 }

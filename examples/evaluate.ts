@@ -8,7 +8,7 @@
  *     --benchmarks vqa_rad_closed,medqa --data-dir path/to/data --config examples/configs/evaluate.yaml
  *   deno run -A examples/evaluate.ts --model runs/sft_text/model --data my_questions.jsonl
  *
- * Writes `runs/evaluate/` (or `--out`): `predictions.jsonl` (every completion, graded; rerun to resume),
+ * Writes `runs/evaluate/` (or `--out`): `predictions.jsonl` (every completion, graded; `--resume` continues),
  * `report.json`, `report.md` and `accuracy.svg`.
  *
  * @module
@@ -46,6 +46,7 @@ examples/evaluate.ts: accuracy per benchmark with 95% intervals, report and char
   --config FILE       YAML (see examples/configs/evaluate.yaml); flags override it
   --out DIR           output folder (default runs/evaluate)
   --backend NAME      auto | tensorflow | wasm | webgpu | cpu
+  --resume            continue from predictions.jsonl in the output folder instead of starting over
   --quick             CI-sized run (also when CI=true)
 `;
 
@@ -127,6 +128,7 @@ const report = await evaluate(model, specs, {
   limit,
   ...(vision ? { images: await vlImageInputs(model) } : {}),
   outDir: out,
+  overwrite: !args.resume,
   modelName,
   reference: { ...PUBLISHED_ACCURACY[refName] },
   progress: false,

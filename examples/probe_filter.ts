@@ -10,7 +10,7 @@
  * The default model is `runs/sft_text/model` when `examples/sft_text.ts` has written one (an untrained
  * model never answers in the recipe's format, so every pass count would be 0), else `medthink-tiny`.
  *
- * Writes `runs/probe_filter/` (or `--out`): `probe.jsonl` (resumable: rerun to continue), `pass_counts.svg`,
+ * Writes `runs/probe_filter/` (or `--out`): `probe.jsonl` (`--resume` continues an interrupted run), `pass_counts.svg`,
  * `filtered.jsonl` (the kept questions, in the order asked for) and `filter_report.json`.
  *
  * @module
@@ -36,6 +36,7 @@ examples/probe_filter.ts: probe each question's difficulty, then filter to the l
   --config FILE    YAML (see examples/configs/probe.yaml): probe: {...} and filter: {...}
   --out DIR        output folder (default runs/probe_filter)
   --backend NAME   auto | tensorflow | wasm | webgpu | cpu
+  --resume         continue from the output folder's files instead of starting over
   --quick          CI-sized run (also when CI=true)
 `;
 
@@ -83,6 +84,7 @@ const probed = await probe(model, table, {
   ...quick,
   ...(hasImages ? { images: await vlImageInputs(model) } : {}),
   out: `${out}/probe.jsonl`,
+  overwrite: !args.resume,
   progress: false,
   onProgress: ({ done, total }) => console.log(`probed ${done}/${total}`),
 });
