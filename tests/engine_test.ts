@@ -287,6 +287,49 @@ Deno.test({
       const third = mk();
       assertEquals((await probe(third, table, { ...opts, out })).objects(), local.objects());
       assertEquals(third.stats().reduce((s, e) => s + e.ok, 0), 0);
+      // the CLI does the same with --endpoints (A is dead: the run finishes on B)
+      const medqa = new URL("../../shared/data/medqa_4opt/test.jsonl", import.meta.url).pathname;
+      const cli = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../cli.ts", import.meta.url).pathname,
+          "probe",
+          "--endpoints",
+          `${a.url},${b.url}`,
+          "--protocol",
+          "medthink",
+          "--model",
+          "medthink-tiny",
+          "--data",
+          medqa,
+          "--limit",
+          "3",
+          "--n",
+          "2",
+          "--temperature",
+          "0",
+          "--max-new-tokens",
+          "8",
+          "--batch-size",
+          "2",
+          "--out",
+          `${dir}/cli/probe.jsonl`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const said = new TextDecoder().decode(cli.stdout) + new TextDecoder().decode(cli.stderr);
+      assert(cli.success, said);
+      assert(/probe: 3 of 3 questions done/.test(said), said);
+      const { loadDataset } = await import("../lib/data/dataset.ts");
+      await probe(model, await loadDataset(medqa, { limit: 3 }), {
+        ...opts,
+        keepCompletions: false,
+        out: `${dir}/lq.jsonl`,
+      });
+      const recs = async (f: string) => (await readJsonl<{ id?: string }>(f)).filter((r) => r.id);
+      assertEquals(await recs(`${dir}/cli/probe.jsonl`), await recs(`${dir}/lq.jsonl`));
     } finally {
       model.dispose();
       await Promise.all([a.stop("SIGKILL"), b.stop()]);

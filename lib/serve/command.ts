@@ -65,7 +65,7 @@ export const REMOTE_SETTINGS = {
   endpoints: {
     kind: "list",
     help:
-      "OpenAI-compatible server URLs (vLLM, SGLang, medthink serve); when given, --model is the served model name",
+      "comma-separated OpenAI-compatible server URLs (vLLM, SGLang, medthink serve); when given, --model is the served model name",
   },
   protocol: {
     kind: "string",
