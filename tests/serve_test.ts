@@ -130,7 +130,16 @@ Deno.test({
           max_tokens: 8,
           temperature: 0,
           logprobs: true,
+          top_logprobs: 2,
         });
+        // greedy: the chosen token is the top alternative, with the same log-prob (the chunked head pass)
+        for (const x of full.choices[0].logprobs!.content!) {
+          assertEquals(x.top_logprobs[0].token, x.token);
+          assert(
+            Math.abs(x.top_logprobs[0].logprob - x.logprob) < 1e-4,
+            `${x.top_logprobs[0].logprob} vs ${x.logprob}`,
+          );
+        }
         const pieces = full.choices[0].logprobs!.content!.map((x) => x.token);
         const stop = pieces[3];
         const cut = full.choices[0].message.content!.indexOf(stop);

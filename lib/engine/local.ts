@@ -261,20 +261,31 @@ export function localEngine(
         }
         const seq = [...prompt, ...sample.tokenIds.slice(0, -1)];
         const t = s.temperature > 0 ? s.temperature : 1;
-        const top = tf.tidy(() => {
-          const logits = model.logits([seq]).slice([0, prompt.length - 1, 0], [
-            1,
-            sample.tokenIds.length,
-            -1,
-          ]);
-          const lp = tf.logSoftmax(logits.squeeze([0]).div(t));
-          return tf.topk(lp, s.topLogprobs!);
-        });
-        const [values, indices] = await Promise.all([top.values.array(), top.indices.array()]);
-        tf.dispose([top.values, top.indices]);
-        sample.topLogprobs = (values as number[][]).map((row, p) =>
-          row.map((v, c) => [(indices as number[][])[p][c], v])
+        const len = sample.tokenIds.length;
+        // hidden states once, then the vocabulary head over chunks of positions: full logits of a long
+        // completion would take T x V floats at once
+        const hidden = tf.tidy(() =>
+          model.hidden([seq]).slice([0, prompt.length - 1, 0], [1, len, -1]).squeeze([0])
         );
+        const rows: [number, number][][] = [];
+        try {
+          for (let p0 = 0; p0 < len; p0 += 256) {
+            const n = Math.min(256, len - p0);
+            const top = tf.tidy(() => {
+              const h = hidden.slice([p0, 0], [n, -1]);
+              const logits = tf.matMul(h, model.lmHeadWeight(), false, true);
+              return tf.topk(tf.logSoftmax(logits.div(t)), s.topLogprobs!);
+            });
+            const [values, indices] = await Promise.all([top.values.array(), top.indices.array()]);
+            tf.dispose([top.values, top.indices]);
+            for (const [q, row] of (values as number[][]).entries()) {
+              rows.push(row.map((v, c) => [(indices as number[][])[q][c], v]));
+            }
+          }
+        } finally {
+          hidden.dispose();
+        }
+        sample.topLogprobs = rows;
       }
     } finally {
       model.lora = savedLora;
