@@ -55,7 +55,9 @@ if ! command -v jupyter >/dev/null || ! jupyter nbconvert --version >/dev/null 2
   FAILED=$((FAILED + 1))
   FAILURES+=("notebooks (no nbconvert)")
 else
-  if ! jupyter kernelspec list 2>/dev/null | grep -qE '^\s*deno\s'; then
+  # (Not piped into `grep -q`: under pipefail its early exit makes the pipeline fail.)
+  KERNELS="$(jupyter kernelspec list 2>/dev/null)"
+  if ! grep -qE '^\s*deno\s' <<<"$KERNELS"; then
     echo "registering the Deno kernel (deno jupyter --install)"
     "${DENO_CMD[@]}" jupyter --install --force >"$LOG_DIR/jupyter_install.log" 2>&1 ||
       "${DENO_CMD[@]}" jupyter --install >>"$LOG_DIR/jupyter_install.log" 2>&1 || tail -3 "$LOG_DIR/jupyter_install.log"
