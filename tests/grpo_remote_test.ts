@@ -192,3 +192,72 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "grpo importanceSamplingCap: sequence weight exp(sum(trainer - server logp)) scales the policy gradient; above the cap it is 0",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "grpo_is_" });
+    const served = await loadModel("medthink-tiny");
+    const tokenizer = await loadTokenizer(served.dir);
+    const server = serveModel(served, { tokenizer, port: 0, modelName: "medthink-tiny" });
+    try {
+      const rows = fakeRows(2);
+      /** One GRPO step with the server's log-probs shifted by `shift` per sequence (spread over its tokens). */
+      const gradNorm = async (shift: number | null) => {
+        const policy = await loadModel("medthink-tiny");
+        try {
+          addLora(policy, { r: 2, alpha: 4, targetModules: ["q_proj", "v_proj"], seed: 9 });
+          const inner = remotePolicy({
+            baseUrls: [server.url],
+            protocol: "medthink",
+            model: "medthink-tiny",
+            dir,
+          });
+          const engine = {
+            name: "shifted",
+            complete: async (
+              reqs: Parameters<typeof inner.engine.complete>[0],
+              s: Parameters<typeof inner.engine.complete>[1],
+            ) =>
+              (await inner.engine.complete(reqs, s)).map((r) =>
+                r.map((x) => ({
+                  ...x,
+                  logprobs: x.logprobs.map((l) => l - (shift ?? 0) / x.logprobs.length),
+                }))
+              ),
+          };
+          const run = await grpo(policy, rows, {
+            tokenizer,
+            prompt: (row) => tokenizer.applyChatTemplate(buildPrompt(row), { addGenerationPrompt: true }),
+            rewards: [(text: string) => text.length % 5],
+            steps: 1,
+            numGenerations: 3,
+            promptsPerStep: 2,
+            maxNewTokens: 4,
+            beta: 0,
+            seed: 11,
+            progress: false,
+            remote: { engine, sync: inner.sync },
+            ...(shift === null ? {} : { importanceSamplingCap: 3 }),
+          });
+          return run.history[0].grad_norm;
+        } finally {
+          policy.dispose();
+        }
+      };
+      const plain = await gradNorm(null);
+      const doubled = await gradNorm(Math.log(2)); // weight 2 for every completion
+      const masked = await gradNorm(5); // weight e^5 > 3: every completion masked
+      assert(plain > 0);
+      assert(Math.abs(doubled / plain - 2) < 1e-3, `${doubled} vs 2 x ${plain}`);
+      assertEquals(masked, 0);
+    } finally {
+      await server.shutdown();
+      served.dispose();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
