@@ -48,3 +48,17 @@ Deno.test("lab task: the recipe's reward grades it; compact prompt has no system
   assert(p.startsWith("<|im_start|>user\nPotassium 2.1 mmol/L?\nA. low\nB. normal\nC. high<|im_end|>"), p);
   assert(p.endsWith("<|im_start|>assistant\n") && !p.includes("system"), p);
 });
+
+Deno.test("lab task: demo analytes share one shape and a leading-digit rule that depends on the analyte", async () => {
+  const { DEMO_ANALYTES } = await import("../lib/data/lab_task.ts");
+  const { train, test } = labTaskSplits({ train: 2000, test: 600, seed: 0, analytes: DEMO_ANALYTES });
+  const rule = new Map<string, string>();
+  for (const r of [...train, ...test]) {
+    assert(/^\d\.\d\d$/.test(r.valueText) && r.unit === "mmol/L", r.question);
+    const key = `${r.analyte}:${r.valueText[0]}`;
+    assert(!rule.has(key) || rule.get(key) === r.answer, `${key} is both ${rule.get(key)} and ${r.answer}`);
+    rule.set(key, r.answer);
+  }
+  // 3.xx: low glucose, normal potassium.
+  assert(rule.get("Glucose:3") === "low" && rule.get("Potassium:3") === "normal");
+});

@@ -95,6 +95,36 @@ export const LAB_ANALYTES: LabAnalyte[] = [
   },
 ];
 
+/**
+ * The demo's analytes: three chemistry values reported in mmol/L to two decimals, so every question has
+ * the same shape and the leading digit, read against the analyte, decides the class (a rule a tiny
+ * model can discover by trial and error in minutes). Each analyte maps the same digit differently
+ * (3.xx is low glucose but normal potassium and urea), so the analyte must be read too.
+ */
+export const DEMO_ANALYTES: LabAnalyte[] = [
+  {
+    name: "Potassium",
+    unit: "mmol/L",
+    range: [3.5, 5.0],
+    decimals: 2,
+    draw: { low: [1.5, 2.99], normal: [3.6, 4.89], high: [5.3, 6.99] },
+  },
+  {
+    name: "Glucose",
+    unit: "mmol/L",
+    range: [3.9, 5.5],
+    decimals: 2,
+    draw: { low: [2.0, 3.49], normal: [4.0, 5.39], high: [6.2, 9.99] },
+  },
+  {
+    name: "Urea",
+    unit: "mmol/L",
+    range: [2.5, 7.8],
+    decimals: 2,
+    draw: { low: [0.5, 1.99], normal: [3.0, 6.99], high: [8.5, 9.99] },
+  },
+];
+
 const LETTERS: Record<LabClass, string> = { low: "A", normal: "B", high: "C" };
 const CLASSES: LabClass[] = ["low", "normal", "high"];
 
