@@ -95,6 +95,8 @@ export { localEngine } from "./lib/engine/local.ts";
 export type { EngineTokenizer, LocalEngine, LocalEngineOptions, LocalResult, LocalSample, LocalSampling } from "./lib/engine/local.ts";
 export { apiBaseUrl, openaiEngine } from "./lib/engine/openai.ts";
 export type { EndpointStats, OpenAIEngine, OpenAIEngineOptions, ServerProtocol } from "./lib/engine/openai.ts";
+export { remotePolicy } from "./lib/engine/policy_sync.ts";
+export type { RemotePolicyOptions } from "./lib/engine/policy_sync.ts";
 export { toWireMessages } from "./lib/engine/messages.ts";
 export type { WireMessage } from "./lib/engine/messages.ts";
 export { serveModel } from "./lib/serve/server.ts";
