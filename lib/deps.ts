@@ -2,6 +2,7 @@
 // a project that imports mod.ts from a URL does not see our deno.json import map.
 // (@std/cli and @std/yaml live on JSR, which is unreachable here: node:util parseArgs and
 // the `yaml` package stand in for them.)
+// deno-lint-ignore no-import-prefix -- full specifiers on purpose (see the top of this file)
 import * as tfjs from "npm:@tensorflow/tfjs@4.22.0";
 /**
  * TensorFlow.js (the union package `@tensorflow/tfjs@4.22.0`: ops, gradients, chained tensor methods),
