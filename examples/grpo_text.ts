@@ -29,7 +29,7 @@ import { loadModel } from "../lib/model/load.ts";
 import type { CausalLM } from "../lib/model/types.ts";
 import { loadTokenizer, type Tokenizer } from "../lib/tokenizer.ts";
 import type { Row } from "../lib/data/types.ts";
-import { LAB_ANALYTES, labCompactPrompt, type LabRow, labTaskSplits } from "../lib/data/lab_task.ts";
+import { DEMO_ANALYTES, labCompactPrompt, type LabRow, labTaskSplits } from "../lib/data/lab_task.ts";
 import { loadDataset } from "../lib/data/dataset.ts";
 import { buildPrompt } from "../lib/data/prompt.ts";
 import { formatScore, medvlthinkerRewardFn } from "../lib/reward/medvlthinker.ts";
@@ -75,20 +75,21 @@ const log = (msg: string) => console.log(`[${since(t0).padStart(6)}s] ${msg}`);
 const quick = args.quick;
 const num = (o: Record<string, unknown>, k: string, d: number) => (o[k] === undefined ? d : Number(o[k]));
 const WARMUP = {
-  steps: num(warmConfig, "steps", embedded ? (quick ? 20 : 30) : 0),
-  batchSize: num(warmConfig, "batch_size", 32),
-  lr: num(warmConfig, "lr", embedded ? 3e-3 : 1e-5),
+  steps: num(warmConfig, "steps", embedded ? (quick ? 30 : 70) : 0),
+  batchSize: num(warmConfig, "batch_size", 16),
+  lr: num(warmConfig, "lr", embedded ? 4e-3 : 1e-5),
   reasoning: (warmConfig.reasoning as string | undefined) ?? "compare",
 };
 const GRPO: Partial<GrpoOptions> = embedded
   ? {
-    numGenerations: 8,
-    promptsPerStep: 8,
+    numGenerations: 4,
+    promptsPerStep: 16,
     microBatchSize: 64,
     maxNewTokens: 16,
     temperature: 1,
-    lr: 2e-3,
+    lr: 1e-3,
     lrScheduleType: "constant",
+    warmupRatio: 0.1,
     weightDecay: 0,
     maxGradNorm: 1,
     lossType: "dapo",
@@ -97,7 +98,7 @@ const GRPO: Partial<GrpoOptions> = embedded
     epsilonHigh: 0.28,
     scaleRewards: "group",
     recomputeOldLogps: false,
-    steps: quick ? 4 : 60,
+    steps: quick ? 4 : 300,
   }
   : { ...MEDVLTHINKER_GRPO, maxNewTokens: 1024, promptsPerStep: 16, miniBatchPrompts: 8, microBatchSize: 8, steps: 50 };
 for (const [k, v] of Object.entries(grpoConfig)) {
@@ -131,7 +132,7 @@ let test: Row[];
 let prompt: (row: Row) => string;
 let target: (row: Row) => string;
 if (embedded) {
-  const splits = labTaskSplits({ train: 20000, test: EVAL.size, seed, analytes: LAB_ANALYTES });
+  const splits = labTaskSplits({ train: 20000, test: EVAL.size, seed, analytes: DEMO_ANALYTES });
   train = splits.train.map((r) => ({ ...r, images: [] }));
   test = splits.test.map((r) => ({ ...r, images: [] }));
   prompt = (row) => labCompactPrompt(row as unknown as LabRow);
