@@ -26,8 +26,7 @@
  */
 import { tf } from "../lib/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
-import type { CausalLM } from "../lib/model/types.ts";
-import { loadTokenizer, type Tokenizer } from "../lib/tokenizer.ts";
+import { loadTokenizer } from "../lib/tokenizer.ts";
 import type { Row } from "../lib/data/types.ts";
 import { DEMO_ANALYTES, labCompactPrompt, type LabRow, labTaskSplits } from "../lib/data/lab_task.ts";
 import { loadDataset } from "../lib/data/dataset.ts";
@@ -100,7 +99,14 @@ const GRPO: Partial<GrpoOptions> = embedded
     recomputeOldLogps: false,
     steps: quick ? 4 : 300,
   }
-  : { ...MEDVLTHINKER_GRPO, maxNewTokens: 1024, promptsPerStep: 16, miniBatchPrompts: 8, microBatchSize: 8, steps: 50 };
+  : {
+    ...MEDVLTHINKER_GRPO,
+    maxNewTokens: 1024,
+    promptsPerStep: 16,
+    miniBatchPrompts: 8,
+    microBatchSize: 8,
+    steps: 50,
+  };
 for (const [k, v] of Object.entries(grpoConfig)) {
   if (k !== "max_seconds") (GRPO as Record<string, unknown>)[camel(k)] = v;
 }
@@ -125,7 +131,11 @@ function camel(k: string): string {
 const backend = args.backend ?? (config.backend as string | undefined) ?? "auto";
 const model = await loadModel(modelName, { backend: backend as never });
 const tok = await loadTokenizer(modelName === "medthink-tiny" ? undefined : modelName);
-log(`model ${modelName} on ${model.backend} (${(Object.values(model.params).reduce((s, p) => s + p.size, 0) / 1e6).toFixed(1)}M parameters)`);
+log(
+  `model ${modelName} on ${model.backend} (${
+    (Object.values(model.params).reduce((s, p) => s + p.size, 0) / 1e6).toFixed(1)
+  }M parameters)`,
+);
 
 let train: Row[];
 let test: Row[];
@@ -141,7 +151,9 @@ if (embedded) {
 } else {
   const table = await loadDataset(dataPath!);
   const rows = (table.objects() as Row[]).filter((r) => !r.images?.length);
-  if (rows.length < 20) throw new Error(`${dataPath} has ${rows.length} text-only rows; GRPO needs at least 20.`);
+  if (rows.length < 20) {
+    throw new Error(`${dataPath} has ${rows.length} text-only rows; GRPO needs at least 20.`);
+  }
   const nTest = Math.min(EVAL.size, Math.floor(rows.length / 5));
   test = rows.slice(0, nTest);
   train = rows.slice(nTest);
@@ -182,14 +194,25 @@ async function sftStage(
       const padL = (q: { ids: number[] }) => L - q.ids.length;
       const inputIds = seqs.map((q) => [...new Array(padL(q)).fill(tok.padTokenId), ...q.ids]);
       const attentionMask = seqs.map((q) => [...new Array(padL(q)).fill(0), ...q.ids.map(() => 1)]);
-      const labels = seqs.map((q) => [...new Array(padL(q)).fill(-100), ...q.ids.map((t, i) => (i < q.np ? -100 : t))]);
-      const { value, grads } = valueAndGrads(() => sftLoss(model, { inputIds, attentionMask, labels }), model.params);
+      const labels = seqs.map((
+        q,
+      ) => [...new Array(padL(q)).fill(-100), ...q.ids.map((t, i) => (i < q.np ? -100 : t))]);
+      const { value, grads } = valueAndGrads(
+        () => sftLoss(model, { inputIds, attentionMask, labels }),
+        model.params,
+      );
       const gradNorm = await clipGradNorm(grads, 1);
       opt.step(grads);
       tf.dispose(Object.values(grads));
       const loss = (await value.data())[0];
       value.dispose();
-      const line = { step: step + 1, loss, grad_norm: gradNorm, lr: options.lr, seconds: (performance.now() - start) / 1000 };
+      const line = {
+        step: step + 1,
+        loss,
+        grad_norm: gradNorm,
+        lr: options.lr,
+        seconds: (performance.now() - start) / 1000,
+      };
       await Deno.writeTextFile(file, JSON.stringify(line) + "\n", { append: true });
     }
   } finally {
@@ -220,13 +243,24 @@ async function evaluateHeldOut(name: string): Promise<EvalResult> {
     const L = Math.max(...enc.map((e) => e.length));
     const ids = enc.map((e) => [...new Array(L - e.length).fill(tok.padTokenId), ...e]);
     const mask = enc.map((e) => [...new Array(L - e.length).fill(0), ...e.map(() => 1)]);
-    const res = await model.generate(ids, { attentionMask: mask, temperature: 0, maxNewTokens: EVAL.maxNewTokens });
+    const res = await model.generate(ids, {
+      attentionMask: mask,
+      temperature: 0,
+      maxNewTokens: EVAL.maxNewTokens,
+    });
     res.tokens.forEach((t, k) => {
       const text = tok.decode(t, { skipSpecialTokens: true });
       const g = lenientGrade(text, rows[k]);
       correct.push(g.correct);
       formatted += formatScore(text);
-      lines.push(JSON.stringify({ id: rows[k].id, completion: text, predicted: g.predictedLabel, answer: rows[k].answerLabel }));
+      lines.push(
+        JSON.stringify({
+          id: rows[k].id,
+          completion: text,
+          predicted: g.predictedLabel,
+          answer: rows[k].answerLabel,
+        }),
+      );
     });
   }
   await Deno.writeTextFile(`${out}/predictions_${name}.jsonl`, lines.join("\n") + "\n");
@@ -252,10 +286,20 @@ function describe(e: EvalResult): string {
 
 // ---------------------------------------------------------------------------------------------
 // 1. Warm-up.
-log(`1/3 SFT warm-up: ${WARMUP.steps} steps x ${WARMUP.batchSize} examples, lr ${WARMUP.lr}, reasoning "${WARMUP.reasoning}"`);
-const warm = await sftStage("sft_warmup", { steps: WARMUP.steps, lr: WARMUP.lr, batchSize: WARMUP.batchSize });
+log(
+  `1/3 SFT warm-up: ${WARMUP.steps} steps x ${WARMUP.batchSize} examples, lr ${WARMUP.lr}, reasoning "${WARMUP.reasoning}"`,
+);
+const warm = await sftStage("sft_warmup", {
+  steps: WARMUP.steps,
+  lr: WARMUP.lr,
+  batchSize: WARMUP.batchSize,
+});
 const evalWarm = await evaluateHeldOut("warmup");
-log(`warm-up done in ${warm.seconds.toFixed(0)}s; held-out ${describe(evalWarm)} (eval ${evalWarm.seconds.toFixed(0)}s)`);
+log(
+  `warm-up done in ${warm.seconds.toFixed(0)}s; held-out ${describe(evalWarm)} (eval ${
+    evalWarm.seconds.toFixed(0)
+  }s)`,
+);
 const warmCursor = trainCursor;
 const snapshot = Object.fromEntries(Object.entries(model.params).map(([k, v]) => [k, tf.keep(v.clone())]));
 
@@ -285,7 +329,11 @@ if (BASELINE.enabled) {
   for (const [k, v] of Object.entries(model.params)) v.assign(snapshot[k]);
   trainCursor = warmCursor;
   log(`3/3 SFT-only: ${grpoRun.seconds.toFixed(0)}s (the GRPO stage's time), lr ${BASELINE.lr}`);
-  base = await sftStage("sft_only", { seconds: grpoRun.seconds, lr: BASELINE.lr, batchSize: BASELINE.batchSize });
+  base = await sftStage("sft_only", {
+    seconds: grpoRun.seconds,
+    lr: BASELINE.lr,
+    batchSize: BASELINE.batchSize,
+  });
   evalSft = await evaluateHeldOut("sft_only");
   log(`SFT-only done: ${base.steps} steps in ${base.seconds.toFixed(0)}s; held-out ${describe(evalSft)}`);
 }
@@ -300,7 +348,12 @@ const curve = grpoRun.history.map((m: GrpoStepMetrics, i, all) => {
 const plotPath = `${out}/reward_curve.svg`;
 await writeSvg(
   plotPath,
-  lineChart(curve, { x: "step", y: "reward_mean5", yLabel: "mean reward (5-step window)", title: "GRPO reward (training batches)" }),
+  lineChart(curve, {
+    x: "step",
+    y: "reward_mean5",
+    yLabel: "mean reward (5-step window)",
+    title: "GRPO reward (training batches)",
+  }),
 );
 const gain = pairedBootstrapCI(evalGrpo.correct, evalWarm.correct, { seed });
 const results = {
@@ -308,7 +361,12 @@ const results = {
   backend: model.backend,
   model: modelName,
   heldOut: test.length,
-  warmup: { ...warm, accuracy: evalWarm.accuracy, ci: [evalWarm.low, evalWarm.high], format: evalWarm.format },
+  warmup: {
+    ...warm,
+    accuracy: evalWarm.accuracy,
+    ci: [evalWarm.low, evalWarm.high],
+    format: evalWarm.format,
+  },
   grpo: {
     steps: grpoRun.steps,
     seconds: grpoRun.seconds,
@@ -334,7 +392,9 @@ ${
     ? `after SFT-only, same time (${base.steps} steps, ${base.seconds.toFixed(0)}s): ${describe(evalSft)}`
     : "SFT-only baseline: off"
 }
-GRPO - warm-up: ${gain.estimate >= 0 ? "+" : ""}${pct(gain.estimate)} points [95% CI ${pct(gain.low)} to ${pct(gain.high)}]
+GRPO - warm-up: ${gain.estimate >= 0 ? "+" : ""}${pct(gain.estimate)} points [95% CI ${pct(gain.low)} to ${
+  pct(gain.high)
+}]
 total time ${since(t0)}s
 
 written:

@@ -67,7 +67,12 @@ allBackendsTest("golden grpo: per-token log-probs, losses of every aggregation, 
     })
   );
   assert(worst < 2e-3, `per-token log-probs: max abs diff ${worst}`);
-  const batch = { ...BATCH, advantages: ADV, oldLogps: R.old_per_token_logps, refLogps: R.ref_per_token_logps };
+  const batch = {
+    ...BATCH,
+    advantages: ADV,
+    oldLogps: R.old_per_token_logps,
+    refLogps: R.ref_per_token_logps,
+  };
   const cases: [string, Record<string, unknown>][] = [
     ["grpo", { lossType: "grpo" }],
     ["bnpo", { lossType: "bnpo" }],
@@ -93,7 +98,12 @@ allBackendsTest("golden grpo: per-token log-probs, losses of every aggregation, 
 
 allBackendsTest("golden grpo: gradients of the grpo loss", async (backend) => {
   const model = await loadModel(DIR, { backend });
-  const batch = { ...BATCH, advantages: ADV, oldLogps: R.old_per_token_logps, refLogps: R.ref_per_token_logps };
+  const batch = {
+    ...BATCH,
+    advantages: ADV,
+    oldLogps: R.old_per_token_logps,
+    refLogps: R.ref_per_token_logps,
+  };
   const vars = Object.values(model.params);
   const names = new Map(Object.entries(model.params).map(([k, v]) => [v.name, k]));
   let metrics: Parameters<typeof readMetrics>[0] | undefined;

@@ -98,7 +98,10 @@ Deno.test("grpo raises the probability of rewarded tokens (1-token completions)"
       "gen_tokens_per_s",
     ]
   ) assert(typeof m[k] === "number", `metrics.jsonl lacks ${k}`);
-  assert((await Deno.readTextFile(`${out}/completions.jsonl`)).trim().split("\n").length >= 6, "sampled completions");
+  assert(
+    (await Deno.readTextFile(`${out}/completions.jsonl`)).trim().split("\n").length >= 6,
+    "sampled completions",
+  );
   // The live tensor count must not grow from step to step (generation, reference swap, accumulation).
   assert(liveAfterStep.every((n) => n === liveAfterStep[0]), `live tensors per step: ${liveAfterStep}`);
   await Deno.remove(out, { recursive: true });
@@ -125,7 +128,9 @@ Deno.test("grpo drops zero-std groups and refills the batch; preset spells out t
   const m = result.history[0];
   assert(m.frac_reward_zero_std === 1 && m.updates === 0, JSON.stringify(m));
   const p = GRPO_PRESETS.medvlthinker;
-  assert(p.numGenerations === 8 && p.lr === 1e-6 && p.lossType === "dapo" && p.beta === 0.01 && p.klClamp === 10);
+  assert(
+    p.numGenerations === 8 && p.lr === 1e-6 && p.lossType === "dapo" && p.beta === 0.01 && p.klClamp === 10,
+  );
   assert(p.promptsPerStep! / p.miniBatchPrompts! === 2 && p.epsilonLow === 0.2 && p.epsilonHigh === 0.2);
   model.dispose();
 });

@@ -1,6 +1,12 @@
 /** The built-in lab-value task: labels agree with the ranges, splits are disjoint and balanced, the reward grades it. */
 import { ok as assert } from "node:assert/strict";
-import { classifyLabValue, LAB_ANALYTES, labCompactPrompt, labRow, labTaskSplits } from "../lib/data/lab_task.ts";
+import {
+  classifyLabValue,
+  LAB_ANALYTES,
+  labCompactPrompt,
+  labRow,
+  labTaskSplits,
+} from "../lib/data/lab_task.ts";
 import { medvlthinkerReward } from "../lib/reward/medvlthinker.ts";
 
 Deno.test("lab task: labels follow each analyte's reference range", () => {

@@ -18,7 +18,7 @@ import type { Row } from "../data/types.ts";
 import { normalizeRewards, type RewardSpec } from "../reward/types.ts";
 import { sampleSeed } from "../eval/generate_batch.ts";
 import type { RemotePolicy } from "../engine/policy_sync.ts";
-import { adamw, type AdamW, clipGradNorm } from "./optimizer.ts";
+import { type AdamW, adamw, clipGradNorm } from "./optimizer.ts";
 import { lrSchedule, type ScheduleType } from "./schedule.ts";
 import {
   groupAdvantages,
@@ -384,7 +384,9 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
   const recompute = o.recomputeOldLogps ?? true;
   if (n < 2) throw new Error(`grpo: numGenerations must be at least 2 to form a group, got ${n}.`);
   if (promptsPerStep % miniPrompts !== 0) {
-    throw new Error(`grpo: promptsPerStep (${promptsPerStep}) must be a multiple of miniBatchPrompts (${miniPrompts}).`);
+    throw new Error(
+      `grpo: promptsPerStep (${promptsPerStep}) must be a multiple of miniBatchPrompts (${miniPrompts}).`,
+    );
   }
   const rewards = normalizeRewards(o.rewards);
   const updatesPerStep = (promptsPerStep / miniPrompts) * numIterations;
@@ -486,7 +488,9 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
       const scores = await Promise.all(result.map((x) => r.fn(x.text, x.row)));
       scores.forEach((s, i) => {
         if (typeof s !== "number" || Number.isNaN(s)) {
-          throw new Error(`grpo: reward '${r.name}' returned ${s} for row ${result[i].row.id}; a reward must be a number.`);
+          throw new Error(
+            `grpo: reward '${r.name}' returned ${s} for row ${result[i].row.id}; a reward must be a number.`,
+          );
         }
         result[i].byName[r.name] = s;
         result[i].reward += r.weight * s;
@@ -500,7 +504,12 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
   }
 
   /** Model inputs of a slice of rollouts (prompt padding and completion width trimmed to the slice). */
-  function batchOf(rs: Rollout[], advantages: number[], old: number[][] | null, ref: number[][] | null): GrpoBatch {
+  function batchOf(
+    rs: Rollout[],
+    advantages: number[],
+    old: number[][] | null,
+    ref: number[][] | null,
+  ): GrpoBatch {
     const { ids, mask } = leftPad(rs.map((r) => r.promptIds), pad);
     const width = Math.max(1, ...rs.map((r) => r.tokens.length));
     return {
@@ -512,8 +521,12 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
         return [...new Array(r.tokens.length).fill(on), ...new Array(width - r.tokens.length).fill(0)];
       }),
       advantages,
-      oldLogps: old ? old.map((x) => [...x.slice(0, width), ...new Array(Math.max(0, width - x.length)).fill(0)]) : undefined,
-      refLogps: ref ? ref.map((x) => [...x.slice(0, width), ...new Array(Math.max(0, width - x.length)).fill(0)]) : undefined,
+      oldLogps: old
+        ? old.map((x) => [...x.slice(0, width), ...new Array(Math.max(0, width - x.length)).fill(0)])
+        : undefined,
+      refLogps: ref
+        ? ref.map((x) => [...x.slice(0, width), ...new Array(Math.max(0, width - x.length)).fill(0)])
+        : undefined,
     };
   }
 
@@ -555,7 +568,11 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
         for (let s = 0; s < batch.length; s += micro) {
           const part = batch.slice(s, s + micro);
           const b = batchOf(part, advantages.slice(s, s + micro), null, null);
-          const { logps, entropy } = perTokenLogpsAndEntropy(model, b, { temperature, chunkSize, entropy: true });
+          const { logps, entropy } = perTokenLogpsAndEntropy(model, b, {
+            temperature,
+            chunkSize,
+            entropy: true,
+          });
           oldLogps.push(...await toArray2D(logps));
           const ent = await toArray2D(entropy!);
           part.forEach((r, i) => entropies.push(...ent[i].slice(0, r.tokens.length)));
@@ -567,7 +584,9 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
         batch.forEach((r, i) => {
           if (o.maskTruncatedCompletions && r.truncated) return;
           let diff = 0;
-          for (let t = 0; t < r.tokens.length; t++) diff += oldLogps![i][t] - (r.logprobs[t] ?? oldLogps![i][t]);
+          for (let t = 0; t < r.tokens.length; t++) {
+            diff += oldLogps![i][t] - (r.logprobs[t] ?? oldLogps![i][t]);
+          }
           const ratio = Math.exp(diff);
           advantages[i] *= ratio > o.importanceSamplingCap! ? 0 : ratio;
         });
@@ -704,7 +723,9 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
         metrics[`reward/${r.name}/std`] = stdOf(xs);
       }
       history.push(metrics);
-      if (files.metrics) await Deno.writeTextFile(files.metrics, JSON.stringify(metrics) + "\n", { append: true });
+      if (files.metrics) {
+        await Deno.writeTextFile(files.metrics, JSON.stringify(metrics) + "\n", { append: true });
+      }
       if (files.completions) {
         const k = o.samplesPerStep ?? 2;
         const lines = batch.slice(0, k * n).filter((_, i) => i % n === 0).slice(0, k).map((r) =>
@@ -717,12 +738,15 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
             ...r.byName,
           })
         );
-        if (lines.length) await Deno.writeTextFile(files.completions, lines.join("\n") + "\n", { append: true });
+        if (lines.length) {
+          await Deno.writeTextFile(files.completions, lines.join("\n") + "\n", { append: true });
+        }
       }
       if (o.progress ?? true) {
         const el = (performance.now() - t0) / 1000;
         const eta = (el / (step + 1)) * (steps - step - 1);
-        const line = `grpo ${step + 1}/${steps} reward ${metrics.reward.toFixed(3)} kl ${metrics.kl.toFixed(4)} ` +
+        const line =
+          `grpo ${step + 1}/${steps} reward ${metrics.reward.toFixed(3)} kl ${metrics.kl.toFixed(4)} ` +
           `len ${metrics.completion_length_mean.toFixed(1)} ${el.toFixed(0)}s eta ${eta.toFixed(0)}s`;
         await Deno.stderr.write(new TextEncoder().encode(`\r${line}   `));
       }

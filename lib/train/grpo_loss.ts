@@ -208,7 +208,14 @@ export function perTokenLogpsAndEntropy(
       const hDim = hidden.shape[2];
       // The hidden state at position t predicts token t+1: completion token j is predicted at tp - 1 + j.
       const h = hidden.slice([0, tp - 1, 0], [n, tc, hDim]).reshape([n * tc, hDim]) as tf.Tensor2D;
-      const o = headLogps(h, cIds.reshape([n * tc]) as tf.Tensor1D, model.lmHeadWeight(), temperature, chunkSize, true);
+      const o = headLogps(
+        h,
+        cIds.reshape([n * tc]) as tf.Tensor1D,
+        model.lmHeadWeight(),
+        temperature,
+        chunkSize,
+        true,
+      );
       return [tf.mul(o.logps.reshape([n, tc]), cMask), tf.mul(o.entropy!.reshape([n, tc]), cMask)];
     });
     ids.dispose();
@@ -220,11 +227,13 @@ export function perTokenLogpsAndEntropy(
 }
 
 /** Identity whose gradient is zero (PyTorch's `detach`), which tfjs lacks. */
-const stopGradient = tf.customGrad(((x: tf.Tensor) => ({
-  value: tf.clone(x),
-  gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy),
-  // deno-lint-ignore no-explicit-any
-})) as any) as (x: tf.Tensor) => tf.Tensor;
+const stopGradient = tf.customGrad(
+  ((x: tf.Tensor) => ({
+    value: tf.clone(x),
+    gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy),
+    // deno-lint-ignore no-explicit-any
+  })) as any,
+) as (x: tf.Tensor) => tf.Tensor;
 
 /** The loss aggregations of GRPO and its descendants. */
 export type GrpoLossType = "grpo" | "bnpo" | "dr_grpo" | "dapo";
@@ -319,7 +328,9 @@ export function grpoLoss(
     throw new Error(`grpoLoss: unknown lossType '${lossType}'; choose grpo, bnpo, dr_grpo or dapo.`);
   }
   if (beta !== 0 && !batch.refLogps) {
-    throw new Error("grpoLoss: batch.refLogps is missing but beta is not 0; give the reference log-probs or set beta to 0.");
+    throw new Error(
+      "grpoLoss: batch.refLogps is missing but beta is not 0; give the reference log-probs or set beta to 0.",
+    );
   }
   const logps = perTokenLogps(model, batch, { temperature, chunkSize });
   let metrics!: GrpoLossMetrics;
