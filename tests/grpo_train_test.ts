@@ -134,3 +134,46 @@ Deno.test("grpo drops zero-std groups and refills the batch; preset spells out t
   assert(p.promptsPerStep! / p.miniBatchPrompts! === 2 && p.epsilonLow === 0.2 && p.epsilonHigh === 0.2);
   model.dispose();
 });
+
+Deno.test("grpo resumed from a checkpoint repeats the remaining steps of an uninterrupted run", async () => {
+  const dir = await Deno.makeTempDir();
+  const opts = {
+    tokenizer,
+    prompt: (r: Row) => r.question,
+    rewards: [["good_token", (c: string) => (GOOD.has(Number(c)) ? 1 : 0), 1]] as [
+      string,
+      (c: string) => number,
+      number,
+    ][],
+    steps: 4,
+    numGenerations: 4,
+    promptsPerStep: 4,
+    maxNewTokens: 1,
+    lr: 1e-2,
+    weightDecay: 0,
+    beta: 0,
+    seed: 5,
+    progress: false,
+  };
+  const a = await loadModel(DIR, { backend: "wasm" });
+  const full = await grpo(a, rows, { ...opts, outDir: `${dir}/a`, saveSteps: 2 });
+  a.dispose();
+  const b = await loadModel(DIR, { backend: "wasm" });
+  const resumed = await grpo(b, rows, { ...opts, outDir: `${dir}/b`, resumeFrom: `${dir}/a/checkpoint-2` });
+  b.dispose();
+  assert(
+    resumed.history.length === 4 && resumed.history[2].step === 3,
+    "resumed history continues at step 3",
+  );
+  for (const k of [2, 3]) {
+    const x = full.history[k], y = resumed.history[k];
+    assert(x.reward === y.reward, `step ${k + 1} reward ${x.reward} vs ${y.reward}`);
+    assert(
+      Math.abs(x.loss - y.loss) < 1e-5 && Math.abs(x.grad_norm - y.grad_norm) < 1e-4,
+      `step ${k + 1} loss/grad norm`,
+    );
+  }
+  const lines = (await Deno.readTextFile(`${dir}/b/metrics.jsonl`)).trim().split("\n");
+  assert(lines.length === 4, `resumed metrics.jsonl has ${lines.length} lines`);
+  await Deno.remove(dir, { recursive: true });
+});

@@ -20,6 +20,7 @@ import { sampleSeed } from "../eval/generate_batch.ts";
 import type { RemotePolicy } from "../engine/policy_sync.ts";
 import { type AdamW, adamw, clipGradNorm } from "./optimizer.ts";
 import { lrSchedule, type ScheduleType } from "./schedule.ts";
+import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import {
   groupAdvantages,
   type GrpoBatch,
@@ -122,6 +123,15 @@ export interface GrpoOptions {
   chunkSize?: number;
   /** Folder for `metrics.jsonl`, `completions.jsonl` and checkpoints. Default: nothing written. */
   outDir?: string;
+  /** Write a checkpoint (weights or adapters, optimizer, step, data position) to `outDir/checkpoint-<step>` every this many steps and at the end. Default: none. */
+  saveSteps?: number;
+  /**
+   * Resume from a checkpoint folder, or `true` for the latest under `outDir`. Generation seeds derive
+   * from (seed, row id, step) and the data order from the seed, so the remaining steps repeat those of an
+   * uninterrupted run. With full fine-tuning and beta > 0, pass the original model as `reference`
+   * (otherwise the resumed weights become the reference).
+   */
+  resumeFrom?: string | boolean;
   /** Sampled completions written per step. Default 2. */
   samplesPerStep?: number;
   /** Stop after this many seconds (the step in progress finishes). Default: no limit. */
@@ -203,6 +213,8 @@ export interface GrpoResult {
   seconds: number;
   /** Files written (metrics, completions), when `outDir` was given. */
   files: Record<string, string>;
+  /** The last checkpoint written, if any. */
+  checkpointDir?: string;
 }
 
 /**
@@ -415,12 +427,48 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
     await Deno.mkdir(o.outDir, { recursive: true });
     files.metrics = `${o.outDir}/metrics.jsonl`;
     files.completions = `${o.outDir}/completions.jsonl`;
-    await Deno.writeTextFile(files.metrics, "");
-    await Deno.writeTextFile(files.completions, "");
   }
-  const history: GrpoStepMetrics[] = [];
+  let history: GrpoStepMetrics[] = [];
   const t0 = performance.now();
   let cursor = 0; // rows drawn so far
+  let startStep = 0;
+  let checkpointDir: string | undefined;
+  if (o.resumeFrom) {
+    if (o.resumeFrom === true && !o.outDir) throw new Error("grpo: resumeFrom true needs an outDir.");
+    const dir = o.resumeFrom === true ? await latestCheckpoint(o.outDir!) : o.resumeFrom;
+    if (dir) {
+      const state = await loadCheckpoint(dir, { model, optimizer });
+      startStep = Number(state.grpoStep);
+      cursor = Number(state.cursor);
+      history = (state.history as GrpoStepMetrics[] | undefined) ?? [];
+      if (!Number.isInteger(startStep) || !Number.isInteger(cursor)) {
+        throw new Error(
+          `grpo: checkpoint ${dir} has no GRPO position (grpoStep, cursor) in trainer_state.json.`,
+        );
+      }
+    }
+  }
+  if (files.metrics) {
+    // A resumed run rewrites the logs up to its checkpoint, then appends.
+    await Deno.writeTextFile(files.metrics, history.map((m) => JSON.stringify(m) + "\n").join(""));
+    if (startStep === 0) await Deno.writeTextFile(files.completions!, "");
+  }
+  async function checkpoint(step: number): Promise<void> {
+    checkpointDir = await saveCheckpoint(`${o.outDir}/checkpoint-${step}`, {
+      model,
+      optimizer,
+      state: {
+        step: optimizer.stepCount,
+        totalSteps: steps * updatesPerStep,
+        dataPosition: { epoch: Math.floor(cursor / rows.length), batch: cursor % rows.length },
+        rng: { seed, epoch: Math.floor(cursor / rows.length) },
+        losses: history.map((m) => m.loss),
+        grpoStep: step,
+        cursor,
+        history,
+      },
+    });
+  }
 
   let policyVersion = 0; // optimizer updates so far
   let syncedVersion = -1;
@@ -531,7 +579,7 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
   }
 
   try {
-    for (let step = 0; step < steps; step++) {
+    for (let step = startStep; step < steps; step++) {
       if (o.maxSeconds !== undefined && (performance.now() - t0) / 1000 >= o.maxSeconds) break;
       const tGen = performance.now();
       // ---- generation (with DAPO's dynamic sampling when asked) ----
@@ -744,11 +792,14 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
       }
       if (o.progress ?? true) {
         const el = (performance.now() - t0) / 1000;
-        const eta = (el / (step + 1)) * (steps - step - 1);
+        const eta = (el / (step + 1 - startStep)) * (steps - step - 1);
         const line =
           `grpo ${step + 1}/${steps} reward ${metrics.reward.toFixed(3)} kl ${metrics.kl.toFixed(4)} ` +
           `len ${metrics.completion_length_mean.toFixed(1)} ${el.toFixed(0)}s eta ${eta.toFixed(0)}s`;
         await Deno.stderr.write(new TextEncoder().encode(`\r${line}   `));
+      }
+      if (o.saveSteps && o.outDir && ((step + 1) % o.saveSteps === 0 || step + 1 === steps)) {
+        await checkpoint(step + 1);
       }
       await o.onStep?.(metrics);
     }
@@ -757,5 +808,5 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
     optimizer.dispose();
     snapshot?.dispose();
   }
-  return { steps: history.length, history, seconds: (performance.now() - t0) / 1000, files };
+  return { steps: history.length, history, seconds: (performance.now() - t0) / 1000, files, checkpointDir };
 }
