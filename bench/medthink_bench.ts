@@ -298,6 +298,7 @@ async function benchGrpo(a: Args): Promise<Record<string, unknown>> {
     update_s: total - clock.gen - logprob,
     generated_tokens: metrics ? metrics.completion_length_mean * a.prompts * a.generations : NaN,
     completions: a.prompts * a.generations,
+    micro: a.micro,
     metrics,
   };
 }

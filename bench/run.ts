@@ -78,10 +78,10 @@ const ROWS: RowSpec[] = [
     label: "grpo step",
     kind: "grpo",
     runs: 1,
-    ours: ["--workload", "grpo", ...GRPO_SHAPE, "--micro", "8"],
+    ours: ["--workload", "grpo", ...GRPO_SHAPE],
     peer: {
       script: "trl_grpo_bench.py",
-      args: [...GRPO_SHAPE, "--micro", "8"],
+      args: [...GRPO_SHAPE],
       single: true,
     },
     timeoutMin: 30,
@@ -233,6 +233,7 @@ async function main(): Promise<void> {
       backend: { type: "string", default: Deno.env.get("MEDTHINK_BACKEND") ?? "auto" },
       "no-pytorch": { type: "boolean", default: false },
       merge: { type: "boolean", default: false },
+      "grpo-micro": { type: "string", default: "8" },
       model: { type: "string" },
       out: { type: "string", default: `${BENCH}/RESULTS.md` },
       help: { type: "boolean", default: false },
@@ -274,11 +275,12 @@ async function main(): Promise<void> {
   const base = ["run", "-A", `${BENCH}/medthink_bench.ts`, "--model", model, "--backend", values.backend!];
   for (const r of rows) {
     const runs = String(runsFor(r));
+    const micro = r.key === "grpo" ? ["--micro", values["grpo-micro"]!] : [];
     console.log(`[bench] ${r.label}: medthink (${runs} run${runs === "1" ? "" : "s"}) ...`);
     ours[r.key] = await runProcess(
       `${r.key}-medthink`,
       deno,
-      [...base, ...r.ours, "--runs", runs],
+      [...base, ...r.ours, ...micro, "--runs", runs],
       r.timeoutMin,
     );
     console.log(`[bench]   medthink ${cell(r.kind, ours[r.key])} (${ours[r.key].wall.toFixed(0)} s wall)`);
@@ -302,6 +304,7 @@ async function main(): Promise<void> {
         "--model",
         model,
         ...r.peer.args,
+        ...micro,
         ...(r.peer.single ? [] : ["--runs", runs]),
       ];
       peer[r.key] = await runProcess(`${r.key}-pytorch`, PY, args, r.timeoutMin);
@@ -463,7 +466,9 @@ function report(x: ReportInput): string {
     L.push("");
     L.push(
       "8 prompts of 32 tokens x 8 completions of up to 128 new tokens (temperature 1, top-p 1), beta 0.01 (reference " +
-        "log-probs), `dapo` loss, one AdamW update accumulated over micro-batches of 8 completions, float32, no gradient " +
+        `log-probs), \`dapo\` loss, one AdamW update accumulated over micro-batches of ${
+          ours.grpo?.result?.micro ?? peer.grpo?.result?.micro ?? 8
+        } completions, float32, no gradient ` +
         "checkpointing. Old log-probs: none recomputed on either side (one iteration, as TRL does by default).",
     );
     L.push("");

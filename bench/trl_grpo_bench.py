@@ -156,6 +156,7 @@ def main():
         "update_s": step - clock["gen"] - clock["logp"],
         "generated_tokens": int(clock["gen_tokens"]),
         "completions": n_completions,
+        "micro": args.micro,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
