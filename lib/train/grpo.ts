@@ -81,6 +81,8 @@ export interface GrpoOptions {
   lrScheduleType?: ScheduleType;
   /** Warmup as a fraction of the updates. Default 0. */
   warmupRatio?: number;
+  /** Warmup in optimizer updates (wins over `warmupRatio`). */
+  warmupSteps?: number;
   /** AdamW decoupled weight decay. Default 0.01. */
   weightDecay?: number;
   /** AdamW betas. Default [0.9, 0.999]. */
@@ -407,6 +409,7 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
     type: o.lrScheduleType ?? "constant",
     totalSteps: steps * updatesPerStep,
     warmupRatio: o.warmupRatio ?? 0,
+    warmupSteps: o.warmupSteps,
   });
   const trainable = trainableOf(model);
   const varNames = new Map(Object.entries(trainable).map(([k, v]) => [v.name, k]));
