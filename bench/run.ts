@@ -494,6 +494,10 @@ function report(x: ReportInput): string {
     for (const [k, o] of errors) L.push(`- ${k}: ${o.error} (log: out/bench/)`);
   }
   L.push("");
+  L.push(
+    "Where the time goes, and what to change in `lib/` to close the gaps: [NOTES.md](NOTES.md) (profiles by `bench/profile.ts`).",
+  );
+  L.push("");
   L.push("## How each row is measured");
   L.push("");
   L.push(
