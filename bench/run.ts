@@ -233,7 +233,7 @@ async function main(): Promise<void> {
       backend: { type: "string", default: Deno.env.get("MEDTHINK_BACKEND") ?? "auto" },
       "no-pytorch": { type: "boolean", default: false },
       merge: { type: "boolean", default: false },
-      "grpo-micro": { type: "string", default: "8" },
+      "grpo-micro": { type: "string", default: "4" },
       model: { type: "string" },
       out: { type: "string", default: `${BENCH}/RESULTS.md` },
       help: { type: "boolean", default: false },
@@ -467,7 +467,7 @@ function report(x: ReportInput): string {
     L.push(
       "8 prompts of 32 tokens x 8 completions of up to 128 new tokens (temperature 1, top-p 1), beta 0.01 (reference " +
         `log-probs), \`dapo\` loss, one AdamW update accumulated over micro-batches of ${
-          ours.grpo?.result?.micro ?? peer.grpo?.result?.micro ?? 8
+          ours.grpo?.result?.micro ?? peer.grpo?.result?.micro ?? "?"
         } completions, float32, no gradient ` +
         "checkpointing. Old log-probs: none recomputed on either side (one iteration, as TRL does by default).",
     );
