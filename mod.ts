@@ -84,7 +84,7 @@ export type { GrpoOptions, GrpoResult, GrpoStepMetrics } from "./lib/train/grpo.
 // Probe, filter, evaluate
 export { probe } from "./lib/eval/probe.ts";
 export type { ProbeOptions } from "./lib/eval/probe.ts";
-export { filter, filterWithReport, findOverlap } from "./lib/eval/filter.ts";
+export { attachProbe, filter, filterWithReport, findOverlap, formatFilterReport } from "./lib/eval/filter.ts";
 export type { FilterOptions, FilterReport } from "./lib/eval/filter.ts";
 export { BENCHMARKS, compareReports, evaluate, formatReport, PUBLISHED_ACCURACY, registerBenchmark } from "./lib/eval/evaluate.ts";
 export type { BenchmarkResult, EvalReport, EvaluateOptions } from "./lib/eval/evaluate.ts";
