@@ -15,6 +15,8 @@
 import { tf } from "../deps.ts";
 import type { CausalLM } from "../model/types.ts";
 import type { Row } from "../data/types.ts";
+import { buildPrompt } from "../data/prompt.ts";
+import type { ChatMessage } from "../tokenizer.ts";
 import { normalizeRewards, type RewardSpec } from "../reward/types.ts";
 import { sampleSeed } from "../eval/generate_batch.ts";
 import type { RemotePolicy } from "../engine/policy_sync.ts";
@@ -40,6 +42,8 @@ export interface GrpoTokenizer {
   decode(ids: number[], options?: { skipSpecialTokens?: boolean }): string;
   /** Id used to pad prompts and completions in a batch. */
   readonly padTokenId: number;
+  /** Renders chat messages (needed only when `prompt` is not given). */
+  applyChatTemplate?(messages: ChatMessage[], options?: { addGenerationPrompt?: boolean }): string;
 }
 
 /** A dataset for `grpo`: rows in the canonical shape, as an array or an arquero table. */
@@ -49,8 +53,11 @@ export type GrpoDataset = Row[] | { objects(): unknown[] };
 export interface GrpoOptions {
   /** Encodes rendered prompts and decodes completions. */
   tokenizer: GrpoTokenizer;
-  /** Renders a row as the prompt string the model continues (chat markup included). */
-  prompt: (row: Row) => string;
+  /**
+   * Renders a row as the prompt string the model continues (chat markup included). Default: the
+   * recipe's prompt (`buildPrompt`) through the tokenizer's chat template, when the tokenizer has one.
+   */
+  prompt?: (row: Row) => string;
   /** Reward functions (with weights); the advantage uses their weighted sum. */
   rewards: RewardSpec | RewardSpec[];
   /** GRPO steps (generation batches). Default: one epoch over the dataset. */
@@ -337,7 +344,17 @@ function trainableOf(model: CausalLM): Record<string, tf.Variable> {
     }
     return out;
   }
-  return model.params;
+  // Frozen tensors (e.g. a Qwen2.5-VL vision tower after freezeVision()) get no gradient: leave them out.
+  return Object.fromEntries(Object.entries(model.params).filter(([, v]) => v.trainable));
+}
+
+/** The recipe's prompt through the tokenizer's chat template (grpo's default `prompt`). */
+function defaultPrompt(tokenizer: GrpoTokenizer): (row: Row) => string {
+  const apply = tokenizer.applyChatTemplate;
+  if (!apply) {
+    throw new Error("grpo: give options.prompt, or a tokenizer with applyChatTemplate (e.g. loadTokenizer()).");
+  }
+  return (row) => apply.call(tokenizer, buildPrompt(row), { addGenerationPrompt: true });
 }
 
 /** Swaps a frozen snapshot of the weights in and out of the model for the reference pass. */
@@ -403,6 +420,7 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
     );
   }
   const rewards = normalizeRewards(o.rewards);
+  const renderPrompt = o.prompt ?? defaultPrompt(o.tokenizer);
   const updatesPerStep = (promptsPerStep / miniPrompts) * numIterations;
   const lrAt = lrSchedule({
     lr: o.lr ?? 1e-6,
@@ -500,7 +518,7 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
     const batch: Row[] = [];
     for (let i = 0; i < count; i++) batch.push(rows[order(cursor++)]);
     const encoded = batch.map((r) => {
-      const ids = o.tokenizer.encode(o.prompt(r));
+      const ids = o.tokenizer.encode(renderPrompt(r));
       return o.maxPromptLength && ids.length > o.maxPromptLength ? ids.slice(-o.maxPromptLength) : ids;
     });
     const { ids, mask } = leftPad(encoded, pad);

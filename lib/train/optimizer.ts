@@ -130,8 +130,9 @@ export function adamw(options: AdamWOptions): AdamW {
   const m: Record<string, tf.Variable> = {};
   const v: Record<string, tf.Variable> = {};
   for (const n of names) {
-    m[n] = tf.variable(tf.zerosLike(params[n]), false);
-    v[n] = tf.variable(tf.zerosLike(params[n]), false);
+    // tf.variable copies its initial value: build the zeros inside tidy so they are freed.
+    m[n] = tf.tidy(() => tf.variable(tf.zerosLike(params[n]), false));
+    v[n] = tf.tidy(() => tf.variable(tf.zerosLike(params[n]), false));
   }
   let t = 0;
   const opt: AdamW = {
