@@ -53,7 +53,13 @@ export type { DatasetFormat, LoadDatasetOptions, LoadReport } from "./lib/data/d
 export type { ImageRef, Row } from "./lib/data/types.ts";
 export { decodeImage } from "./lib/data/images.ts";
 export { processImages } from "./lib/data/processor.ts";
-export { buildPrompt, buildSftMessages, RECIPE_INSTRUCTION, RECIPE_TEMPLATE, sftTarget } from "./lib/data/prompt.ts";
+export {
+  buildPrompt,
+  buildSftMessages,
+  RECIPE_INSTRUCTION,
+  RECIPE_TEMPLATE,
+  sftTarget,
+} from "./lib/data/prompt.ts";
 export type { PromptOptions } from "./lib/data/prompt.ts";
 export { classifyLabValue, labTaskSplits } from "./lib/data/lab_task.ts";
 
@@ -78,7 +84,7 @@ export { sft } from "./lib/train/sft.ts";
 export type { SftOptions, SftResult } from "./lib/train/sft.ts";
 export { groupAdvantages, grpoLoss, perTokenLogps } from "./lib/train/grpo_loss.ts";
 export type { GrpoBatch, GrpoLossOptions, GrpoLossType } from "./lib/train/grpo_loss.ts";
-export { GRPO_PRESETS, grpo, MEDVLTHINKER_GRPO } from "./lib/train/grpo.ts";
+export { grpo, GRPO_PRESETS, MEDVLTHINKER_GRPO } from "./lib/train/grpo.ts";
 export type { GrpoOptions, GrpoResult, GrpoStepMetrics } from "./lib/train/grpo.ts";
 
 // Probe, filter, evaluate
@@ -86,15 +92,34 @@ export { probe } from "./lib/eval/probe.ts";
 export type { ProbeOptions } from "./lib/eval/probe.ts";
 export { attachProbe, filter, filterWithReport, findOverlap, formatFilterReport } from "./lib/eval/filter.ts";
 export type { FilterOptions, FilterReport } from "./lib/eval/filter.ts";
-export { BENCHMARKS, compareReports, evaluate, formatReport, PUBLISHED_ACCURACY, registerBenchmark } from "./lib/eval/evaluate.ts";
+export {
+  BENCHMARKS,
+  compareReports,
+  evaluate,
+  formatReport,
+  PUBLISHED_ACCURACY,
+  registerBenchmark,
+} from "./lib/eval/evaluate.ts";
 export type { BenchmarkResult, EvalReport, EvaluateOptions } from "./lib/eval/evaluate.ts";
 
 // Scale out: remote engines (vLLM, SGLang, `medthink serve`), the server, distillation
 export { isCompletionEngine } from "./lib/engine/types.ts";
 export { localEngine } from "./lib/engine/local.ts";
-export type { EngineTokenizer, LocalEngine, LocalEngineOptions, LocalResult, LocalSample, LocalSampling } from "./lib/engine/local.ts";
+export type {
+  EngineTokenizer,
+  LocalEngine,
+  LocalEngineOptions,
+  LocalResult,
+  LocalSample,
+  LocalSampling,
+} from "./lib/engine/local.ts";
 export { apiBaseUrl, openaiEngine } from "./lib/engine/openai.ts";
-export type { EndpointStats, OpenAIEngine, OpenAIEngineOptions, ServerProtocol } from "./lib/engine/openai.ts";
+export type {
+  EndpointStats,
+  OpenAIEngine,
+  OpenAIEngineOptions,
+  ServerProtocol,
+} from "./lib/engine/openai.ts";
 export { remotePolicy } from "./lib/engine/policy_sync.ts";
 export type { RemotePolicyOptions } from "./lib/engine/policy_sync.ts";
 export { toWireMessages } from "./lib/engine/messages.ts";
@@ -143,7 +168,13 @@ export type {
 export type { GrpoDataset, GrpoTokenizer } from "./lib/train/grpo.ts";
 export type { ProbeReward } from "./lib/eval/probe.ts";
 export type { OverlapMatch, OverlapOptions, OverlapResult } from "./lib/eval/filter.ts";
-export type { BenchmarkSpec, CompareOptions, Comparison, GraderName, ResolveOptions } from "./lib/eval/evaluate.ts";
+export type {
+  BenchmarkSpec,
+  CompareOptions,
+  Comparison,
+  GraderName,
+  ResolveOptions,
+} from "./lib/eval/evaluate.ts";
 export type { Interval } from "./lib/eval/stats.ts";
 export type {
   ChatTokenizer,
@@ -152,5 +183,10 @@ export type {
   SamplingOptions as CompletionSamplingOptions,
 } from "./lib/eval/generate_batch.ts";
 export type { ImageInputBuilder, ImageInputs } from "./lib/eval/vision_inputs.ts";
-export type { CompletionEngine, CompletionRequest, CompletionSample, EngineSampling } from "./lib/engine/types.ts";
+export type {
+  CompletionEngine,
+  CompletionRequest,
+  CompletionSample,
+  EngineSampling,
+} from "./lib/engine/types.ts";
 export type { RemotePolicy } from "./lib/engine/policy_sync.ts";

@@ -37,7 +37,9 @@ import { sftLoss } from "../lib/train/losses.ts";
 import { adamw, clipGradNorm, valueAndGrads } from "../lib/train/optimizer.ts";
 import { grpo, type GrpoOptions, type GrpoStepMetrics, MEDVLTHINKER_GRPO } from "../lib/train/grpo.ts";
 import { pairedBootstrapCI, wilsonInterval } from "../lib/eval/stats.ts";
-import { lineChart, writeSvg } from "../lib/plot.ts";
+import { lineChart, passCountHistogram, writeSvg } from "../lib/plot.ts";
+import { probe } from "../lib/eval/probe.ts";
+import { arquero } from "../lib/deps.ts";
 import { outDir, parseExampleArgs, readYamlConfig, section, since } from "./_common.ts";
 
 const USAGE = `
@@ -322,6 +324,46 @@ const grpoRun = await grpo(model, grpoRows, {
 const evalGrpo = await evaluateHeldOut("grpo");
 log(`GRPO done: ${grpoRun.steps} steps in ${grpoRun.seconds.toFixed(0)}s; held-out ${describe(evalGrpo)}`);
 
+// The recipe's difficulty probe, run on a model that has learned something: the GRPO policy on held-out
+// questions, n samples each at temperature 1, graded by the same reward. Its mean pass rate should sit near
+// the policy's measured accuracy (sampling at T = 1 rather than greedy makes it somewhat lower).
+const PROBE = { size: Math.min(test.length, quick ? 40 : 200), n: 4 };
+const probeRows = test.slice(0, PROBE.size);
+// The demo's compact prompt is already chat markup: hand it to probe() as is.
+const rawPromptTokenizer = {
+  applyChatTemplate: (messages: { content: unknown }[]) => String(messages[0].content),
+  encodeBatch: tok.encodeBatch.bind(tok),
+  decode: tok.decode.bind(tok),
+};
+const probed = await probe(model, arquero.from(probeRows), {
+  n: PROBE.n,
+  temperature: 1,
+  maxNewTokens: EVAL.maxNewTokens,
+  seed,
+  tokenizer: rawPromptTokenizer,
+  prompt: (row) => [{ role: "user", content: prompt(row) }],
+  out: `${out}/probe_grpo.jsonl`,
+  overwrite: true,
+  progress: false,
+});
+const passCounts = probed.array("passCount") as number[];
+const histogram = Array.from({ length: PROBE.n + 1 }, (_, k) => passCounts.filter((p) => p === k).length);
+const probePassRate = passCounts.reduce((a, b) => a + b, 0) / (passCounts.length * PROBE.n);
+const probeGreedy = evalGrpo.correct.slice(0, PROBE.size);
+const probeGreedyAcc = probeGreedy.reduce((a, b) => a + b, 0) / probeGreedy.length;
+await writeSvg(
+  `${out}/probe_histogram.svg`,
+  passCountHistogram(passCounts, {
+    n: PROBE.n,
+    title: `Probe of the GRPO policy (${PROBE.size} held-out, n=${PROBE.n})`,
+  }),
+);
+log(
+  `probe of the GRPO policy: pass counts 0..${PROBE.n} = [${histogram.join(", ")}], mean pass rate ${
+    pct(probePassRate)
+  }% (greedy accuracy on the same questions ${pct(probeGreedyAcc)}%)`,
+);
+
 // 3. SFT-only baseline from the same warm-up, the same wall-clock time as the GRPO stage.
 let evalSft: EvalResult | null = null;
 let base: { steps: number; seconds: number } | null = null;
@@ -378,6 +420,13 @@ const results = {
     ? { ...base, accuracy: evalSft.accuracy, ci: [evalSft.low, evalSft.high], format: evalSft.format }
     : null,
   grpoMinusWarmup: { estimate: gain.estimate, ci: [gain.low, gain.high] },
+  probeOfGrpo: {
+    questions: PROBE.size,
+    n: PROBE.n,
+    histogram,
+    passRate: probePassRate,
+    greedyAccuracy: probeGreedyAcc,
+  },
   totalSeconds: (performance.now() - t0) / 1000,
 };
 await Deno.writeTextFile(`${out}/results.json`, JSON.stringify(results, null, 2) + "\n");
@@ -392,6 +441,9 @@ ${
     ? `after SFT-only, same time (${base.steps} steps, ${base.seconds.toFixed(0)}s): ${describe(evalSft)}`
     : "SFT-only baseline: off"
 }
+probe of the GRPO policy (${PROBE.size} questions x ${PROBE.n} samples, T=1): pass counts [${
+  histogram.join(", ")
+}], mean pass rate ${pct(probePassRate)}% vs greedy accuracy ${pct(probeGreedyAcc)}%
 GRPO - warm-up: ${gain.estimate >= 0 ? "+" : ""}${pct(gain.estimate)} points [95% CI ${pct(gain.low)} to ${
   pct(gain.high)
 }]
@@ -403,5 +455,6 @@ written:
   ${out}/grpo/completions.jsonl  (sampled completions)
   ${out}/sft_warmup.jsonl, ${out}/sft_only.jsonl  (SFT steps)
   ${out}/predictions_{warmup,grpo,sft_only}.jsonl  (every held-out answer)
+  ${out}/probe_grpo.jsonl, ${out}/probe_histogram.svg  (the probe of the GRPO policy)
   ${out}/results.json`);
 model.dispose();

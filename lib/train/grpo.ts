@@ -352,7 +352,9 @@ function trainableOf(model: CausalLM): Record<string, tf.Variable> {
 function defaultPrompt(tokenizer: GrpoTokenizer): (row: Row) => string {
   const apply = tokenizer.applyChatTemplate;
   if (!apply) {
-    throw new Error("grpo: give options.prompt, or a tokenizer with applyChatTemplate (e.g. loadTokenizer()).");
+    throw new Error(
+      "grpo: give options.prompt, or a tokenizer with applyChatTemplate (e.g. loadTokenizer()).",
+    );
   }
   return (row) => apply.call(tokenizer, buildPrompt(row), { addGenerationPrompt: true });
 }
