@@ -91,7 +91,7 @@ export type { GrpoOptions, GrpoResult, GrpoStepMetrics } from "./lib/train/grpo.
 export { probe } from "./lib/eval/probe.ts";
 export type { ProbeOptions } from "./lib/eval/probe.ts";
 export { attachProbe, filter, filterWithReport, findOverlap, formatFilterReport } from "./lib/eval/filter.ts";
-export type { FilterOptions, FilterReport } from "./lib/eval/filter.ts";
+export type { AttachProbeOptions, FilterOptions, FilterReport } from "./lib/eval/filter.ts";
 export {
   BENCHMARKS,
   compareReports,
