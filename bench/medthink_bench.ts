@@ -231,7 +231,13 @@ function clockedModel(model: CausalLM, clock: { gen: number; genEnd: number; fir
       model.loraEnabled = v;
     },
     hidden(...args: Parameters<CausalLM["hidden"]>) {
-      if (engine.state.gradientDepth > 0 && !clock.firstGrad) clock.firstGrad = now();
+      if (engine.state.gradientDepth > 0 && !clock.firstGrad) {
+        clock.firstGrad = now();
+        // On stderr as it happens: a run killed later (out of memory) still tells how far it got.
+        console.error(
+          `[phase] log-prob done after ${(clock.firstGrad - clock.genEnd).toFixed(1)} s; update starts`,
+        );
+      }
       return model.hidden(...args);
     },
     lmHeadWeight: () => model.lmHeadWeight(),
@@ -241,6 +247,11 @@ function clockedModel(model: CausalLM, clock: { gen: number; genEnd: number; fir
       const out = await model.generate(...args);
       clock.genEnd = now();
       clock.gen += clock.genEnd - t0;
+      console.error(
+        `[phase] generation done in ${(clock.genEnd - t0).toFixed(1)} s; peak RSS ${
+          (peakRssMb() / 1024).toFixed(2)
+        } GiB`,
+      );
       return out;
     },
     dispose: () => model.dispose(),

@@ -138,7 +138,14 @@ async function runProcess(name: string, cmd: string, args: string[], timeoutMin:
   const line = stdout.split("\n").reverse().find((l) => l.startsWith("RESULT "));
   if (line) return { result: JSON.parse(line.slice(7)), wall };
   if (ac.signal.aborted) return { error: `timed out after ${timeoutMin} min`, wall };
-  if (out.signal === "SIGKILL") return { error: "killed (SIGKILL: out of memory?)", wall };
+  // Progress a workload printed before it died (e.g. GRPO's phases).
+  const phases = stderr.split("\n").filter((l) => l.startsWith("[phase] ")).map((l) => l.slice(8)).join("; ");
+  if (out.signal === "SIGKILL") {
+    return {
+      error: `killed (SIGKILL: out of memory?) after ${wall.toFixed(0)} s${phases ? ` (${phases})` : ""}`,
+      wall,
+    };
+  }
   const last =
     (stderr.trim().split("\n").filter((l) => /error/i.test(l)).at(-1) ?? stderr.trim().split("\n").at(-1) ??
       "").slice(0, 200);
