@@ -106,6 +106,16 @@ interface Outcome {
   result?: Result;
   error?: string;
   wall: number;
+  /** The machine's 1-minute load average when the workload ended (other jobs make timings noisy). */
+  load?: number;
+}
+
+function loadAverage(): number {
+  try {
+    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+  } catch {
+    return NaN;
+  }
 }
 
 async function runProcess(name: string, cmd: string, args: string[], timeoutMin: number): Promise<Outcome> {
@@ -136,7 +146,7 @@ async function runProcess(name: string, cmd: string, args: string[], timeoutMin:
     `$ ${cmd} ${args.join(" ")}\n${stdout}\n--- stderr ---\n${stderr}`,
   );
   const line = stdout.split("\n").reverse().find((l) => l.startsWith("RESULT "));
-  if (line) return { result: JSON.parse(line.slice(7)), wall };
+  if (line) return { result: JSON.parse(line.slice(7)), wall, load: loadAverage() };
   if (ac.signal.aborted) return { error: `timed out after ${timeoutMin} min`, wall };
   // Progress a workload printed before it died (e.g. GRPO's phases).
   const phases = stderr.split("\n").filter((l) => l.startsWith("[phase] ")).map((l) => l.slice(8)).join("; ");
@@ -435,6 +445,20 @@ function report(x: ReportInput): string {
   }
   L.push("");
 
+  const loads = rows.flatMap((r) => [ours[r.key]?.load, peer[r.key]?.load]).filter((v): v is number =>
+    Number.isFinite(v)
+  );
+  if (loads.length) {
+    L.push(
+      `1-minute load average at the end of each workload: ${Math.min(...loads).toFixed(1)} to ${
+        Math.max(...loads).toFixed(1)
+      } ` +
+        `on ${x.m.cores} cores${
+          Math.max(...loads) > x.m.cores + 0.5 ? " (other jobs were running: timings are noisy)" : ""
+        }.`,
+    );
+    L.push("");
+  }
   L.push("## Peak memory (RSS of the process that ran the workload)");
   L.push("");
   L.push("| workload | medthink | pytorch |");
