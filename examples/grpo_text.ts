@@ -80,6 +80,9 @@ const WARMUP = {
   batchSize: num(warmConfig, "batch_size", 16),
   lr: num(warmConfig, "lr", embedded ? 4e-3 : 1e-5),
   reasoning: (warmConfig.reasoning as string | undefined) ?? "compare",
+  // `correct`: the warm-up's answer letter is the right one; `random`: a letter drawn at random per example,
+  // which teaches the format while keeping the policy's answers spread out (groups with mixed rewards).
+  answers: (warmConfig.answers as string | undefined) ?? "correct",
 };
 const GRPO: Partial<GrpoOptions> = embedded
   ? {
@@ -149,7 +152,16 @@ if (embedded) {
   test = splits.test.map((r) => ({ ...r, images: [] }));
   prompt = (row) => labCompactPrompt(row as unknown as LabRow);
   // The warm-up's reasoning says nothing about the value: it teaches the format, not the answer.
-  target = (row) => `<think> ${WARMUP.reasoning} </think>\n<answer> ${row.answerLabel} </answer>`;
+  const letters = ["A", "B", "C"];
+  let h = (seed * 2654435761 + 12345) >>> 0;
+  const randomLetter = () => {
+    h = (Math.imul(h ^ (h >>> 15), 2246822507) + 0x9e3779b9) >>> 0;
+    return letters[h % letters.length];
+  };
+  target = (row) =>
+    `<think> ${WARMUP.reasoning} </think>\n<answer> ${
+      WARMUP.answers === "random" ? randomLetter() : row.answerLabel
+    } </answer>`;
 } else {
   const table = await loadDataset(dataPath!);
   const rows = (table.objects() as Row[]).filter((r) => !r.images?.length);
