@@ -150,6 +150,9 @@ async function runProcess(name: string, cmd: string, args: string[], timeoutMin:
   if (ac.signal.aborted) return { error: `timed out after ${timeoutMin} min`, wall };
   // Progress a workload printed before it died (e.g. GRPO's phases).
   const phases = stderr.split("\n").filter((l) => l.startsWith("[phase] ")).map((l) => l.slice(8)).join("; ");
+  if (out.code === 143 || out.signal === "SIGTERM") {
+    return { error: `stopped (SIGTERM) after ${wall.toFixed(0)} s${phases ? ` (${phases})` : ""}`, wall };
+  }
   if (out.signal === "SIGKILL") {
     return {
       error: `killed (SIGKILL: out of memory?) after ${wall.toFixed(0)} s${phases ? ` (${phases})` : ""}`,
@@ -199,7 +202,11 @@ function sig(x: number): string {
 
 function cell(kind: Kind, o?: Outcome): string {
   if (!o) return "n/a";
-  if (!o.result) return `error: ${o.error}`;
+  if (!o.result) {
+    // Older results files kept the raw exit status of a stopped process.
+    const e = /^exit 143\b/.test(o.error ?? "") ? "stopped (SIGTERM)" : o.error;
+    return `error: ${e}${/ after \d/.test(e ?? "") ? "" : ` after ${o.wall.toFixed(0)} s`}`;
+  }
   const r = o.result;
   switch (kind) {
     case "tok_s":
@@ -250,6 +257,7 @@ async function main(): Promise<void> {
       backend: { type: "string", default: Deno.env.get("MEDTHINK_BACKEND") ?? "auto" },
       "no-pytorch": { type: "boolean", default: false },
       merge: { type: "boolean", default: false },
+      render: { type: "boolean", default: false },
       "grpo-micro": { type: "string", default: "4" },
       model: { type: "string" },
       out: { type: "string", default: `${BENCH}/RESULTS.md` },
@@ -275,14 +283,18 @@ async function main(): Promise<void> {
       );
     }
   }
-  const rows = ROWS.filter((r) => keys.includes(r.key));
+  // --render: run nothing, rewrite the report from the results file (as --merge with no rows).
+  const rows = values.render ? [] : ROWS.filter((r) => keys.includes(r.key));
+  if (values.render) values.merge = true;
   const runsFor = (r: RowSpec) => values.runs ? Number(values.runs) : values.quick ? 1 : r.runs;
   const started = new Date();
   const m = machine();
   console.log(`[bench] ${m.cpu}, ${m.cores} cores, ${m.memGiB.toFixed(0)} GiB; backend ${values.backend}`);
 
-  const model = values.model ?? await ensureBenchModel();
-  const skipPeer = values["no-pytorch"] ? "PyTorch baseline skipped (--no-pytorch)." : await pythonReady();
+  const model = values.model ?? (values.render ? "" : await ensureBenchModel());
+  const skipPeer = values["no-pytorch"] || values.render
+    ? (values.render ? null : "PyTorch baseline skipped (--no-pytorch).")
+    : await pythonReady();
   if (skipPeer) console.log(`[bench] ${skipPeer}`);
 
   const ours: Record<string, Outcome> = {};
