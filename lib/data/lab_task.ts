@@ -11,6 +11,8 @@
  * @module
  */
 
+import { seededRandom } from "../eval/stats.ts"; // Mulberry32: the same sequence on every machine
+
 /** The three classes, in option order. */
 export type LabClass = "low" | "normal" | "high";
 
@@ -180,18 +182,6 @@ export interface LabSplits {
   test: LabRow[];
 }
 
-/** Mulberry32: a small, seedable PRNG (the task must be the same on every machine). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function shuffle<T>(xs: T[], rand: () => number): T[] {
   for (let i = xs.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
@@ -259,7 +249,7 @@ function valuesOf(analyte: LabAnalyte, cls: LabClass): number[] {
  */
 export function labTaskSplits(options: LabTaskOptions = {}): LabSplits {
   const { train = 2000, test = 600, testFraction = 0.5, seed = 0, analytes = LAB_ANALYTES } = options;
-  const rand = rng(seed * 7919 + 17);
+  const rand = seededRandom(seed * 7919 + 17);
   const trainPool: Record<LabClass, LabRow[][]> = { low: [], normal: [], high: [] };
   const testPool: Record<LabClass, LabRow[][]> = { low: [], normal: [], high: [] };
   for (const cls of CLASSES) {

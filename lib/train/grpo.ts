@@ -33,6 +33,7 @@ import {
   readMetrics,
   type ScaleRewards,
 } from "./grpo_loss.ts";
+import { seededRandom } from "../eval/stats.ts"; // Mulberry32: the same sequence on every machine
 
 /** What `grpo` needs from a tokenizer (the `Tokenizer` of `lib/tokenizer.ts` has it). */
 export interface GrpoTokenizer {
@@ -264,18 +265,6 @@ function rowsOf(dataset: GrpoDataset): Row[] {
   return rows;
 }
 
-/** Mulberry32 (the data order must be reproducible on resume). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Row index of the `k`-th row drawn (epoch-wise permutations derived from the seed). */
 function dataOrder(n: number, seed: number, shuffle: boolean): (k: number) => number {
   const perms = new Map<number, number[]>();
@@ -284,7 +273,7 @@ function dataOrder(n: number, seed: number, shuffle: boolean): (k: number) => nu
     if (!shuffle) return k % n;
     let p = perms.get(epoch);
     if (!p) {
-      const r = rng(seed * 1_000_003 + epoch);
+      const r = seededRandom(seed * 1_000_003 + epoch);
       p = Array.from({ length: n }, (_, i) => i);
       for (let i = n - 1; i > 0; i--) {
         const j = Math.floor(r() * (i + 1));
