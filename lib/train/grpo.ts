@@ -13,14 +13,16 @@
  * @module
  */
 import { tf } from "../deps.ts";
-import type { CausalLM } from "../model/types.ts";
+import type { CausalLM, ForwardOptions } from "../model/types.ts";
 import type { Row } from "../data/types.ts";
 import { buildPrompt } from "../data/prompt.ts";
 import type { ChatMessage } from "../tokenizer.ts";
 import { normalizeRewards, type RewardSpec } from "../reward/types.ts";
 import { sampleSeed } from "../eval/generate_batch.ts";
 import type { RemotePolicy } from "../engine/policy_sync.ts";
-import { type AdamW, adamw, clipGradNorm } from "./optimizer.ts";
+import { type ImageInputBuilder, visionInputBuilder } from "../eval/vision_inputs.ts";
+import { accumulateGrads, type AdamW, adamw, clipGradNorm } from "./optimizer.ts";
+import { addLora, type LoraOptions } from "./lora.ts";
 import { lrSchedule, type ScheduleType } from "./schedule.ts";
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import {
@@ -163,6 +165,18 @@ export interface GrpoOptions {
    * (TRL's default cap: 3). Default: off.
    */
   importanceSamplingCap?: number;
+  /**
+   * Image inputs of rows with images (Qwen2.5-VL models): default `visionInputBuilder(model)` (the model
+   * folder's processor settings). A batch may mix image rows and text-only rows.
+   */
+  images?: ImageInputBuilder;
+  /** Keep the Qwen2.5-VL vision tower (`visual.*`) fixed during the run: it gets no gradient. Default false. */
+  freezeVision?: boolean;
+  /**
+   * Train LoRA adapters instead of all weights, added with these options unless the model already has
+   * some. Adapters go on the language model only; the vision tower's weights stay as they are.
+   */
+  lora?: LoraOptions;
 }
 
 /** One step's metrics (also the JSON line written to `metrics.jsonl`). */
@@ -296,10 +310,18 @@ function stdOf(xs: number[]): number {
   return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1));
 }
 
+/** One prompt's images: its share of the processor's patches and their grids (shared by its group). */
+interface PromptImages {
+  pixelValues: tf.Tensor2D;
+  imageGridThw: number[][];
+}
+
 /** A generated completion with what the loss needs. */
 interface Rollout {
   row: Row;
   promptIds: number[];
+  /** The prompt's images (Qwen2.5-VL image rows only). */
+  image?: PromptImages;
   tokens: number[];
   /** Sampler log-probs of `tokens`. */
   logprobs: number[];
@@ -420,6 +442,28 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
     warmupRatio: o.warmupRatio ?? 0,
     warmupSteps: o.warmupSteps,
   });
+  if (o.lora) {
+    if (Object.keys(model.lora ?? {}).length === 0) addLora(model, { seed, ...o.lora });
+    model.loraEnabled = true;
+  }
+  const vision = Boolean(model.config.vision);
+  // Frozen for this run only: the tensors frozen here are made trainable again at the end.
+  const frozenHere: tf.Variable[] = [];
+  if (o.freezeVision) {
+    if (!vision) {
+      throw new Error(
+        `grpo: freezeVision needs a Qwen2.5-VL model; this ${model.config.modelType} model has no vision tower.`,
+      );
+    }
+    for (const [k, v] of Object.entries(model.params)) {
+      if (k.startsWith("visual.") && v.trainable) {
+        v.trainable = false;
+        frozenHere.push(v);
+      }
+    }
+  }
+  const buildImages = vision ? (o.images ?? visionInputBuilder(model)) : undefined;
+  const liveImages = new Set<tf.Tensor>();
   const trainable = trainableOf(model);
   const varNames = new Map(Object.entries(trainable).map(([k, v]) => [v.name, k]));
   const optimizer: AdamW = adamw({
@@ -504,26 +548,95 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
     };
   }
 
+  /**
+   * The images of a batch of prompts (Qwen2.5-VL): the rendered texts get their image tokens expanded
+   * in place; returns each image row's own patches (kept for the training passes) and the whole batch's
+   * for generation (the caller disposes it).
+   */
+  async function imageInputs(
+    batch: Row[],
+    texts: string[],
+  ): Promise<
+    { images: (PromptImages | undefined)[]; forward: Pick<ForwardOptions, "pixelValues" | "imageGridThw"> }
+  > {
+    const images: (PromptImages | undefined)[] = batch.map(() => undefined);
+    // Rows whose prompt names no image (a prompt function that drops them) are text-only rows.
+    const picked = batch.flatMap((r, i) =>
+      (r.images?.length ?? 0) > 0 && texts[i].includes("<|image_pad|>") ? [i] : []
+    );
+    if (picked.length === 0) return { images, forward: {} };
+    const first = batch[picked[0]];
+    if (!buildImages) {
+      throw new Error(
+        `grpo: row ${first.id} holds an image but the model (${model.config.modelType}) is text-only; use a Qwen2.5-VL checkpoint or a prompt without images.`,
+      );
+    }
+    if (o.remote) {
+      throw new Error(
+        `grpo: row ${first.id} holds an image but remote rollouts take token ids only; train image rows locally.`,
+      );
+    }
+    const built = await buildImages(picked.map((i) => batch[i]), picked.map((i) => texts[i]));
+    picked.forEach((i, k) => texts[i] = built.texts[k]);
+    if (built.pixelValues === undefined) return { images, forward: {} };
+    const pv = built.pixelValues instanceof tf.Tensor
+      ? built.pixelValues as tf.Tensor2D
+      : tf.tensor2d(built.pixelValues as number[][]);
+    const grids = built.imageGridThw ?? [];
+    let g = 0;
+    let at = 0;
+    for (const i of picked) {
+      const mine = grids.slice(g, g + batch[i].images.length);
+      g += mine.length;
+      const patches = mine.reduce((s, [t, h, w]) => s + t * h * w, 0);
+      if (mine.length !== batch[i].images.length || at + patches > pv.shape[0]) {
+        pv.dispose();
+        throw new Error(
+          `grpo: the image inputs of row ${batch[i].id} do not match its ${batch[i].images.length} images.`,
+        );
+      }
+      const own = pv.slice([at, 0], [patches, -1]) as tf.Tensor2D;
+      liveImages.add(own);
+      images[i] = { pixelValues: own, imageGridThw: mine };
+      at += patches;
+    }
+    return { images, forward: { pixelValues: pv, imageGridThw: grids } };
+  }
+
   /** One generation round over `count` fresh prompts. */
   async function rollouts(count: number, step: number): Promise<Rollout[]> {
     const batch: Row[] = [];
     for (let i = 0; i < count; i++) batch.push(rows[order(cursor++)]);
-    const encoded = batch.map((r) => {
-      const ids = o.tokenizer.encode(renderPrompt(r));
-      return o.maxPromptLength && ids.length > o.maxPromptLength ? ids.slice(-o.maxPromptLength) : ids;
+    const texts = batch.map((r) => renderPrompt(r));
+    const { images: promptImages, forward: genImages } = await imageInputs(batch, texts);
+    const encoded = batch.map((r, i) => {
+      const ids = o.tokenizer.encode(texts[i]);
+      if (!o.maxPromptLength || ids.length <= o.maxPromptLength) return ids;
+      if (promptImages[i]) {
+        throw new Error(
+          `grpo: row ${r.id} has ${ids.length} prompt tokens with its images, over maxPromptLength ${o.maxPromptLength}.`,
+        );
+      }
+      return ids.slice(-o.maxPromptLength);
     });
     const { ids, mask } = leftPad(encoded, pad);
     const seeds: number[] = [];
     for (const r of batch) for (let j = 0; j < n; j++) seeds.push(sampleSeed(seed, `${r.id}@${step}`, j));
-    const out = o.remote ? await remoteGenerate(encoded, seeds) : await model.generate(ids, {
-      attentionMask: mask,
-      numSamples: n,
-      temperature,
-      topP: o.topP ?? 1,
-      topK: o.topK ?? 0,
-      maxNewTokens,
-      seeds,
-    });
+    let out;
+    try {
+      out = o.remote ? await remoteGenerate(encoded, seeds) : await model.generate(ids, {
+        attentionMask: mask,
+        numSamples: n,
+        temperature,
+        topP: o.topP ?? 1,
+        topK: o.topK ?? 0,
+        maxNewTokens,
+        seeds,
+        ...genImages,
+      });
+    } finally {
+      genImages.pixelValues?.dispose();
+    }
     const result: Rollout[] = [];
     for (let i = 0; i < batch.length; i++) {
       for (let j = 0; j < n; j++) {
@@ -535,6 +648,7 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
         result.push({
           row: batch[i],
           promptIds: encoded[i],
+          image: promptImages[i],
           tokens,
           logprobs: out.logprobs[k].slice(0, tokens.length),
           truncated: stop < 0,
@@ -572,7 +686,16 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
   ): GrpoBatch {
     const { ids, mask } = leftPad(rs.map((r) => r.promptIds), pad);
     const width = Math.max(1, ...rs.map((r) => r.tokens.length));
+    // Every completion carries its prompt's images, in row order (the model consumes them in order).
+    const withImages = rs.filter((r) => r.image);
+    const forward = withImages.length
+      ? {
+        pixelValues: tf.concat(withImages.map((r) => r.image!.pixelValues), 0) as tf.Tensor2D,
+        imageGridThw: withImages.flatMap((r) => r.image!.imageGridThw),
+      }
+      : undefined;
     return {
+      forward,
       promptIds: ids,
       promptMask: mask,
       completionIds: rightPad(rs.map((r) => r.tokens), pad).map((r) => r.slice(0, width)),
@@ -628,11 +751,13 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
         for (let s = 0; s < batch.length; s += micro) {
           const part = batch.slice(s, s + micro);
           const b = batchOf(part, advantages.slice(s, s + micro), null, null);
-          const { logps, entropy } = perTokenLogpsAndEntropy(model, b, {
-            temperature,
-            chunkSize,
-            entropy: true,
-          });
+          let pass;
+          try {
+            pass = perTokenLogpsAndEntropy(model, b, { temperature, chunkSize, entropy: true });
+          } finally {
+            b.forward?.pixelValues?.dispose();
+          }
+          const { logps, entropy } = pass;
           oldLogps.push(...await toArray2D(logps));
           const ent = await toArray2D(entropy!);
           part.forEach((r, i) => entropies.push(...ent[i].slice(0, r.tokens.length)));
@@ -666,6 +791,7 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
               model.loraEnabled = true;
             }
           } else t = snapshot!.with(pass);
+          b.forward?.pixelValues?.dispose();
           refLogps.push(...await toArray2D(t));
         }
       }
@@ -719,17 +845,11 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
               metrics = out.metrics;
               return weight === 1 ? out.loss : tf.mul(out.loss, weight) as tf.Scalar;
             }, Object.values(trainable));
+            b.forward?.pixelValues?.dispose();
             const named: Record<string, tf.Tensor> = {};
             for (const [k, g] of Object.entries(grads)) named[varNames.get(k) ?? k] = g;
-            if (!acc) acc = named;
-            else {
-              for (const k of Object.keys(named)) {
-                const sum = tf.add(acc[k], named[k]);
-                acc[k].dispose();
-                named[k].dispose();
-                acc[k] = sum;
-              }
-            }
+            // A text-only micro-batch gives the vision tower no gradient: sums start at the first one.
+            acc = accumulateGrads(acc, named);
             metricSums.loss += (await value.data())[0];
             value.dispose();
             const mv = await readMetrics(metrics!);
@@ -783,6 +903,10 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
         metrics[`reward/${r.name}/std`] = stdOf(xs);
       }
       history.push(metrics);
+      for (const r of allRollouts) {
+        if (r.image) liveImages.delete(r.image.pixelValues);
+        r.image?.pixelValues.dispose();
+      }
       if (files.metrics) {
         await Deno.writeTextFile(files.metrics, JSON.stringify(metrics) + "\n", { append: true });
       }
@@ -819,6 +943,8 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
     if (o.progress ?? true) await Deno.stderr.write(new TextEncoder().encode("\n"));
     optimizer.dispose();
     snapshot?.dispose();
+    tf.dispose([...liveImages]);
+    for (const v of frozenHere) v.trainable = true;
   }
   return { steps: history.length, history, seconds: (performance.now() - t0) / 1000, files, checkpointDir };
 }

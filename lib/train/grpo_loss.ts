@@ -13,7 +13,7 @@
  * @module
  */
 import { tf } from "../deps.ts";
-import type { CausalLM } from "../model/types.ts";
+import type { CausalLM, ForwardOptions } from "../model/types.ts";
 import { tokenLogprobs } from "./losses.ts";
 
 /** How rewards are scaled into advantages. */
@@ -80,6 +80,11 @@ export interface CompletionBatch {
   completionIds: number[][] | tf.Tensor2D;
   /** `[N, Tc]` 1 on completion tokens that count (through the stop token). */
   completionMask: number[][] | tf.Tensor2D;
+  /**
+   * Qwen2.5-VL image inputs of the rows with images (`pixelValues` and `imageGridThw`, image after
+   * image in row order), passed to `model.hidden`. Omitted for text-only batches.
+   */
+  forward?: Omit<ForwardOptions, "attentionMask">;
 }
 
 /** Options of {@linkcode perTokenLogps}. */
@@ -188,23 +193,36 @@ export function perTokenLogpsAndEntropy(
     }
     const ids = tf.concat([pIds, cIds], 1) as tf.Tensor2D;
     const mask = tf.concat([pMask, cMask], 1) as tf.Tensor2D;
+    // A multimodal forward places the images and 3-D positions from the ids and mask on the host: given
+    // as numbers they need no synchronous read (which webgpu lacks).
+    const fwd = batch.forward;
+    const host = fwd && [batch.promptIds, batch.completionIds, batch.promptMask, batch.completionMask]
+        .every(Array.isArray)
+      ? {
+        ids: (batch.promptIds as number[][]).map((r, i) => r.concat((batch.completionIds as number[][])[i])),
+        mask: (batch.promptMask as number[][]).map((r, i) =>
+          r.concat((batch.completionMask as number[][])[i])
+        ),
+      }
+      : undefined;
     // Numbers let tokenLogprobs skip padded completion positions entirely.
     const scoreMask = Array.isArray(batch.completionMask) ? batch.completionMask : cMask;
     if (!entropy) {
       const out = tokenLogprobs(model, {
-        inputIds: ids,
-        attentionMask: mask,
+        inputIds: host?.ids ?? ids,
+        attentionMask: host?.mask ?? mask,
         targets: cIds,
         mask: scoreMask,
         temperature,
         chunkSize,
+        forward: fwd,
       });
       ids.dispose();
       mask.dispose();
       return { logps: out.logprobs };
     }
     const kept = tf.tidy(() => {
-      const hidden = model.hidden(ids, { attentionMask: mask });
+      const hidden = model.hidden(host?.ids ?? ids, { ...fwd, attentionMask: host?.mask ?? mask });
       const hDim = hidden.shape[2];
       // The hidden state at position t predicts token t+1: completion token j is predicted at tp - 1 + j.
       const h = hidden.slice([0, tp - 1, 0], [n, tc, hDim]).reshape([n * tc, hDim]) as tf.Tensor2D;

@@ -57,11 +57,15 @@ function matches(module: string, targets: string[] | string): boolean {
   return targets.some((t) => module === t || module.endsWith(`.${t}`));
 }
 
-/** Names of the linear modules (2-D `.weight` params) a LoRA config would adapt. */
+/**
+ * Names of the linear modules (2-D `.weight` params) a LoRA config would adapt: those of the language
+ * model only. A Qwen2.5-VL vision tower (`visual.*`) is never adapted, since its forward pass does not
+ * read adapters (freeze it or train it whole).
+ */
 export function loraTargets(model: CausalLM, targetModules: string[] | string): string[] {
   const out: string[] = [];
   for (const [name, p] of Object.entries(model.params)) {
-    if (!name.endsWith(".weight") || p.shape.length !== 2) continue;
+    if (!name.endsWith(".weight") || p.shape.length !== 2 || name.startsWith("visual.")) continue;
     const module = name.slice(0, -".weight".length);
     if (matches(module, targetModules)) out.push(module);
   }
