@@ -404,9 +404,15 @@ export function decoderForward(model: DecoderWeights, inputs: DecoderInputs): tf
   const eps = config.rmsNormEps;
   for (let i = 0; i < config.numHiddenLayers; i++) {
     const p = `model.layers.${i}`;
-    const x = rmsNorm(h, params[`${p}.input_layernorm.weight`], eps) as tf.Tensor3D;
-    h = tf.add(h, selfAttention(model, i, x, bias, cos, sin, cache));
-    h = tf.add(h, mlp(model, i, rmsNorm(h, params[`${p}.post_attention_layernorm.weight`], eps)));
+    const hIn = h;
+    // One tidy per layer: a layer's intermediates (MLP activations, attention scores) are freed as soon
+    // as it is done instead of all 24 layers' staying alive until the caller's tidy ends. Under a
+    // gradient tape this is safe: tfjs keeps its own reference to every tensor a backward pass needs.
+    h = tf.tidy(() => {
+      const x = rmsNorm(hIn, params[`${p}.input_layernorm.weight`], eps) as tf.Tensor3D;
+      const mid = tf.add(hIn, selfAttention(model, i, x, bias, cos, sin, cache));
+      return tf.add(mid, mlp(model, i, rmsNorm(mid, params[`${p}.post_attention_layernorm.weight`], eps)));
+    });
   }
   return rmsNorm(h, params["model.norm.weight"], eps) as tf.Tensor3D;
 }
