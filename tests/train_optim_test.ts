@@ -1,4 +1,4 @@
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
 import { tf } from "../lib/deps.ts";
 import { accumulateGrads, adamw, clipGradNorm, hfParamGroups } from "../lib/train/optimizer.ts";
 import { lrSchedule, warmupStepsOf } from "../lib/train/schedule.ts";
@@ -81,6 +81,64 @@ allBackendsTest("adamw: PyTorch semantics over three steps, per-group weight dec
   opt.dispose();
   opt2.dispose();
 });
+
+allBackendsTest(
+  "adamw: host moments and tensor moments give the same updates and exchange state",
+  async (backend) => {
+    if (backend === "webgpu") {
+      // no host moments there (tensors are not readable synchronously): the option says so
+      const w = tf.variable(tf.zeros([2]));
+      assertThrows(() => adamw({ params: { w }, hostMoments: true }), /hostMoments needs a backend/);
+      w.dispose();
+      return;
+    }
+    const start = tf.memory().numTensors;
+    const p0 = Array.from({ length: 37 }, (_, i) => Math.sin(i) * 0.7);
+    const grad = (k: number) =>
+      tf.tensor2d(p0.map((_, i) => Math.cos(i * (k + 1)) * (i % 3 ? 1 : 1e-3)), [1, 37]);
+    const opts = { lr: 0.01, betas: [0.9, 0.95] as [number, number], weightDecay: 0.1 };
+    // tf.variable keeps its own reference to the initial value: make it inside tidy so nothing else stays
+    const variable = (f: () => tf.Tensor) => tf.tidy(() => tf.variable(f()));
+    const wh = variable(() => tf.tensor2d(p0, [1, 37]));
+    const wt = variable(() => tf.tensor2d(p0, [1, 37]));
+    const host = adamw({ params: { w: wh }, ...opts, hostMoments: true });
+    const tens = adamw({ params: { w: wt }, ...opts, hostMoments: false });
+    // a clone taken before the update keeps the old values (the host path never writes into shared storage)
+    const before = wh.clone();
+    const n0 = tf.memory().numTensors;
+    for (let k = 0; k < 3; k++) {
+      const g = { w: grad(k) };
+      host.step(g);
+      tens.step(g);
+      tf.dispose(g.w);
+      assertEquals(tf.memory().numTensors, n0);
+    }
+    assertEquals(Array.from(await before.data()), Array.from(new Float32Array(p0)));
+    const a = await wh.data(), b = await wt.data();
+    for (let i = 0; i < 37; i++) assert(close(a[i], b[i], 1e-5), `w[${i}] ${a[i]} vs ${b[i]}`);
+    // state crosses between the two kinds: host -> tensor and tensor -> host continue identically
+    const w2 = variable(() => wh.clone()), w3 = variable(() => wt.clone());
+    const tens2 = adamw({ params: { w: w2 }, ...opts, hostMoments: false });
+    const host2 = adamw({ params: { w: w3 }, ...opts, hostMoments: true });
+    tens2.loadState(host.state());
+    host2.loadState(tens.state());
+    const g = { w: grad(7) };
+    for (const o of [host, tens, tens2, host2]) o.step(g);
+    const [x, y, z, u] = await Promise.all([wh.data(), wt.data(), w2.data(), w3.data()]);
+    for (let i = 0; i < 37; i++) {
+      assert(close(z[i], x[i], 1e-6) && close(u[i], y[i], 1e-6), `resumed w[${i}]`);
+      assert(close(x[i], y[i], 1e-5), `w[${i}] after resume`);
+    }
+    // the host state's tensors are freed with the optimizer (no leak from state())
+    host.state();
+    host.dispose();
+    host2.dispose();
+    tens.dispose();
+    tens2.dispose();
+    tf.dispose([wh, wt, w2, w3, before, g.w]);
+    assertEquals(tf.memory().numTensors, start);
+  },
+);
 
 allBackendsTest("clipGradNorm: global L2 norm, returns the pre-clip norm", async () => {
   const grads: Record<string, tf.Tensor> = { a: tf.tensor1d([3, 0]), b: tf.tensor2d([[0, 4]]) };
