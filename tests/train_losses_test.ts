@@ -137,3 +137,48 @@ allBackendsTest("headLogprobs: many scattered rows and chunks (more than 8 piece
   assert(ent[0] === 0 && ent[1] > 0, "entropy 0 on skipped rows only");
   tf.dispose([h, w, got.logprobs, got.entropy!, want]);
 });
+
+allBackendsTest(
+  "headLogprobs: kept and recomputed logits give the same gradients as full logits",
+  async () => {
+    const n = 9, v = 13, hd = 5;
+    const h = tf.variable(tf.randomNormal([n, hd], 0, 1, "float32", 7)) as unknown as
+      & tf.Tensor2D
+      & tf.Variable;
+    const w = tf.variable(tf.randomNormal([v, hd], 0, 1, "float32", 8)) as unknown as
+      & tf.Tensor2D
+      & tf.Variable;
+    const targets = Array.from({ length: n }, (_, i) => (i * 5) % v);
+    const rows = Array.from({ length: n }, (_, i) => (i % 4 === 1 ? 0 : 1));
+    const scale = tf.tensor1d(Array.from({ length: n }, (_, i) => 0.5 + i));
+    const temperature = 0.7;
+    const want = tf.variableGrads(() =>
+      tf.tidy(() => {
+        const lp = tf.logSoftmax(tf.matMul(h, w, false, true).div(temperature));
+        const picked = lp.mul(tf.oneHot(tf.tensor1d(targets, "int32"), v).toFloat()).sum(1);
+        return picked.mul(tf.tensor1d(rows)).mul(scale).sum() as tf.Scalar;
+      }), [h, w]);
+    for (const keepLogits of [true, false]) {
+      for (const chunkSize of [1, 3, 100]) {
+        const got = tf.variableGrads(() => {
+          const { logprobs, entropy } = headLogprobs(h, w, targets, {
+            chunkSize,
+            rows,
+            temperature,
+            keepLogits,
+            entropy: true,
+          });
+          entropy!.dispose();
+          return logprobs.mul(scale).sum() as tf.Scalar;
+        }, [h, w]);
+        assertAlmostEquals((await got.value.data())[0], (await want.value.data())[0], 1e-5);
+        for (const k of Object.keys(want.grads)) {
+          const e = await relL2(got.grads[k], want.grads[k]);
+          assert(e < 1e-5, `grad ${k} rel L2 ${e} (keep ${keepLogits}, chunk ${chunkSize})`);
+        }
+        tf.dispose([got.value, ...Object.values(got.grads)]);
+      }
+    }
+    tf.dispose([h, w, scale, want.value, ...Object.values(want.grads)]);
+  },
+);

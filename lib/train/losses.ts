@@ -2,20 +2,21 @@
  * Token-level losses on a causal LM, computed through the vocabulary head in chunks.
  *
  * With a 151,936-token vocabulary the logits of a whole batch (`[B, T, V]`) would take gigabytes, and
- * autograd would keep every chunk alive until the backward pass even if the forward were chunked. So the
- * head is one custom-gradient op: the forward computes log-probs (and entropies) chunk by chunk and keeps
- * only the hidden states; the backward recomputes each chunk's logits. Peak memory is one chunk of
- * `[chunkSize, V]` logits plus the hidden states. Rows whose targets are masked out (the prompt, padding)
- * are skipped entirely when the mask is given as plain numbers.
+ * autograd would keep every piece alive until the backward pass even if the forward were chunked. So the
+ * head is one custom-gradient op over slices of the vocabulary: the forward computes log-probs (and
+ * entropies) slice by slice; the backward builds each slice of the weight gradient once. The logits are
+ * kept between the passes when they fit in 1 GiB (as PyTorch keeps them), else recomputed slice by slice,
+ * so that peak memory is one `[rows, slice]` piece plus the hidden states. Rows whose targets are masked
+ * out (the prompt, padding) are skipped entirely when the mask is given as plain numbers.
  *
- * Only elementary ops are used (slice, concat, matMul, oneHot, logSumExp): the wasm backend lacks the
- * gradient of `gather`, and no `gather` appears here.
+ * The gradient is written by hand (the wasm backend lacks the gradient of `gather`; the forward's gather
+ * of target rows needs none).
  *
  * @module
  */
 import { tf } from "../deps.ts";
 import type { CausalLM, ForwardOptions } from "../model/types.ts";
-import { concatMany } from "./_ops.ts";
+import { addMany, concatMany } from "./_ops.ts";
 
 /** Label value that excludes a position from the loss (Hugging Face convention). */
 export const IGNORE_INDEX: number = -100;
@@ -25,6 +26,9 @@ function defaultChunkRows(vocab: number): number {
   return Math.max(1, Math.floor(2 ** 25 / vocab));
 }
 
+/** Logits kept from the forward pass for the backward when there are at most this many (1 GiB of float32). */
+const KEEP_LOGITS_MAX = 2 ** 28;
+
 function slowTransposedMatMul(): boolean {
   return tf.getBackend() === "wasm";
 }
@@ -33,12 +37,20 @@ function slowTransposedMatMul(): boolean {
 export interface HeadLogprobsOptions {
   /** Logits are divided by it before the softmax. Default 1. */
   temperature?: number;
-  /** Rows of the head computed at once. Default about 2^25 / V. */
+  /**
+   * Bounds each piece of logits to `chunkSize * V` values (the head is computed in slices of the vocabulary,
+   * all rows at once). Default about 2^25 / V, i.e. 128 MiB pieces.
+   */
   chunkSize?: number;
   /** Rows to compute (1) or skip (0), as plain numbers; skipped rows give 0 and receive no gradient. */
   rows?: ArrayLike<number>;
   /** Also return the entropy of each row's distribution (not differentiated). */
   entropy?: boolean;
+  /**
+   * Keep the forward pass's logits for the backward instead of recomputing them (a third less matmul work
+   * in the head, `rows * V` floats held between the passes). Default: when they take at most 1 GiB.
+   */
+  keepLogits?: boolean;
 }
 
 /** What {@linkcode headLogprobs} and {@linkcode tokenLogprobs} return. */
@@ -65,7 +77,13 @@ function runsOf(rows: ArrayLike<number> | undefined, n: number): Array<[number, 
 
 /**
  * log p(target) for each row of `hidden` under the head `weight` (`logits = hidden @ weight^T / temperature`),
- * chunked so that at most `chunkSize` rows of logits exist at a time, in the forward and in the backward pass.
+ * computed in slices of the vocabulary so that at most `chunkSize * V` logits exist at a time.
+ *
+ * Forward: for each vocabulary slice, the logits of every row, their log-sum-exp (combined across slices)
+ * and, for entropies, their softmax-weighted sum; the target logit is picked with a gather, not a one-hot
+ * product. Backward: per slice, `dz = (onehot - exp(z - lse)) g`, `dW_slice = dz^T h`, `dh += dz W_slice`;
+ * `dW` is the slices concatenated, written once. The logits are recomputed in the backward unless kept
+ * (`keepLogits`).
  *
  * @param hidden `[N, H]` hidden states (final norm applied).
  * @param weight `[V, H]` output projection.
@@ -99,15 +117,25 @@ export function headLogprobs(
   const runs = runsOf(options.rows, n);
   const selected = runs.filter(([, , on]) => on);
   const m = selected.reduce((a, [s, e]) => a + e - s, 0);
-  // Selected rows are packed together first, then cut into chunks: the cost per chunk (a [V, H] weight
-  // gradient) is paid once per `chunk` rows, however scattered the selected rows are.
-  const chunks: Array<[number, number]> = [];
-  for (let i = 0; i < m; i += chunk) chunks.push([i, Math.min(m, i + chunk)]);
+  // Selected rows are packed together; the vocabulary is cut into slices of at most chunk * V logits for
+  // all of them. dW is then built slice by slice (concatenated once) instead of summed over row chunks,
+  // each sum moving a whole [V, H] matrix.
+  const width = m === 0 ? vocab : Math.max(2, Math.min(vocab, Math.floor((chunk * vocab) / m)));
+  const slices: Array<[number, number]> = [];
+  for (let v = 0; v < vocab; v += width) slices.push([v, Math.min(vocab, v + width)]);
+  // tf.oneHot needs a depth of at least 2: a last slice of one column joins the one before it.
+  if (slices.length > 1 && slices[slices.length - 1][1] - slices[slices.length - 1][0] < 2) {
+    slices.pop();
+    slices[slices.length - 1][1] = vocab;
+  }
+  const keep = options.keepLogits ?? m * vocab <= KEEP_LOGITS_MAX;
   const targetRows = targets instanceof tf.Tensor ? null : Array.from(targets);
   const tgt: tf.Tensor1D = m === 0
     ? tf.zeros([0], "int32") as tf.Tensor1D
     : targets instanceof tf.Tensor
-    ? tf.tidy(() => pack(targets.toInt().reshape([n, 1])).reshape([m]) as tf.Tensor1D)
+    ? tf.tidy(() =>
+      pack(targets.toInt().reshape([n, 1])).reshape([m]).clipByValue(0, vocab - 1).toInt() as tf.Tensor1D
+    )
     : tf.tensor1d(
       selected.flatMap(([s, e]) => targetRows!.slice(s, e).map((t) => (t >= 0 && t < vocab ? t : 0))),
       "int32",
@@ -133,78 +161,97 @@ export function headLogprobs(
     return concatMany(parts);
   }
 
-  // The rows of a chunk: log-softmax pieces needed by both passes.
-  function chunkLogits(hp: tf.Tensor2D, w: tf.Tensor2D, tg: tf.Tensor1D, s: number, e: number) {
-    const hc = hp.slice([s, 0], [e - s, h]);
+  // `[M, vs]` logits (at the temperature) of the vocabulary slice [v0, v1) for every packed row.
+  function sliceLogits(hp: tf.Tensor2D, w: tf.Tensor2D, v0: number, v1: number): tf.Tensor2D {
+    const ws = v0 === 0 && v1 === vocab ? w : w.slice([v0, 0], [v1 - v0, h]);
     // wasm's matMul with a transposed operand is ~8x slower than without (measured with V = 151,936):
-    // there, W (hc^T) and an explicit transpose of the small result are faster.
+    // there, W (hp^T) and an explicit transpose of the small result are faster.
     const z = slowTransposedMatMul()
-      ? tf.matMul(w, hc.transpose()).transpose()
-      : tf.matMul(hc, w, false, true);
-    const zt = temperature === 1 ? z : z.div(temperature);
-    const lse = tf.logSumExp(zt, 1, true);
-    const onehot = tf.oneHot(tg.slice([s], [e - s]), vocab).toFloat();
-    return { zt, lse, onehot };
+      ? tf.matMul(ws, hp.transpose()).transpose()
+      : tf.matMul(hp, ws, false, true);
+    return (temperature === 1 ? z : z.div(temperature)) as tf.Tensor2D;
   }
 
   // deno-lint-ignore no-explicit-any
   const op = tf.customGrad(
     ((hid: tf.Tensor, w: tf.Tensor, save: tf.GradSaveFunc) => {
       const hp = m > 0 ? tf.tidy(() => pack(hid as tf.Tensor2D)) : tf.zeros([0, h]) as tf.Tensor2D;
-      // The packed rows and targets are saved: the backward runs after the caller has disposed them.
-      save([hp, w, tgt]);
-      const value = tf.tidy(() => {
-        const cols: tf.Tensor2D[] = [];
-        for (const [s, e] of chunks) {
-          cols.push(tf.tidy(() => {
-            const { zt, lse, onehot } = chunkLogits(hp, w as tf.Tensor2D, tgt, s, e);
-            const lp = zt.mul(onehot).sum(1, true).sub(lse);
-            if (!withEntropy) return lp as tf.Tensor2D;
-            // H = lse - sum(p * z): avoids log(0) on underflowed probabilities.
-            const ent = lse.sub(zt.sub(lse).exp().mul(zt).sum(1, true));
-            return tf.concat([lp, ent], 1) as tf.Tensor2D;
-          }));
+      const kept: tf.Tensor2D[] = [];
+      // Per slice: its log-sum-exp and (for entropies) sum(softmax_slice * z); combined across slices below.
+      const lseParts: tf.Tensor2D[] = [];
+      const ezParts: tf.Tensor2D[] = [];
+      if (m > 0) {
+        for (const [v0, v1] of slices) {
+          tf.tidy(() => {
+            const z = sliceLogits(hp, w as tf.Tensor2D, v0, v1);
+            const lse = tf.logSumExp(z, 1, true) as tf.Tensor2D;
+            lseParts.push(tf.keep(lse));
+            if (withEntropy) ezParts.push(tf.keep(z.sub(lse).exp().mul(z).sum(1, true) as tf.Tensor2D));
+            if (keep) kept.push(tf.keep(z));
+          });
         }
-        const packed = cols.length === 0
-          ? tf.zeros([0, withEntropy ? 2 : 1]) as tf.Tensor2D
-          : cols.length === 1
-          ? cols[0]
-          : concatMany(cols);
-        const full = m === 0 ? tf.zeros([n, withEntropy ? 2 : 1]) as tf.Tensor2D : unpack(packed);
+      }
+      const lse: tf.Tensor2D = m === 0
+        ? tf.zeros([0, 1]) as tf.Tensor2D
+        : lseParts.length === 1
+        ? lseParts[0].clone()
+        : tf.tidy(() => tf.logSumExp(concatMany(lseParts, 1), 1, true) as tf.Tensor2D);
+      // The packed rows, targets and log-sum-exps are saved: the backward runs after the caller has disposed
+      // the inputs.
+      save([hp, w, tgt, lse, ...kept]);
+      const value = tf.tidy(() => {
+        if (m === 0) {
+          const zero = tf.zeros([n, withEntropy ? 2 : 1]) as tf.Tensor2D;
+          return withEntropy ? zero.transpose() : zero.reshape([n]);
+        }
+        // The target's logit: its row of W against the hidden state (a gather, no [M, V] one-hot product).
+        let picked = tf.gather(w, tgt).mul(hp).sum(1, true);
+        if (temperature !== 1) picked = picked.div(temperature);
+        const lp = picked.sub(lse) as tf.Tensor2D;
+        let packed = lp;
+        if (withEntropy) {
+          // H = lse - sum_j p_j z_j = lse - sum_slices exp(lse_s - lse) * E_s (no log(0) on underflow).
+          const ez = addManyWeighted(lseParts, ezParts, lse);
+          packed = tf.concat([lp, lse.sub(ez)], 1) as tf.Tensor2D;
+        }
+        const full = unpack(packed);
         return withEntropy ? full.transpose() : full.reshape([n]);
       });
-      hp.dispose();
+      tf.dispose([hp, lse, ...lseParts, ...ezParts, ...kept]);
       const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [hs, ws, ts] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D];
+        const [hs, ws, ts, ls] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Tensor2D];
+        const zs = saved.slice(4) as tf.Tensor2D[];
         if (m === 0) return [tf.zeros([n, h]), tf.zerosLike(ws)];
         // Only the log-prob row of dy matters: the entropy is not differentiated.
-        const dlp = tf.tidy(() =>
-          pack((withEntropy ? dy.slice([0, 0], [1, n]) : dy).reshape([n, 1]) as tf.Tensor2D)
+        // d logp / d z = (onehot - softmax), and dz / d(hW^T) = 1 / temperature.
+        const g = tf.tidy(() =>
+          pack((withEntropy ? dy.slice([0, 0], [1, n]) : dy).reshape([n, 1]) as tf.Tensor2D).div(temperature)
         );
-        let dW: tf.Tensor2D | null = null;
-        const dhParts: tf.Tensor2D[] = [];
-        for (const [cs, ce] of chunks) {
-          const [dh, next] = tf.tidy(() => {
-            const { zt, lse, onehot } = chunkLogits(hs, ws, ts, cs, ce);
-            const p = zt.sub(lse).exp();
-            // d logp / d z = (onehot - softmax) / temperature, scaled by the upstream gradient.
-            const g = dlp.slice([cs, 0], [ce - cs, 1]).div(temperature);
+        let dh: tf.Tensor2D | null = null;
+        const dWParts: tf.Tensor2D[] = [];
+        slices.forEach(([v0, v1], i) => {
+          const [dWs, next] = tf.tidy(() => {
+            const z = zs.length ? zs[i] : sliceLogits(hs, ws, v0, v1);
+            const p = z.sub(ls).exp();
+            const onehot = tf.oneHot(v0 === 0 ? ts : ts.sub(tf.scalar(v0, "int32")), v1 - v0).toFloat();
             const dz = onehot.sub(p).mul(g) as tf.Tensor2D;
-            const dhc = tf.matMul(dz, ws) as tf.Tensor2D;
-            const hc = hs.slice([cs, 0], [ce - cs, h]);
-            const dWc = (slowTransposedMatMul()
-              ? tf.matMul(dz.transpose(), hc)
-              : tf.matMul(dz, hc, true, false)) as tf.Tensor2D;
-            return [dhc, dW ? dW.add(dWc) as tf.Tensor2D : dWc];
+            const wsl = v0 === 0 && v1 === vocab ? ws : ws.slice([v0, 0], [v1 - v0, h]);
+            const dhs = tf.matMul(dz, wsl) as tf.Tensor2D;
+            const dW = (slowTransposedMatMul()
+              ? tf.matMul(dz.transpose(), hs)
+              : tf.matMul(dz, hs, true, false)) as tf.Tensor2D;
+            return [dW, dh ? dh.add(dhs) as tf.Tensor2D : dhs];
           });
-          dW?.dispose();
-          dW = next;
-          dhParts.push(dh);
-        }
-        dlp.dispose();
-        const dH = tf.tidy(() => unpack(dhParts.length === 1 ? dhParts[0] : concatMany(dhParts)));
-        tf.dispose(dhParts);
-        return [dH, dW!];
+          dh?.dispose();
+          dh = next;
+          dWParts.push(dWs);
+        });
+        g.dispose();
+        const dW = dWParts.length === 1 ? dWParts[0] : concatMany(dWParts, 0);
+        if (dWParts.length > 1) tf.dispose(dWParts);
+        const dH = tf.tidy(() => unpack(dh!));
+        (dh as tf.Tensor2D | null)?.dispose();
+        return [dH, dW];
       };
       return { value, gradFunc };
     }) as any,
@@ -220,6 +267,11 @@ export function headLogprobs(
   }));
   out.dispose();
   return res;
+}
+
+/** `sum_s exp(lse_s - lse) * e_s`: per-slice softmax-weighted sums combined into the whole row's. */
+function addManyWeighted(lseParts: tf.Tensor2D[], parts: tf.Tensor2D[], lse: tf.Tensor2D): tf.Tensor2D {
+  return addMany(parts.map((e, i) => lseParts[i].sub(lse).exp().mul(e) as tf.Tensor2D));
 }
 
 /** Options of {@linkcode tokenLogprobs}. */
