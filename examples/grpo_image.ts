@@ -1,10 +1,14 @@
 /**
  * The paper's best multimodal recipe on a vision-language model: GRPO on text-only questions, then
  * evaluation on image questions (VQA-RAD closed). MedVLThinker found text-only RL on m23k beats
- * image-text RL on PMC-VQA for Qwen2.5-VL; `grpo()` trains on text prompts, so this is that recipe.
+ * image-text RL on PMC-VQA for Qwen2.5-VL; `--train-images 0` (the YAML config's setting) is exactly
+ * that recipe. By default a few VQA-RAD image questions (never among the evaluated ones) are mixed into
+ * the GRPO batches, so that image rows go through `grpo()` too: sampling with the image, old and
+ * reference log-probs, and the loss, with gradients into the vision tower (`freezeVision` keeps it).
  *
- *   deno run -A examples/grpo_image.ts                    # medthink-tiny-vl, lab-value task, bundled VQA-RAD
+ *   deno run -A examples/grpo_image.ts                    # medthink-tiny-vl, lab-value task + 8 image rows, bundled VQA-RAD
  *   deno run -A examples/grpo_image.ts --quick            # CI-sized (also when CI=true)
+ *   deno run -A examples/grpo_image.ts --train-images 0   # text-only GRPO: the paper's best recipe
  *   deno run -A examples/grpo_image.ts --model path/to/Qwen2.5-VL-3B-Instruct \
  *     --data m23k_filtered.parquet --eval-data path/to/vqa_rad_closed/test.jsonl \
  *     --config examples/configs/grpo_image.yaml
@@ -46,16 +50,19 @@ import {
 const USAGE = `
 examples/grpo_image.ts: GRPO on text questions with a vision-language model, evaluated on VQA-RAD images.
 
-  --model DIR       Qwen2.5-VL checkpoint folder or medthink-tiny-vl (default)
-  --data FILE       GRPO questions (text; e.g. the filtered m23k); default: the built-in lab-value task
-  --eval-data FILE  image benchmark (default: the bundled VQA-RAD closed test set)
+  --model DIR         Qwen2.5-VL checkpoint folder or medthink-tiny-vl (default)
+  --data FILE         GRPO questions (text; e.g. the filtered m23k); default: the built-in lab-value task
+  --eval-data FILE    image benchmark (default: the bundled VQA-RAD closed test set)
+  --train-images N    image questions of the benchmark (after the evaluated ones) mixed into GRPO
+                      (default 8, --quick 2; 0 = text-only GRPO, the paper's best recipe)
+  (grpo: {freezeVision: true} in the config keeps the vision tower fixed during GRPO)
   --config FILE     YAML (see examples/configs/grpo_image.yaml): grpo: {...}, evaluate: {...}
   --out DIR         output folder (default runs/grpo_image)
   --backend NAME    auto | tensorflow | wasm | webgpu | cpu
   --quick           CI-sized run (also when CI=true)
 `;
 
-const args = parseExampleArgs(USAGE, ["eval-data"]);
+const args = parseExampleArgs(USAGE, ["eval-data", "train-images"]);
 const config = await readYamlConfig(args.config);
 const grpoConfig = section(config, "grpo", args.config) as Partial<GrpoOptions>;
 const evalConfig = section(config, "evaluate", args.config) as Partial<EvaluateOptions>;
@@ -78,7 +85,8 @@ const dataDir = findDataDir();
 const evalPath = (args.extra["eval-data"] as string | undefined) ?? (config.evalData as string | undefined) ??
   (dataDir ? `${dataDir}/vqa_rad_closed/test.jsonl` : undefined);
 const evalLimit = args.quick ? 8 : (config.evalLimit as number | undefined) ?? 40;
-const evalTable = evalPath ? (await loadDataset(evalPath)).slice(0, evalLimit) : null;
+const benchmark = evalPath ? await loadDataset(evalPath) : null;
+const evalTable = benchmark ? benchmark.slice(0, evalLimit) : null;
 if (!evalTable) {
   console.log("no VQA-RAD data found (set MEDTHINK_DATA or --eval-data): skipping the image evaluation");
 }
@@ -111,7 +119,7 @@ async function evaluateImages(stage: string) {
 
 await evaluateImages("before");
 
-// Text-only GRPO questions: the lab-value task by default (the recipe: the filtered m23k).
+// Text GRPO questions: the lab-value task by default (the recipe: the filtered m23k).
 const train: Row[] = dataPath
   ? tableRows(await loadDataset(dataPath, { format: config.format as never }))
   : labTaskSplits({ train: args.quick ? 16 : 64, test: 3, seed: 2 }).train.map((r) => ({ ...r, images: [] }));
@@ -124,13 +132,36 @@ if (textOnly.length === 0) throw new Error(`${dataPath} holds no text-only quest
 const small: Partial<GrpoOptions> = args.quick
   ? { steps: 2, numGenerations: 4, promptsPerStep: 4, microBatchSize: 16, maxNewTokens: 24 }
   : { steps: 8, numGenerations: 8, promptsPerStep: 8, microBatchSize: 32, maxNewTokens: 48, lr: 1e-5 };
+
+// Image questions for GRPO: benchmark rows after the evaluated ones, one at the head of each of the
+// first generation batches (unshuffled), so that those batches mix image and text rows.
+const trainImages = Number(
+  args.extra["train-images"] ?? config.trainImages ?? (args.quick ? 2 : 8),
+);
+if (!Number.isInteger(trainImages) || trainImages < 0) {
+  throw new Error(`--train-images must be a whole number, got ${args.extra["train-images"]}.`);
+}
+const imageRows = benchmark && trainImages > 0
+  ? tableRows(benchmark).slice(evalLimit, evalLimit + trainImages)
+  : [];
+if (imageRows.length < trainImages) {
+  throw new Error(
+    `--train-images ${trainImages}: only ${imageRows.length} benchmark rows are left after the ${evalLimit} evaluated ones.`,
+  );
+}
+const grpoRows: Row[] = [...textOnly];
+const perStep = grpoConfig.promptsPerStep ?? small.promptsPerStep!;
+imageRows.forEach((r, i) => grpoRows.splice(Math.min(i * perStep, grpoRows.length), 0, r));
+
 const t1 = performance.now();
-const result = await grpo(model, textOnly, {
+const result = await grpo(model, grpoRows, {
   ...MEDVLTHINKER_GRPO,
   promptsPerStep: undefined,
   miniBatchPrompts: undefined,
+  ...(imageRows.length ? { shuffle: false } : {}),
   ...small,
   ...grpoConfig,
+  images,
   tokenizer,
   prompt: (row) => tokenizer.applyChatTemplate(buildPrompt(row), { addGenerationPrompt: true }),
   rewards: [namedReward("medvlthinker", rewardByName("medvlthinker"))],
@@ -142,7 +173,11 @@ const result = await grpo(model, textOnly, {
         `length ${m.completion_length_mean.toFixed(1)}  clip ${m.clip_ratio_region.toFixed(3)}`,
     ),
 });
-console.log(`GRPO: ${result.steps} steps on ${textOnly.length} text questions in ${since(t1)} s`);
+console.log(
+  `GRPO: ${result.steps} steps on ${textOnly.length} text and ${imageRows.length} image questions in ${
+    since(t1)
+  } s`,
+);
 await plot.writeSvg(
   `${out}/grpo_curves.svg`,
   plot.grpoCurves(result.history, { title: `GRPO (${modelName})` }),

@@ -916,7 +916,8 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
           JSON.stringify({
             step: step + 1,
             id: r.row.id,
-            prompt: o.tokenizer.decode(r.promptIds),
+            // one <|image_pad|> per image instead of one per merged patch (hundreds)
+            prompt: o.tokenizer.decode(r.promptIds).replace(/(<\|image_pad\|>)+/g, "<|image_pad|>"),
             completion: r.text,
             reward: r.reward,
             ...r.byName,
