@@ -82,6 +82,13 @@ async function readExactly(
   file: string,
 ): Promise<Uint8Array> {
   const buf = new Uint8Array(length);
+  await readInto(f, position, buf, file);
+  return buf;
+}
+
+/** Fill `buf` with the bytes at `position` of an open file. */
+async function readInto(f: Deno.FsFile, position: number, buf: Uint8Array, file: string): Promise<void> {
+  const length = buf.byteLength;
   await f.seek(position, Deno.SeekMode.Start);
   let got = 0;
   while (got < length) {
@@ -93,7 +100,6 @@ async function readExactly(
     }
     got += n;
   }
-  return buf;
 }
 
 /** Parse the header of an open safetensors file and check it against the file's size. */
@@ -246,25 +252,117 @@ export function decodeTensorBytes(
  * Read tensors of one safetensors file, one at a time, calling `onTensor` for each
  * (so at most one decoded tensor is alive in this function). `filter` selects which are read.
  */
-export async function forEachTensor(
+export function forEachTensor(
   file: string,
   onTensor: (name: string, tensor: LoadedTensor) => void | Promise<void>,
   options: { filter?: (name: string) => boolean } = {},
 ): Promise<SafetensorsHeader> {
+  return walkTensors(file, options.filter, async (name, info, f, position, length) => {
+    let data: Float32Array | Int32Array;
+    if (info.dtype === "BF16") {
+      // Read the 2-byte values into the upper half of the float32 output and widen them in place
+      // (front to back, each write lands on bytes already consumed): no second buffer per tensor.
+      const n = length / 2;
+      const out = new Uint32Array(n);
+      await readInto(f, position, new Uint8Array(out.buffer, length, length), file);
+      const src = new Uint16Array(out.buffer, length, n);
+      for (let i = 0; i < n; i++) out[i] = src[i] << 16;
+      data = new Float32Array(out.buffer);
+    } else {
+      data = decodeTensorBytes(await readExactly(f, position, length, file), info.dtype, name, file);
+    }
+    await onTensor(name, { dtype: info.dtype, shape: info.shape, data });
+  });
+}
+
+/** A tensor's bytes as stored (little-endian, not decoded). */
+export interface RawTensor {
+  /** Storage dtype (`BF16`, `F32`, ...). */
+  dtype: string;
+  /** Dimensions. */
+  shape: number[];
+  /**
+   * The stored bytes, at offset 0 of an `ArrayBuffer` whose length is rounded up to a multiple of 4
+   * (so the whole buffer can be viewed as 32-bit words; the padding is zero).
+   */
+  bytes: Uint8Array;
+}
+
+/** Options of {@linkcode forEachRawTensor}. */
+export interface RawTensorOptions {
+  /** Which tensors to read (all when absent). */
+  filter?: (name: string) => boolean;
+  /**
+   * Read every tensor into one buffer (grown to the largest selected tensor) instead of a fresh one
+   * each: the bytes passed to `onTensor` are then valid only until it returns (for callers that copy
+   * them out at once, so a load leaves no garbage the size of the checkpoint behind). Pass the same
+   * {@linkcode ReadBuffer} to the calls for every shard to share one buffer among them.
+   */
+  reuseBuffer?: boolean | ReadBuffer;
+}
+
+/** A read buffer that {@linkcode forEachRawTensor} calls share (`bytes` grows as needed). */
+export interface ReadBuffer {
+  /** The buffer, null until first needed. */
+  bytes: Uint8Array | null;
+}
+
+/**
+ * Like {@linkcode forEachTensor}, without decoding: `onTensor` gets each tensor's stored bytes, for
+ * callers that convert them elsewhere (the `tensorflow` backend widens BF16 natively at load).
+ */
+export function forEachRawTensor(
+  file: string,
+  onTensor: (name: string, tensor: RawTensor) => void | Promise<void>,
+  options: RawTensorOptions = {},
+): Promise<SafetensorsHeader> {
+  const reuse = options.reuseBuffer;
+  const shared: ReadBuffer | null = reuse ? (reuse === true ? { bytes: null } : reuse) : null;
+  return walkTensors(file, options.filter, async (name, info, f, position, length, largest) => {
+    const padded = Math.ceil(length / 4) * 4;
+    let buf: Uint8Array;
+    if (shared) {
+      if (!shared.bytes || shared.bytes.byteLength < padded) {
+        shared.bytes = null; // let the old one go before allocating the larger one
+        shared.bytes = new Uint8Array(Math.ceil(largest / 4) * 4);
+      }
+      buf = shared.bytes;
+      buf.fill(0, length, padded);
+    } else {
+      buf = new Uint8Array(padded);
+    }
+    const bytes = buf.subarray(0, length);
+    await readInto(f, position, bytes, file);
+    await onTensor(name, { dtype: info.dtype, shape: info.shape, bytes });
+  });
+}
+
+/**
+ * Open `file`, parse its header, and visit the selected tensors in file order (sequential IO);
+ * `visit` also learns the byte length of the largest selected tensor.
+ */
+async function walkTensors(
+  file: string,
+  filter: ((name: string) => boolean) | undefined,
+  visit: (
+    name: string,
+    info: TensorInfo,
+    f: Deno.FsFile,
+    position: number,
+    length: number,
+    largest: number,
+  ) => Promise<void>,
+): Promise<SafetensorsHeader> {
   const f = await Deno.open(file, { read: true });
   try {
     const header = await parseHeader(f, file);
-    // Read in file order: sequential IO.
-    const entries = Object.entries(header.tensors).sort((a, b) => a[1].dataOffsets[0] - b[1].dataOffsets[0]);
+    const entries = Object.entries(header.tensors)
+      .filter(([name]) => !filter || filter(name))
+      .sort((a, b) => a[1].dataOffsets[0] - b[1].dataOffsets[0]);
+    const largest = Math.max(0, ...entries.map(([, i]) => i.dataOffsets[1] - i.dataOffsets[0]));
     for (const [name, info] of entries) {
-      if (options.filter && !options.filter(name)) continue;
       const [begin, end] = info.dataOffsets;
-      const bytes = await readExactly(f, header.dataStart + begin, end - begin, file);
-      await onTensor(name, {
-        dtype: info.dtype,
-        shape: info.shape,
-        data: decodeTensorBytes(bytes, info.dtype, name, file),
-      });
+      await visit(name, info, f, header.dataStart + begin, end - begin, largest);
     }
     return header;
   } finally {
