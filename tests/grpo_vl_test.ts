@@ -14,6 +14,7 @@ import type { Row } from "../lib/data/types.ts";
 import { readImageProcessorConfig } from "../lib/data/processor.ts";
 import { type ImageInputBuilder, visionInputBuilder } from "../lib/eval/vision_inputs.ts";
 import { grpo, type GrpoOptions } from "../lib/train/grpo.ts";
+import { evaluate } from "../lib/eval/evaluate.ts";
 
 const SHARED = new URL("../../shared/", import.meta.url).pathname;
 const tokenizer = await loadTokenizer();
@@ -244,6 +245,43 @@ Deno.test("grpo with a text-only model: image rows and freezeVision are refused 
     );
     await assertRejects(() => grpo(model, textRows, { ...opts, freezeVision: true }), /no vision tower/);
   } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("the paper's best recipe on the tiny VL model: text-only GRPO, then evaluation on VQA-RAD images", async () => {
+  const model = await loadModel("medthink-tiny-vl", { backend: "wasm" });
+  const vision = snapshot(model, VISION);
+  const decoder = snapshot(model, DECODER);
+  const small = await smallImages(model);
+  let patches = 0;
+  const counting: ImageInputBuilder = async (rows, texts) => {
+    const built = await small(rows, texts);
+    patches += (built.pixelValues as tf.Tensor2D | undefined)?.shape[0] ?? 0;
+    return built;
+  };
+  try {
+    const res = await grpo(model, textRows, { ...base(counting), promptsPerStep: 2 });
+    assertEquals(res.steps, 1);
+    assert(res.history[0].reward_std > 0, "a reward spread to learn from");
+    assertEquals(patches, 0);
+    // text-only RL leaves the vision tower as it was (no gradient reaches it), the decoder learns
+    assertEquals(await maxChange(model, vision), 0);
+    assert((await maxChange(model, decoder)) > 0, "the decoder trains");
+    const table = await loadDataset(`${SHARED}data/vqa_rad_closed/test-00000-of-00001.parquet`, { limit: 4 });
+    const report = await evaluate(model, [{ name: "VQA-RAD", table }], {
+      tokenizer,
+      images: counting,
+      maxNewTokens: 4,
+      batchSize: 2,
+      progress: false,
+    });
+    const b = report.benchmarks[0];
+    assertEquals(b.n, 4);
+    assert(b.accuracy >= 0 && b.accuracy <= 1, `accuracy ${b.accuracy}`);
+    assert(patches > 0, "the evaluation fed the images to the model");
+  } finally {
+    tf.dispose([...Object.values(vision), ...Object.values(decoder)]);
     model.dispose();
   }
 });
