@@ -19,6 +19,7 @@
  */
 import { parseArgs } from "node:util";
 import { ensureBenchModel } from "./random_checkpoint.ts";
+import { keptSections } from "./sections.ts";
 
 const BENCH = new URL(".", import.meta.url).pathname.replace(/\/$/, "");
 const ROOT = BENCH.replace(/\/bench$/, "");
@@ -373,7 +374,9 @@ async function main(): Promise<void> {
     quick: values.quick!,
     earlier,
   });
-  await Deno.writeTextFile(values.out!, md);
+  // Sections other benchmarks wrote into the report (bench/vision.ts) are carried over.
+  const kept = await keptSections(values.out!);
+  await Deno.writeTextFile(values.out!, kept ? `${md.replace(/\n*$/, "")}\n\n${kept}` : md);
   const json = { started: started.toISOString(), rowStarted, machine: m, model, ours, peer, extra, skipPeer };
   await Deno.writeTextFile(jsonFile, JSON.stringify(json, null, 2) + "\n");
   console.log("\n" + md);
