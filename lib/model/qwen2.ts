@@ -197,7 +197,9 @@ export function linear(model: DecoderWeights, x: tf.Tensor, name: string): tf.Te
   if (!w) throw new Error(`The model has no parameter ${name}.weight.`);
   const b = model.params[`${name}.bias`];
   const inDim = x.shape[x.shape.length - 1];
-  const x2 = tf.reshape(x, [-1, inDim]) as tf.Tensor2D;
+  // 2-D inputs (the decoder keeps its hidden states as [B*T, H]) need no reshapes: each is a kernel
+  // call with its own overhead on every backend.
+  const x2 = (x.rank === 2 ? x : tf.reshape(x, [-1, inDim])) as tf.Tensor2D;
   let y: tf.Tensor = matMulBT(x2, w as tf.Tensor2D);
   if (b) y = tf.add(y, b);
   const ad = model.loraEnabled ? model.lora[name] : undefined;
@@ -205,7 +207,7 @@ export function linear(model: DecoderWeights, x: tf.Tensor, name: string): tf.Te
     const low = matMulBT(x2, ad.A as tf.Tensor2D);
     y = tf.add(y, tf.mul(matMulBT(low, ad.B as tf.Tensor2D), ad.scale));
   }
-  return tf.reshape(y, [...x.shape.slice(0, -1), w.shape[0]]);
+  return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), w.shape[0]]);
 }
 
 /**
@@ -311,12 +313,46 @@ export function positionsFromMask(mask: tf.Tensor2D, past?: tf.Tensor): tf.Tenso
   });
 }
 
-/** `x * cos + rotate_half(x) * sin`, `rotate_half([x1, x2]) = [-x2, x1]`; x `[B, heads, T, d]`, cos `[B, 1, T, d]`. */
-function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sin: tf.Tensor): tf.Tensor4D {
+/** The rotary factors of one forward pass, prepared once for all layers. */
+interface RopeFactors {
+  /** `[B, 1, T, d]` cosines (keys). */
+  cos: tf.Tensor;
+  /** `[B, 1, T, d]` sines with the first half negated (see {@linkcode applyRope}). */
+  sin: tf.Tensor;
+  /** Cosines for the queries: `cos / sqrt(d)` when that scaling is exact, else `cos`. */
+  qCos: tf.Tensor;
+  /** Signed sines for the queries, scaled as `qCos`. */
+  qSin: tf.Tensor;
+  /** Whether the queries' factors carry the attention scale `1 / sqrt(d)`. */
+  qScaled: boolean;
+}
+
+function ropeFactors(cos3: tf.Tensor3D, sin3: tf.Tensor3D, headDim: number): RopeFactors {
+  const cos = tf.expandDims(cos3, 1);
+  const [s1, s2] = tf.split(tf.expandDims(sin3, 1), 2, 3);
+  const sin = tf.concat([tf.neg(s1), s2], 3);
+  // Scaling by a power of two is exact, so folding 1/sqrt(d) into the queries' rotary factors gives
+  // bit-identical scores (d = 64: 1/8) with one multiply per layer fewer; otherwise scale separately.
+  const scale = 1 / Math.sqrt(headDim);
+  const qScaled = Number.isInteger(Math.log2(scale));
+  return {
+    cos,
+    sin,
+    qCos: qScaled ? tf.mul(cos, scale) : cos,
+    qSin: qScaled ? tf.mul(sin, scale) : sin,
+    qScaled,
+  };
+}
+
+/**
+ * `x * cos + rotate_half(x) * sin` with `rotate_half([x1, x2]) = [-x2, x1]`, computed as
+ * `x * cos + [x2, x1] * sinSigned` where `sinSigned = [-sin1, sin2]` (negation is exact, so the result
+ * is the same bits, with one kernel fewer). x `[B, heads, T, d]`, factors `[B, 1, T, d]`.
+ */
+function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sinSigned: tf.Tensor): tf.Tensor4D {
   const d = x.shape[3];
   const [x1, x2] = tf.split(x, [d / 2, d / 2], 3);
-  const rotated = tf.concat([tf.neg(x2), x1], 3);
-  return tf.add(tf.mul(x, cos), tf.mul(rotated, sin)) as tf.Tensor4D;
+  return tf.add(tf.mul(x, cos), tf.mul(tf.concat([x2, x1], 3), sinSigned)) as tf.Tensor4D;
 }
 
 /**
@@ -338,20 +374,37 @@ export function attentionBias(keyMask: tf.Tensor2D, queryLen: number): tf.Tensor
 function selfAttention(
   model: DecoderWeights,
   layer: number,
-  x: tf.Tensor3D,
+  x: tf.Tensor2D,
+  shape: { B: number; T: number },
   bias: tf.Tensor4D,
-  cos: tf.Tensor,
-  sin: tf.Tensor,
+  rope: RopeFactors,
   cache?: KVCache,
-): tf.Tensor {
+): tf.Tensor2D {
   const { numAttentionHeads: NH, numKeyValueHeads: KV, headDim: D } = model.config;
-  const [B, T] = x.shape;
+  const { B, T } = shape;
+  const G = NH / KV;
   const p = `model.layers.${layer}.self_attn`;
-  const heads = (t: tf.Tensor, n: number) =>
-    tf.transpose(tf.reshape(t, [B, T, n, D]), [0, 2, 1, 3]) as tf.Tensor4D;
-  const q = applyRope(heads(linear(model, x, `${p}.q_proj`), NH), cos, sin);
-  let k = applyRope(heads(linear(model, x, `${p}.k_proj`), KV), cos, sin);
-  let v = heads(linear(model, x, `${p}.v_proj`), KV);
+  const qFlat = linear(model, x, `${p}.q_proj`);
+  const kFlat = linear(model, x, `${p}.k_proj`);
+  const vFlat = linear(model, x, `${p}.v_proj`);
+  // Grouped-query attention without repeating k/v: query head h = kv * G + g uses kv head kv
+  // (as HF's repeat_kv), so the G query heads of a group are stacked along the query axis.
+  let q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D;
+  if (T === 1) {
+    // One new token (decoding): [B, heads * D] is already [B, KV, G, D] in memory, no transposes.
+    q = tf.reshape(qFlat, [B, KV, G, D]);
+    k = tf.reshape(kFlat, [B, KV, 1, D]);
+    v = tf.reshape(vFlat, [B, KV, 1, D]);
+  } else {
+    const heads = (t: tf.Tensor, n: number) =>
+      tf.transpose(tf.reshape(t, [B, T, n, D]), [0, 2, 1, 3]) as tf.Tensor4D;
+    q = heads(qFlat, NH);
+    k = heads(kFlat, KV);
+    v = heads(vFlat, KV);
+  }
+  q = applyRope(q, rope.qCos, rope.qSin);
+  if (!rope.qScaled) q = tf.mul(q, 1 / Math.sqrt(D));
+  k = applyRope(k, rope.cos, rope.sin);
   if (cache) {
     const oldK = cache.keys[layer], oldV = cache.values[layer];
     if (oldK && oldV) {
@@ -364,15 +417,19 @@ function selfAttention(
     cache.values[layer] = tf.keep(v);
   }
   const S = k.shape[2];
-  const G = NH / KV;
-  // Grouped-query attention without repeating k/v: query head h = kv * G + g uses kv head kv
-  // (as HF's repeat_kv), so the G query heads of a group are stacked along the query axis.
-  const qg = tf.reshape(tf.mul(q, 1 / Math.sqrt(D)), [B, KV, G * T, D]);
-  const scores = tf.add(tf.reshape(batchMatMul(qg as tf.Tensor4D, k, true), [B, NH, T, S]), bias);
-  const probs = tf.reshape(tf.softmax(scores), [B, KV, G * T, S]);
-  const context = tf.reshape(batchMatMul(probs as tf.Tensor4D, v), [B, NH, T, D]);
-  const out = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [B, T, NH * D]);
-  return linear(model, out, `${p}.o_proj`);
+  let out: tf.Tensor;
+  if (T === 1) {
+    // Scores [B, KV, G, S]: the bias [B, 1, 1, S] broadcasts over groups and heads as it is.
+    const probs = tf.softmax(tf.add(batchMatMul(q, k, true), bias)) as tf.Tensor4D;
+    out = batchMatMul(probs, v);
+  } else {
+    const qg = tf.reshape(q, [B, KV, G * T, D]) as tf.Tensor4D;
+    const scores = tf.add(tf.reshape(batchMatMul(qg, k, true), [B, NH, T, S]), bias);
+    const probs = tf.reshape(tf.softmax(scores), [B, KV, G * T, S]) as tf.Tensor4D;
+    const context = tf.reshape(batchMatMul(probs, v), [B, NH, T, D]);
+    out = tf.transpose(context, [0, 2, 1, 3]);
+  }
+  return linear(model, tf.reshape(out, [B * T, NH * D]), `${p}.o_proj`) as tf.Tensor2D;
 }
 
 function mlp(model: DecoderWeights, layer: number, x: tf.Tensor): tf.Tensor {
@@ -390,7 +447,7 @@ function mlp(model: DecoderWeights, layer: number, x: tf.Tensor): tf.Tensor {
 export function decoderForward(model: DecoderWeights, inputs: DecoderInputs): tf.Tensor3D {
   const { config, params } = model;
   const { inputsEmbeds, attentionMask, cache } = inputs;
-  const T = inputsEmbeds.shape[1];
+  const [B, T, H] = inputsEmbeds.shape;
   let keyMask = attentionMask;
   if (cache) {
     const prev = cache.mask;
@@ -399,8 +456,9 @@ export function decoderForward(model: DecoderWeights, inputs: DecoderInputs): tf
     cache.mask = tf.keep(keyMask);
   }
   const bias = attentionBias(keyMask, T);
-  const cos = tf.expandDims(inputs.cos, 1), sin = tf.expandDims(inputs.sin, 1);
-  let h: tf.Tensor = inputsEmbeds;
+  const rope = ropeFactors(inputs.cos, inputs.sin, config.headDim);
+  // Hidden states stay [B*T, H] through the layers: the linear layers need no reshapes.
+  let h = tf.reshape(inputsEmbeds, [B * T, H]) as tf.Tensor2D;
   const eps = config.rmsNormEps;
   for (let i = 0; i < config.numHiddenLayers; i++) {
     const p = `model.layers.${i}`;
@@ -409,12 +467,12 @@ export function decoderForward(model: DecoderWeights, inputs: DecoderInputs): tf
     // as it is done instead of all 24 layers' staying alive until the caller's tidy ends. Under a
     // gradient tape this is safe: tfjs keeps its own reference to every tensor a backward pass needs.
     h = tf.tidy(() => {
-      const x = rmsNorm(hIn, params[`${p}.input_layernorm.weight`], eps) as tf.Tensor3D;
-      const mid = tf.add(hIn, selfAttention(model, i, x, bias, cos, sin, cache));
+      const x = rmsNorm(hIn, params[`${p}.input_layernorm.weight`], eps) as tf.Tensor2D;
+      const mid = tf.add(hIn, selfAttention(model, i, x, { B, T }, bias, rope, cache));
       return tf.add(mid, mlp(model, i, rmsNorm(mid, params[`${p}.post_attention_layernorm.weight`], eps)));
-    });
+    }) as tf.Tensor2D;
   }
-  return rmsNorm(h, params["model.norm.weight"], eps) as tf.Tensor3D;
+  return tf.reshape(rmsNorm(h, params["model.norm.weight"], eps), [B, T, H]) as tf.Tensor3D;
 }
 
 // ---------------------------------------------------------------------------------------------
