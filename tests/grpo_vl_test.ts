@@ -193,6 +193,22 @@ Deno.test("grpo on a mixed image + text batch (tiny VL): image log-probs as a di
   }
 });
 
+Deno.test("grpo accumulates a text-only micro-batch and an image one (the vision gradient only in the second)", async () => {
+  const model = await loadModel("medthink-tiny-vl", { backend: "wasm" });
+  const vision = snapshot(model, VISION);
+  try {
+    const res = await grpo(model, [...textRows, ...imageRows], {
+      ...base(await smallImages(model)),
+      microBatchSize: 4,
+    });
+    assert(res.history[0].updates === 1 && Number.isFinite(res.history[0].grad_norm), "one update");
+    assert((await maxChange(model, vision)) > 0, "the vision tower trains from the second micro-batch");
+  } finally {
+    tf.dispose(Object.values(vision));
+    model.dispose();
+  }
+});
+
 Deno.test("grpo freezeVision: the vision tower stays, the decoder trains, the flags come back", async () => {
   const model = await loadModel("medthink-tiny-vl", { backend: "wasm" });
   const vision = snapshot(model, VISION);
