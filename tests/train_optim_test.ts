@@ -1,6 +1,12 @@
 import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
 import { tf } from "../lib/deps.ts";
-import { accumulateGrads, adamw, clipGradNorm, hfParamGroups } from "../lib/train/optimizer.ts";
+import {
+  accumulateGrads,
+  adamw,
+  clipGradNorm,
+  hfParamGroups,
+  valueAndGrads,
+} from "../lib/train/optimizer.ts";
 import { lrSchedule, warmupStepsOf } from "../lib/train/schedule.ts";
 import { allBackendsTest } from "./_backends.ts";
 
@@ -151,6 +157,42 @@ allBackendsTest("clipGradNorm: global L2 norm, returns the pre-clip norm", async
   assert(close(n2, 1, 1e-5));
   assert(close((await grads.a.data())[0], 3 / (5 + 1e-6)));
   tf.dispose(Object.values(grads));
+});
+
+allBackendsTest("valueAndGrads: the same gradients as tf.variableGrads, frees everything else", async () => {
+  const variable = (f: () => tf.Tensor) => tf.tidy(() => tf.variable(f()));
+  const w = variable(() => tf.tensor2d([[0.5, -1, 2], [1.5, 0.25, -0.5]]));
+  const b = variable(() => tf.tensor1d([0.1, -0.2, 0.3]));
+  const frozen = variable(() => tf.tensor1d([1, 2]));
+  frozen.trainable = false;
+  const x = tf.tensor2d([[1, 2], [3, -1], [0.5, 0.5]]);
+  // w used twice (a shared weight), reshapes and identities (gradients passed through), a custom gradient
+  const f = () =>
+    tf.tidy(() => {
+      const h = tf.matMul(x, w).add(b).relu();
+      const y = tf.matMul(h, w, false, true).reshape([6]).clone().mul(frozen.tile([3])).sigmoid();
+      // deno-lint-ignore no-explicit-any
+      const sq = tf.customGrad(
+        ((a: tf.Tensor, save: tf.GradSaveFunc) => {
+          save([a]);
+          return { value: a.square(), gradFunc: (dy: tf.Tensor, [s]: tf.Tensor[]) => dy.mul(s).mul(2) };
+        }) as any,
+      );
+      return (sq(y) as tf.Tensor).sum().add(w.sum()) as tf.Scalar;
+    });
+  const n0 = tf.memory().numTensors;
+  const want = tf.variableGrads(f, [w, b, frozen]);
+  const got = valueAndGrads(f, { w, b, frozen });
+  assertEquals(Object.keys(got.grads).sort(), ["b", "w"]);
+  assert(close((await got.value.data())[0], (await want.value.data())[0]));
+  for (const [k, v] of [["w", w], ["b", b]] as const) {
+    const [g1, g2] = [await got.grads[k].data(), await want.grads[v.name].data()];
+    for (let i = 0; i < g1.length; i++) assert(close(g1[i], g2[i], 1e-6), `${k}[${i}] ${g1[i]} vs ${g2[i]}`);
+  }
+  tf.dispose([want.value, got.value, ...Object.values(got.grads)]);
+  tf.dispose(Object.values(want.grads).filter((g): g is tf.Tensor => g !== null));
+  assertEquals(tf.memory().numTensors, n0);
+  tf.dispose([w, b, frozen, x]);
 });
 
 allBackendsTest("accumulateGrads: sums and frees", async () => {

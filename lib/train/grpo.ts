@@ -21,7 +21,7 @@ import { normalizeRewards, type RewardSpec } from "../reward/types.ts";
 import { sampleSeed } from "../eval/generate_batch.ts";
 import type { RemotePolicy } from "../engine/policy_sync.ts";
 import { type ImageInputBuilder, visionInputBuilder } from "../eval/vision_inputs.ts";
-import { accumulateGrads, type AdamW, adamw, clipGradNorm } from "./optimizer.ts";
+import { accumulateGrads, type AdamW, adamw, clipGradNorm, valueAndGrads } from "./optimizer.ts";
 import { addLora, type LoraOptions } from "./lora.ts";
 import { lrSchedule, type ScheduleType } from "./schedule.ts";
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
@@ -465,7 +465,6 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
   const buildImages = vision ? (o.images ?? visionInputBuilder(model)) : undefined;
   const liveImages = new Set<tf.Tensor>();
   const trainable = trainableOf(model);
-  const varNames = new Map(Object.entries(trainable).map(([k, v]) => [v.name, k]));
   const optimizer: AdamW = adamw({
     params: trainable,
     lr: o.lr ?? 1e-6,
@@ -830,7 +829,7 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
               ? 1 / microCount
               : part.length / mini.length;
             let metrics: Awaited<ReturnType<typeof grpoLoss>>["metrics"] | undefined;
-            const { value, grads } = tf.variableGrads(() => {
+            const { value, grads } = valueAndGrads(() => {
               const out = grpoLoss(model, b, {
                 lossType,
                 beta,
@@ -844,10 +843,9 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
               });
               metrics = out.metrics;
               return weight === 1 ? out.loss : tf.mul(out.loss, weight) as tf.Scalar;
-            }, Object.values(trainable));
+            }, trainable);
             b.forward?.pixelValues?.dispose();
-            const named: Record<string, tf.Tensor> = {};
-            for (const [k, g] of Object.entries(grads)) named[varNames.get(k) ?? k] = g;
+            const named = grads;
             // A text-only micro-batch gives the vision tower no gradient: sums start at the first one.
             acc = accumulateGrads(acc, named);
             metricSums.loss += (await value.data())[0];
