@@ -259,6 +259,13 @@ export async function generate(
     }) as unknown as PrefillResult;
     logits = pre.logits;
     positions = pre.nextPositions;
+    if (maxNew > 1) {
+      // Steps take rotary cos/sin from a table of the positions they can reach (one read of B numbers).
+      const start = await positions.data();
+      let top = 0;
+      for (const p of start) top = Math.max(top, p);
+      if (Number.isFinite(top)) cache.ropeLimit = Math.ceil(top) + maxNew;
+    }
     if (n > 1 && logits && positions) {
       // Prefill each prompt once, then copy its cache for every sample.
       const rows = Array.from({ length: R }, (_, r) => Math.floor(r / n));

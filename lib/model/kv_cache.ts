@@ -17,6 +17,14 @@ export interface KVCache {
   mask: tf.Tensor2D | null;
   /** The output matrix transposed `[H, V]`, made once per generation where that is faster (wasm). */
   lmHeadT?: tf.Tensor2D | null;
+  /**
+   * When set, every decoding step's positions are below it (the caller knows: `generate` sets it
+   * from the prompt lengths and `maxNewTokens`), so a step may take its rotary cos/sin from a table
+   * of positions `0 .. ropeLimit - 1` made once, instead of computing them anew.
+   */
+  ropeLimit?: number;
+  /** That table, `[ropeLimit, headDim]` cosines and sines, made on the first step. */
+  ropeTable?: { cos: tf.Tensor2D; sin: tf.Tensor2D } | null;
 }
 
 /** A fresh, empty KV cache for `config`. */
@@ -31,6 +39,8 @@ export function emptyCache(config: ModelConfig): KVCache {
 /** Free a cache's tensors. */
 export function disposeCache(cache: KVCache): void {
   for (const t of [...cache.keys, ...cache.values, cache.mask, cache.lmHeadT]) t?.dispose();
+  if (cache.ropeTable) tf.dispose([cache.ropeTable.cos, cache.ropeTable.sin]);
+  cache.ropeTable = null;
   cache.lmHeadT = null;
   cache.keys.fill(null);
   cache.values.fill(null);

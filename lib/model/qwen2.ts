@@ -634,11 +634,43 @@ export class Qwen2Model implements CausalLM {
     });
   }
 
+  /**
+   * Rotary cos/sin `[B, 1, headDim]` of one decoding step: rows of the cache's table when the
+   * caller set `cache.ropeLimit` (the same float32 operations per element, so the same values), else
+   * computed from the positions.
+   */
+  protected stepRope(positions: tf.Tensor1D, cache: KVCache): { cos: tf.Tensor3D; sin: tf.Tensor3D } {
+    const B = positions.shape[0];
+    const limit = cache.ropeLimit;
+    if (!limit) return ropeCosSin(this.config, tf.reshape(positions, [B, 1]));
+    if (!cache.ropeTable) {
+      const table = tf.tidy(() => {
+        const { cos, sin } = ropeCosSin(
+          this.config,
+          tf.reshape(tf.range(0, limit, 1, "float32"), [1, limit]),
+        );
+        const D = this.config.headDim;
+        return {
+          cos: tf.reshape(cos, [limit, D]) as tf.Tensor2D,
+          sin: tf.reshape(sin, [limit, D]) as tf.Tensor2D,
+        };
+      });
+      cache.ropeTable = { cos: tf.keep(table.cos), sin: tf.keep(table.sin) };
+    }
+    const { cos, sin } = cache.ropeTable;
+    const idx = tf.cast(positions, "int32");
+    const D = this.config.headDim;
+    return {
+      cos: tf.reshape(tf.gather(cos, idx), [B, 1, D]) as tf.Tensor3D,
+      sin: tf.reshape(tf.gather(sin, idx), [B, 1, D]) as tf.Tensor3D,
+    };
+  }
+
   /** One decoding step: `tokens` `[B, 1]` at `positions` `[B]` -> logits `[B, V]`, cache extended. */
   decodeStep(tokens: tf.Tensor2D, positions: tf.Tensor1D, cache: KVCache): tf.Tensor2D {
     return tf.tidy(() => {
       const B = tokens.shape[0];
-      const { cos, sin } = ropeCosSin(this.config, tf.reshape(positions, [B, 1]));
+      const { cos, sin } = this.stepRope(positions, cache);
       const h = decoderForward(this, {
         inputsEmbeds: embedTokens(this, tokens),
         attentionMask: tf.ones([B, 1]) as tf.Tensor2D,
