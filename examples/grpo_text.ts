@@ -145,7 +145,8 @@ log(
 let train: Row[];
 let test: Row[];
 let prompt: (row: Row) => string;
-let target: (row: Row) => string;
+// `warmup`: the warm-up's target (its answers may be random letters); `supervised`: the right answer.
+let target: (row: Row, kind: "warmup" | "supervised") => string;
 if (embedded) {
   const splits = labTaskSplits({ train: 20000, test: EVAL.size, seed, analytes: DEMO_ANALYTES });
   train = splits.train.map((r) => ({ ...r, images: [] }));
@@ -158,9 +159,15 @@ if (embedded) {
     h = (Math.imul(h ^ (h >>> 15), 2246822507) + 0x9e3779b9) >>> 0;
     return letters[h % letters.length];
   };
-  target = (row) =>
-    `<think> ${WARMUP.reasoning} </think>\n<answer> ${
-      WARMUP.answers === "random" ? randomLetter() : row.answerLabel
+  // `{analyte}`, `{value}` and `{unit}` in the reasoning template restate the question's finding.
+  const reasoning = (row: Row) => {
+    const lab = row as unknown as LabRow;
+    return WARMUP.reasoning.replaceAll("{analyte}", lab.analyte).replaceAll("{value}", lab.valueText)
+      .replaceAll("{unit}", lab.unit);
+  };
+  target = (row, kind) =>
+    `<think> ${reasoning(row)} </think>\n<answer> ${
+      kind === "warmup" && WARMUP.answers === "random" ? randomLetter() : row.answerLabel
     } </answer>`;
 } else {
   const table = await loadDataset(dataPath!);
@@ -187,7 +194,13 @@ function nextRows(n: number): Row[] {
 
 async function sftStage(
   name: string,
-  options: { steps?: number; seconds?: number; lr: number; batchSize: number },
+  options: {
+    steps?: number;
+    seconds?: number;
+    lr: number;
+    batchSize: number;
+    target: "warmup" | "supervised";
+  },
 ): Promise<{ steps: number; seconds: number }> {
   const opt = adamw({ params: model.params, lr: options.lr, betas: [0.9, 0.95], weightDecay: 0 });
   const file = `${out}/${name}.jsonl`;
@@ -201,7 +214,7 @@ async function sftStage(
       const rows = nextRows(options.batchSize);
       const seqs = rows.map((r) => {
         const p = tok.encode(prompt(r));
-        const c = tok.encode(target(r) + "<|im_end|>");
+        const c = tok.encode(target(r, options.target) + "<|im_end|>");
         return { ids: [...p, ...c], np: p.length };
       });
       const L = Math.max(...seqs.map((q) => q.ids.length));
@@ -307,6 +320,7 @@ const warm = await sftStage("sft_warmup", {
   steps: WARMUP.steps,
   lr: WARMUP.lr,
   batchSize: WARMUP.batchSize,
+  target: "warmup",
 });
 const evalWarm = await evaluateHeldOut("warmup");
 log(
@@ -387,6 +401,7 @@ if (BASELINE.enabled) {
     seconds: grpoRun.seconds,
     lr: BASELINE.lr,
     batchSize: BASELINE.batchSize,
+    target: "supervised", // the SFT-only baseline learns from the right answers
   });
   evalSft = await evaluateHeldOut("sft_only");
   log(`SFT-only done: ${base.steps} steps in ${base.seconds.toFixed(0)}s; held-out ${describe(evalSft)}`);
