@@ -189,7 +189,16 @@ allBackendsTest("valueAndGrads: the same gradients as tf.variableGrads, frees ev
     const [g1, g2] = [await got.grads[k].data(), await want.grads[v.name].data()];
     for (let i = 0; i < g1.length; i++) assert(close(g1[i], g2[i], 1e-6), `${k}[${i}] ${g1[i]} vs ${g2[i]}`);
   }
-  tf.dispose([want.value, got.value, ...Object.values(got.grads)]);
+  // accumulate: the second pass's gradients added to the first's as they complete = 2x the gradients
+  const other = valueAndGrads(() => w.square().sum() as tf.Scalar, { w, b });
+  const twice = valueAndGrads(f, { w, b, frozen }, { accumulate: { ...got.grads, extra: other.grads.w } });
+  assertEquals(Object.keys(twice.grads).sort(), ["b", "extra", "w"]);
+  for (const [k, v] of [["w", w], ["b", b]] as const) {
+    const [g1, g2] = [await twice.grads[k].data(), await want.grads[v.name].data()];
+    for (let i = 0; i < g1.length; i++) assert(close(g1[i], 2 * g2[i], 1e-6), `sum ${k}[${i}]`);
+  }
+  assert(got.grads.w.isDisposed && got.grads.b.isDisposed, "the old sums are disposed");
+  tf.dispose([want.value, got.value, other.value, twice.value, ...Object.values(twice.grads)]);
   tf.dispose(Object.values(want.grads).filter((g): g is tf.Tensor => g !== null));
   assertEquals(tf.memory().numTensors, n0);
   tf.dispose([w, b, frozen, x]);

@@ -56,16 +56,35 @@ type AnyTensor = any;
  * back-propagated: a tensor's gradient is complete when its producer is reached, as every consumer comes
  * later on the tape. Inside another gradient computation (higher-order gradients) it defers to
  * `tf.variableGrads`.
+ *
+ * `addTo` (aligned with `vars`): running sums to add the gradients to (gradient accumulation); each is
+ * disposed and replaced by its new sum in the result as soon as that variable's gradient is complete.
  */
 export function leanVariableGrads(
   f: () => tf.Scalar,
   vars: tf.Variable[],
+  addTo?: (tf.Tensor | null | undefined)[],
 ): { value: tf.Scalar; grads: (tf.Tensor | null)[] } {
   const engine = tf.engine() as AnyTensor;
   const trainable = vars.filter((v) => v.trainable);
+  // Running sums (gradient accumulation) by variable id: a gradient is added to its sum as soon as it is
+  // complete, so that a whole second set of gradients never exists next to the sums.
+  const sums = new Map<number, tf.Tensor>();
+  vars.forEach((v, i) => {
+    if (addTo?.[i]) sums.set(v.id, addTo[i]!);
+  });
+  const finish = (grads: (tf.Tensor | null)[]) =>
+    vars.map((v, i) => {
+      const g = grads[i], sum = sums.get(v.id);
+      if (!sum) return g;
+      if (!g) return sum;
+      const out = tf.add(sum, g);
+      tf.dispose([sum, g]);
+      return out;
+    });
   if (engine.state.gradientDepth > 0 || typeof engine.scopedRun !== "function" || trainable.length === 0) {
     const { value, grads } = tf.variableGrads(f, vars);
-    return { value, grads: vars.map((v) => grads[v.name] ?? null) };
+    return { value, grads: finish(vars.map((v) => grads[v.name] ?? null)) };
   }
   const y: tf.Tensor = engine.scopedRun(
     () => engine.startTape(),
@@ -84,6 +103,15 @@ export function leanVariableGrads(
     const live = new Set<tf.Tensor>();
     acc[y.id] = tf.onesLike(y);
     live.add(acc[y.id]);
+    // Uses of each variable left to back-propagate: at 0 its gradient is complete.
+    const pending = new Map<number, number>();
+    for (const node of filtered) {
+      for (const name in node.inputs) {
+        const id = node.inputs[name].id;
+        if (sums.has(id)) pending.set(id, (pending.get(id) ?? 0) + 1);
+      }
+    }
+    const done = new Map<number, tf.Tensor>();
     for (let i = filtered.length - 1; i >= 0; i--) {
       const node = filtered[i];
       const dys = node.outputs.map((o: tf.Tensor) => acc[o.id] ?? null);
@@ -129,14 +157,30 @@ export function leanVariableGrads(
         g.dispose();
       }
       for (const t of (node.saved ?? []) as tf.Tensor[]) t.dispose();
+      for (const name in node.inputs) {
+        const id = node.inputs[name].id;
+        const left = pending.get(id);
+        if (left === undefined) continue;
+        pending.set(id, left - 1);
+        if (left - 1 > 0 || acc[id] == null) continue;
+        const sum = tf.add(sums.get(id)!, acc[id]);
+        sums.get(id)!.dispose();
+        sums.delete(id);
+        live.delete(acc[id]);
+        acc[id].dispose();
+        delete acc[id];
+        done.set(id, sum);
+      }
     }
-    return trainable.map((v) => acc[v.id] ?? null);
+    return trainable.map((v) => done.get(v.id) ?? acc[v.id] ?? null);
   }) as (tf.Tensor | null)[];
   // As tfjs-core: the tape's saved tensors go with it (those of nodes not back-propagated included).
   for (const node of tape) for (const t of (node.saved ?? []) as tf.Tensor[]) t.dispose();
   engine.state.activeTape = null;
   const byVar = new Map(trainable.map((v, i) => [v, grads[i]]));
-  return { value: y as tf.Scalar, grads: vars.map((v) => byVar.get(v) ?? null) };
+  // Sums not reached in the loop (no gradient this time) are added or passed through by `finish`.
+  const out = vars.map((v) => byVar.get(v) ?? null);
+  return { value: y as tf.Scalar, grads: finish(out) };
 }
 
 /** tfjs-core's `getFilteredNodesXToY`: the tape nodes on a path from `xs` to `y`, inputs pruned to those. */

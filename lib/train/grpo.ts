@@ -21,7 +21,7 @@ import { normalizeRewards, type RewardSpec } from "../reward/types.ts";
 import { sampleSeed } from "../eval/generate_batch.ts";
 import type { RemotePolicy } from "../engine/policy_sync.ts";
 import { type ImageInputBuilder, visionInputBuilder } from "../eval/vision_inputs.ts";
-import { accumulateGrads, type AdamW, adamw, clipGradNorm, valueAndGrads } from "./optimizer.ts";
+import { type AdamW, adamw, clipGradNorm, valueAndGrads } from "./optimizer.ts";
 import { addLora, type LoraOptions } from "./lora.ts";
 import { lrSchedule, type ScheduleType } from "./schedule.ts";
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
@@ -829,25 +829,29 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
               ? 1 / microCount
               : part.length / mini.length;
             let metrics: Awaited<ReturnType<typeof grpoLoss>>["metrics"] | undefined;
-            const { value, grads } = valueAndGrads(() => {
-              const out = grpoLoss(model, b, {
-                lossType,
-                beta,
-                epsilonLow: o.epsilonLow ?? 0.2,
-                epsilonHigh: o.epsilonHigh ?? o.epsilonLow ?? 0.2,
-                klClamp: o.klClamp,
-                maxCompletionLength: maxNewTokens,
-                numItemsInBatch: Math.max(1, miniTokens),
-                temperature,
-                chunkSize,
-              });
-              metrics = out.metrics;
-              return weight === 1 ? out.loss : tf.mul(out.loss, weight) as tf.Scalar;
-            }, trainable);
+            const { value, grads } = valueAndGrads(
+              () => {
+                const out = grpoLoss(model, b, {
+                  lossType,
+                  beta,
+                  epsilonLow: o.epsilonLow ?? 0.2,
+                  epsilonHigh: o.epsilonHigh ?? o.epsilonLow ?? 0.2,
+                  klClamp: o.klClamp,
+                  maxCompletionLength: maxNewTokens,
+                  numItemsInBatch: Math.max(1, miniTokens),
+                  temperature,
+                  chunkSize,
+                });
+                metrics = out.metrics;
+                return weight === 1 ? out.loss : tf.mul(out.loss, weight) as tf.Scalar;
+              },
+              trainable,
+              { accumulate: acc },
+            );
             b.forward?.pixelValues?.dispose();
-            const named = grads;
-            // A text-only micro-batch gives the vision tower no gradient: sums start at the first one.
-            acc = accumulateGrads(acc, named);
+            // Added to the running sums inside the backward, each as soon as it is complete (a text-only
+            // micro-batch gives the vision tower no gradient: its sum starts at the first one that does).
+            acc = grads;
             metricSums.loss += (await value.data())[0];
             value.dispose();
             const mv = await readMetrics(metrics!);

@@ -363,6 +363,16 @@ export function accumulateGrads(
   return out;
 }
 
+/** Options of {@linkcode valueAndGrads}. */
+export interface ValueAndGradsOptions {
+  /**
+   * Running gradient sums by name (gradient accumulation): the new gradients are added to them as soon as
+   * each is complete, so the sums and a whole second set of gradients never coexist. The given sums are
+   * disposed; the returned `grads` are the new sums (as {@linkcode accumulateGrads}).
+   */
+  accumulate?: Record<string, tf.Tensor> | null;
+}
+
 /**
  * `tf.variableGrads` keyed by OUR parameter names (tfjs keys gradients by its internal variable names),
  * freeing each intermediate gradient and saved activation as soon as the backward pass is past it.
@@ -378,15 +388,23 @@ export function accumulateGrads(
 export function valueAndGrads(
   f: () => tf.Scalar,
   params: Record<string, tf.Variable>,
+  options: ValueAndGradsOptions = {},
 ): { value: tf.Scalar; grads: Record<string, tf.Tensor> } {
   const names = Object.keys(params);
+  const into = options.accumulate ?? undefined;
   // tf.variableGrads' result, with each intermediate gradient and saved activation freed as soon as the
   // backward is past it (see leanVariableGrads): about half the peak memory of a full fine-tune's backward.
-  const { value, grads } = leanVariableGrads(f, names.map((n) => params[n]));
+  const { value, grads } = leanVariableGrads(
+    f,
+    names.map((n) => params[n]),
+    into ? names.map((n) => into[n]) : undefined,
+  );
   const out: Record<string, tf.Tensor> = {};
   names.forEach((n, i) => {
     const g = grads[i];
     if (g) out[n] = g;
   });
+  // Sums of names that are not among `params` are carried over untouched.
+  if (into) { for (const n of Object.keys(into)) if (!(n in params)) out[n] = into[n]; }
   return { value, grads: out };
 }
