@@ -128,7 +128,10 @@ export function headLogprobs(
     slices.pop();
     slices[slices.length - 1][1] = vocab;
   }
-  const keep = options.keepLogits ?? m * vocab <= KEEP_LOGITS_MAX;
+  // Kept only under a gradient tape: a forward-only call (reference / old log-probs) would hold them for nothing.
+  // deno-lint-ignore no-explicit-any
+  const taped = ((tf.engine() as any).state?.gradientDepth ?? 1) > 0;
+  const keep = taped && (options.keepLogits ?? m * vocab <= KEEP_LOGITS_MAX);
   const targetRows = targets instanceof tf.Tensor ? null : Array.from(targets);
   const tgt: tf.Tensor1D = m === 0
     ? tf.zeros([0], "int32") as tf.Tensor1D
