@@ -178,7 +178,16 @@ allBackendsTest("valueAndGrads: the same gradients as tf.variableGrads, frees ev
           return { value: a.square(), gradFunc: (dy: tf.Tensor, [s]: tf.Tensor[]) => dy.mul(s).mul(2) };
         }) as any,
       );
-      return (sq(y) as tf.Tensor).sum().add(w.sum()) as tf.Scalar;
+      // a gradient function that hands back a tensor it saved (freed after the node): must stay valid
+      // deno-lint-ignore no-explicit-any
+      const passSaved = tf.customGrad(
+        ((a: tf.Tensor, save: tf.GradSaveFunc) => {
+          const c = a.mul(0.5);
+          save([c]);
+          return { value: a.mul(c), gradFunc: (_dy: tf.Tensor, [s]: tf.Tensor[]) => s };
+        }) as any,
+      );
+      return (sq(y) as tf.Tensor).sum().add((passSaved(h) as tf.Tensor).sum()).add(w.sum()) as tf.Scalar;
     });
   const n0 = tf.memory().numTensors;
   const want = tf.variableGrads(f, [w, b, frozen]);

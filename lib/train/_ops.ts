@@ -126,7 +126,8 @@ export function leanVariableGrads(
           );
         }
         let dx: tf.Tensor = engine.tidy(() => inputGrads[name]());
-        if (live.has(dx)) dx = dx.clone();
+        // (also a tensor the node saved, which is freed below)
+        if (live.has(dx) || node.saved?.includes(dx)) dx = dx.clone();
         const x: tf.Tensor = node.inputs[name];
         if (dx.dtype !== "float32") {
           throw new Error(
