@@ -370,7 +370,12 @@ function defaultPrompt(tokenizer: GrpoTokenizer): (row: Row) => string {
   return (row) => apply.call(tokenizer, buildPrompt(row), { addGenerationPrompt: true });
 }
 
-/** Swaps a frozen snapshot of the weights in and out of the model for the reference pass. */
+/**
+ * Swaps a frozen snapshot of the weights in and out of the model for the reference pass. Nothing is copied:
+ * tfjs's `clone` and `Variable.assign` share storage by reference count on every backend, so the snapshot
+ * costs no memory until the first update gives the live weights new storage (from then on it holds the
+ * start weights, made once), and each pass only repoints the variables.
+ */
 class WeightSnapshot {
   private saved: Record<string, tf.Tensor>;
   constructor(private params: Record<string, tf.Variable>) {
