@@ -324,13 +324,6 @@ function cpuModel(): string {
 }
 
 async function main(): Promise<void> {
-  // TensorFlow's oneDNN build (on by default) allocates CPU tensors from a pool that never gives memory back
-  // to the system, so the process keeps the high-water mark of every phase; host-side buffers (AdamW's
-  // moments) then come on top. Off, RSS follows the live tensors: the SFT step's peak 17.1 -> 14.7 GiB with
-  // the same matmul speed (bench/NOTES.md). Set TF_ENABLE_ONEDNN_OPTS=1 to measure the default.
-  try {
-    if (!Deno.env.get("TF_ENABLE_ONEDNN_OPTS")) Deno.env.set("TF_ENABLE_ONEDNN_OPTS", "0");
-  } catch { /* no --allow-env */ }
   const { values } = parseArgs({
     args: Deno.args,
     options: {
