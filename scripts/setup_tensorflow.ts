@@ -19,7 +19,8 @@
  * With access to storage.googleapis.com the package's own install script works too
  * (`deno install --allow-scripts=npm:@tensorflow/tfjs-node@4.22.0`, or `npm install` under Node).
  *
- * Usage: `deno task setup:tensorflow [--wheel PATH] [--force] [--no-check]`
+ * Usage: `deno task setup:tensorflow [--wheel PATH] [--force] [--no-check] [--or-wasm]`
+ * (`--or-wasm`: if the binding cannot be built, warn and exit 0, so that a following command runs on wasm.)
  *
  * @module
  */
@@ -51,7 +52,15 @@ function log(msg: string): void {
   console.log(`[setup:tensorflow] ${msg}`);
 }
 
+// `--or-wasm` (used by `deno task demo`): a binding that cannot be built is a warning, not an error, and
+// the caller goes on with the wasm backend (slower, but it runs everywhere).
+let orWasm = false;
+
 function fail(msg: string): never {
+  if (orWasm) {
+    console.error(`[setup:tensorflow] WARNING: ${msg} Going on with the wasm backend (slower).`);
+    Deno.exit(0);
+  }
   console.error(`[setup:tensorflow] ERROR: ${msg}`);
   Deno.exit(1);
 }
@@ -403,16 +412,18 @@ async function main(): Promise<void> {
       wheel: { type: "string" },
       force: { type: "boolean", default: false },
       "no-check": { type: "boolean", default: false },
+      "or-wasm": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help) {
     console.log(
-      "deno task setup:tensorflow [--wheel PATH] [--force] [--no-check]\n\n" +
+      "deno task setup:tensorflow [--wheel PATH] [--force] [--no-check] [--or-wasm]\n\n" +
         "Builds the @tensorflow/tfjs-node binding from a tensorflow-cpu wheel (pip download, or --wheel).",
     );
     return;
   }
+  orWasm = values["or-wasm"]!;
   if (Deno.build.os !== "linux") {
     fail(
       `Building from a wheel is set up for Linux only (this is ${Deno.build.os}); ` +
@@ -463,4 +474,10 @@ async function main(): Promise<void> {
   if (!values["no-check"]) await check(root);
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (e) {
+    fail(`the binding could not be built: ${e instanceof Error ? e.message : e}.`);
+  }
+}
