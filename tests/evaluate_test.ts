@@ -170,7 +170,12 @@ Deno.test("compareReports: paired difference per benchmark and of the mean, with
   for (const [i, b] of c.benchmarks.entries()) {
     assertEquals(b.accuracy, 1);
     assertEquals(b.otherAccuracy, base.benchmarks[i].accuracy);
-    assert(Math.abs(b.diff.estimate - (1 - base.benchmarks[i].accuracy)) < 1e-12);
+    assert(
+      Math.abs(b.diff.estimate - (1 - base.benchmarks[i].accuracy)) < 1e-12,
+      `${b.name}: paired difference ${b.diff.estimate} over ${b.n} shared questions, but 1 - base accuracy is ${
+        1 - base.benchmarks[i].accuracy
+      } (base n ${base.benchmarks[i].n})`,
+    );
     assert(b.diff.low > 0, "an oracle is significantly better");
   }
   assert(Math.abs(c.mean!.estimate - (1 - base.mean!.accuracy)) < 1e-12);
