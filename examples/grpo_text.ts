@@ -37,7 +37,7 @@ import { lenientGrade } from "../lib/reward/lenient.ts";
 import { sftLoss } from "../lib/train/losses.ts";
 import { adamw, clipGradNorm, valueAndGrads } from "../lib/train/optimizer.ts";
 import { grpo, type GrpoOptions, type GrpoStepMetrics, MEDVLTHINKER_GRPO } from "../lib/train/grpo.ts";
-import { pairedBootstrapCI, wilsonInterval } from "../lib/eval/stats.ts";
+import { pairedBootstrapCI, seededRandom, wilsonInterval } from "../lib/eval/stats.ts";
 import { lineChart, passCountHistogram, writeSvg } from "../lib/plot.ts";
 import { probe } from "../lib/eval/probe.ts";
 import { arquero } from "../lib/deps.ts";
@@ -162,11 +162,8 @@ if (embedded) {
   prompt = (row) => labCompactPrompt(row as unknown as LabRow);
   // The warm-up's reasoning says nothing about the value: it teaches the format, not the answer.
   const letters = ["A", "B", "C"];
-  let h = (seed * 2654435761 + 12345) >>> 0;
-  const randomLetter = () => {
-    h = (Math.imul(h ^ (h >>> 15), 2246822507) + 0x9e3779b9) >>> 0;
-    return letters[h % letters.length];
-  };
+  const rand = seededRandom(seed * 7919 + 101); // the project's seeded PRNG, its own stream per seed
+  const randomLetter = () => letters[Math.floor(rand() * letters.length)];
   // `{analyte}`, `{value}` and `{unit}` in the reasoning template restate the question's finding.
   const reasoning = (row: Row) => {
     const lab = row as unknown as LabRow;
