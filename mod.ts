@@ -75,7 +75,7 @@ export { rewardByName } from "./lib/reward/registry.ts";
 
 // Training
 export { sftLoss, tokenLogprobs } from "./lib/train/losses.ts";
-export { adamw, clipGradNorm } from "./lib/train/optimizer.ts";
+export { adamw, clipGradNorm, clipScale } from "./lib/train/optimizer.ts";
 export type { AdamW, AdamWOptions } from "./lib/train/optimizer.ts";
 export { lrSchedule } from "./lib/train/schedule.ts";
 export { addLora, loadLora, mergeLora, saveLora } from "./lib/train/lora.ts";
@@ -154,7 +154,7 @@ export type {
 } from "./lib/model/safetensors.ts";
 export type { GradedRow } from "./lib/reward/medvlthinker.ts";
 export type { NamedRewardOptions, RewardSpec } from "./lib/reward/types.ts";
-export type { AdamWState, ParamGroup } from "./lib/train/optimizer.ts";
+export type { AdamWState, AdamWStepOptions, ParamGroup } from "./lib/train/optimizer.ts";
 export type { ScheduleOptions, ScheduleType } from "./lib/train/schedule.ts";
 export type { SftLossOptions, TokenLogprobs, TokenLogprobsOptions } from "./lib/train/losses.ts";
 export type { SftStepRecord } from "./lib/train/sft.ts";

@@ -17,7 +17,7 @@ import { useBackend } from "../lib/backend.ts";
 import { loadModel } from "../lib/model/load.ts";
 import type { CausalLM, GenerateOptions, GenerateResult } from "../lib/model/types.ts";
 import { sftLoss } from "../lib/train/losses.ts";
-import { adamw, clipGradNorm, valueAndGrads } from "../lib/train/optimizer.ts";
+import { adamw, clipScale, valueAndGrads } from "../lib/train/optimizer.ts";
 import { grpo, type GrpoStepMetrics, type GrpoTokenizer } from "../lib/train/grpo.ts";
 import type { Row } from "../lib/data/types.ts";
 
@@ -167,8 +167,8 @@ async function benchSft(a: Args): Promise<Record<string, unknown>> {
     );
     const loss = (await value.data())[0];
     const t1 = now();
-    await clipGradNorm(grads, 1.0);
-    opt.step(grads);
+    const { scale } = await clipScale(grads, 1.0);
+    opt.step(grads, { gradScale: scale });
     tf.dispose(Object.values(grads));
     value.dispose();
     const probe = Object.values(model.params)[0];

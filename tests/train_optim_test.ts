@@ -4,6 +4,7 @@ import {
   accumulateGrads,
   adamw,
   clipGradNorm,
+  clipScale,
   hfParamGroups,
   valueAndGrads,
 } from "../lib/train/optimizer.ts";
@@ -158,6 +159,106 @@ allBackendsTest("clipGradNorm: global L2 norm, returns the pre-clip norm", async
   assert(close((await grads.a.data())[0], 3 / (5 + 1e-6)));
   tf.dispose(Object.values(grads));
 });
+
+allBackendsTest(
+  "clipScale + step({ gradScale }): the same parameters as clipGradNorm + step, bit for bit",
+  async (backend) => {
+    const start = tf.memory().numTensors;
+    const shapes: Record<string, number[]> = { "a.weight": [3, 5], "a.bias": [5], "b.weight": [41] };
+    const init = (n: string, k: number) =>
+      Array.from({ length: shapes[n].reduce((x, y) => x * y) }, (_, i) => Math.sin(i * 1.3 + k) * 0.8);
+    const variable = (f: () => tf.Tensor) => tf.tidy(() => tf.variable(f()));
+    const make = () =>
+      Object.fromEntries(
+        Object.keys(shapes).map((n, k) => [n, variable(() => tf.tensor(init(n, k), shapes[n]))]),
+      );
+    const grads = (step: number, size: number) =>
+      Object.fromEntries(
+        Object.keys(shapes).map((n, k) => [
+          n,
+          tf.tensor(init(n, k + 7 * step).map((x, i) => x * size * (i % 4 ? 1 : 0.01)), shapes[n]),
+        ]),
+      );
+    // host and tensor moments where the backend has both; every step's norm is above maxNorm except the
+    // second (scale 1: nothing to clip)
+    for (const hostMoments of backend === "webgpu" ? [false] : [true, false]) {
+      const pa = make(), pb = make();
+      const opts = { lr: 0.02, betas: [0.9, 0.95] as [number, number], weightDecay: 0.1, hostMoments };
+      const oa = adamw({ params: pa, ...opts }), ob = adamw({ params: pb, ...opts });
+      const norms: number[] = [];
+      for (const [k, size] of [[0, 5], [1, 0.01], [2, 30]]) {
+        const ga = grads(k, size), gb = grads(k, size);
+        const norm = await clipGradNorm(ga, 1);
+        oa.step(ga);
+        const { norm: n2, scale } = await clipScale(gb, 1);
+        assertEquals(n2, norm);
+        assert((k === 1) === (scale === 1), `step ${k}: scale ${scale}, norm ${norm}`);
+        ob.step(gb, { gradScale: scale });
+        tf.dispose([...Object.values(ga), ...Object.values(gb)]);
+        norms.push(norm);
+      }
+      for (const n of Object.keys(shapes)) {
+        assertEquals(
+          Array.from(await pb[n].data()),
+          Array.from(await pa[n].data()),
+          `${n}, host ${hostMoments}`,
+        );
+      }
+      // clipScale leaves the gradients alone; maxNorm 0 only measures
+      const g = grads(0, 5);
+      const before = await g["b.weight"].data();
+      const { norm, scale } = await clipScale(g, 0);
+      assert(close(norm, norms[0], 1e-6) && scale === 1);
+      assertEquals(Array.from(await g["b.weight"].data()), Array.from(before));
+      tf.dispose([...Object.values(g), ...Object.values(pa), ...Object.values(pb)]);
+      oa.dispose();
+      ob.dispose();
+    }
+    assertEquals(tf.memory().numTensors, start);
+  },
+);
+
+allBackendsTest(
+  "adamw host path: a parameter changed between steps is read again, clones keep values",
+  async (
+    backend,
+  ) => {
+    if (backend === "webgpu") return; // no host path there
+    const start = tf.memory().numTensors;
+    const variable = (f: () => tf.Tensor) => tf.tidy(() => tf.variable(f()));
+    const p0 = [0.5, -1, 2, 0.25, 3];
+    const g = tf.tensor1d([0.1, -0.2, 0.3, 0.4, -0.5]);
+    const opts = { lr: 0.05, betas: [0.9, 0.95] as [number, number], weightDecay: 0.1 };
+    const wh = variable(() => tf.tensor1d(p0)), wt = variable(() => tf.tensor1d(p0));
+    const host = adamw({ params: { w: wh }, ...opts, hostMoments: true });
+    const tens = adamw({ params: { w: wt }, ...opts, hostMoments: false });
+    host.step({ w: g });
+    tens.step({ w: g });
+    // the host path updates its copy of the parameter in place: tensors handed out before must not change
+    const snapshot = wh.clone();
+    const snapValues = Array.from(await snapshot.data());
+    host.step({ w: g });
+    tens.step({ w: g });
+    assertEquals(Array.from(await snapshot.data()), snapValues);
+    // a value assigned from outside (a checkpoint load, a LoRA merge) is what the next step starts from
+    const outside = [1, 2, 3, 4, 5];
+    tf.tidy(() => {
+      wh.assign(tf.tensor1d(outside));
+      wt.assign(tf.tensor1d(outside));
+    });
+    host.step({ w: g });
+    tens.step({ w: g });
+    const a = await wh.data(), b = await wt.data();
+    for (let i = 0; i < p0.length; i++) {
+      assert(close(a[i], b[i], 1e-6), `w[${i}] ${a[i]} vs ${b[i]}`);
+      assert(Math.abs(a[i] - outside[i]) < 0.1, `w[${i}] ${a[i]} continues from the assigned ${outside[i]}`);
+    }
+    host.dispose();
+    tens.dispose();
+    tf.dispose([wh, wt, g, snapshot]);
+    assertEquals(tf.memory().numTensors, start);
+  },
+);
 
 allBackendsTest("valueAndGrads: the same gradients as tf.variableGrads, frees everything else", async () => {
   const variable = (f: () => tf.Tensor) => tf.tidy(() => tf.variable(f()));

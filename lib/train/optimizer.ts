@@ -7,18 +7,25 @@
  * m = b1 * m + (1 - b1) * g;  v = b2 * v + (1 - b2) * g^2
  * p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
  * ```
- * Where tensors live in CPU memory (the `cpu`, `wasm` and `tensorflow` backends) the moments are host
- * `Float32Array`s and each parameter is updated in ONE fused loop: the gradient and the parameter are read
- * once, the new parameter written back with one `assign`. The tensor-op update allocates about ten
- * parameter-sized temporaries per tensor (545 MB each for Qwen2.5's `[151936, 896]` embedding), which
- * dominated the optimizer's time and a large share of a full fine-tune's peak memory. On `webgpu` the
- * moments are `tf.Variable`s updated in place with tensor ops (reading back to the host would cost more).
- * Either way the number of live tensors does not change from one step to the next.
+ * Where tensors live in CPU memory (the `cpu`, `wasm` and `tensorflow` backends) the moments and a copy
+ * of each parameter are host `Float32Array`s and each parameter is updated in ONE fused loop: the
+ * gradient is read once, the new parameter written back with one `assign` (`_adamw_host.ts`). The
+ * tensor-op update allocates about ten parameter-sized temporaries per tensor (545 MB each for Qwen2.5's
+ * `[151936, 896]` embedding), which dominated the optimizer's time and a large share of a full fine-tune's
+ * peak memory. On `webgpu` the moments are `tf.Variable`s updated in place with tensor ops (reading back to
+ * the host would cost more). Either way the number of live tensors does not change from one step to the
+ * next.
+ *
+ * Gradient clipping can be folded into the update: {@linkcode clipScale} measures the global norm, and
+ * `step(grads, { gradScale })` multiplies each gradient by the factor as it reads it, instead of
+ * {@linkcode clipGradNorm} writing a scaled copy of every gradient first (a whole extra pass over the
+ * gradients and as much memory again, for a full fine-tune).
  *
  * @module
  */
 import { tf } from "../deps.ts";
 import { addMany, leanVariableGrads } from "./_ops.ts";
+import { type HostParam, hostParamArray, hostUpdate } from "./_adamw_host.ts";
 
 /** Parameters that share a weight decay. */
 export interface ParamGroup {
@@ -43,10 +50,23 @@ export interface AdamWOptions {
   /** Per-group weight decay (e.g. {@linkcode hfParamGroups}); names not listed use `weightDecay`. */
   paramGroups?: ParamGroup[];
   /**
-   * Keep the moments on the host and update each parameter in one fused loop. Default: true on the
+   * Keep the moments (and a copy of each parameter) on the host and update each parameter in one fused
+   * loop. Default: true on the
    * backends whose tensors live in CPU memory (`cpu`, `wasm`, `tensorflow`), false elsewhere (`webgpu`).
    */
   hostMoments?: boolean;
+}
+
+/** Options of one {@linkcode AdamW} `step`. */
+export interface AdamWStepOptions {
+  /** Learning rate of this update (e.g. from a schedule). Default: the optimizer's `lr`. */
+  lr?: number;
+  /**
+   * Factor every gradient is multiplied by (in float32) before the update: the `scale` of
+   * {@linkcode clipScale}, which makes `clipScale` + `step(grads, { gradScale })` give the same update as
+   * `clipGradNorm` + `step(grads)` without a scaled copy of the gradients. Default 1.
+   */
+  gradScale?: number;
 }
 
 /** The optimizer state as plain data plus tensors (for checkpoints). */
@@ -75,7 +95,7 @@ export interface AdamW {
    * One update from `grads` (by parameter name; a name without a gradient is left alone, as PyTorch skips
    * parameters whose `.grad` is None). The gradients are not disposed.
    */
-  step(grads: Record<string, tf.Tensor>, options?: { lr?: number }): void;
+  step(grads: Record<string, tf.Tensor>, options?: AdamWStepOptions): void;
   /**
    * The current state. The tensors are the live moments (with host moments: tensors over the moments' own
    * arrays, freed by the next `step`, `loadState` or `dispose`): read their data, or copy it (a `clone`
@@ -147,11 +167,13 @@ export function adamw(options: AdamWOptions): AdamW {
       `adamw: hostMoments needs a backend whose tensors live in CPU memory (cpu, wasm, tensorflow), not '${tf.getBackend()}'.`,
     );
   }
-  // Tensor path: moments as variables. Host path: moments as Float32Arrays (no tensors at all).
+  // Tensor path: moments as variables. Host path: moments as Float32Arrays (no tensors at all), and the
+  // parameters' host copies (allocated at their first update).
   const m: Record<string, tf.Variable> = {};
   const v: Record<string, tf.Variable> = {};
   const hm: Record<string, Float32Array> = {};
   const hv: Record<string, Float32Array> = {};
+  const hp: Record<string, HostParam> = {};
   for (const n of names) {
     if (host) {
       hm[n] = new Float32Array(params[n].size);
@@ -179,6 +201,8 @@ export function adamw(options: AdamWOptions): AdamW {
     weightDecay: decay,
     step(grads, stepOptions = {}) {
       const lr = stepOptions.lr ?? opt.lr;
+      // The factor as the float32 scalar a `g.mul(scale)` would use.
+      const scale = Math.fround(stepOptions.gradScale ?? 1);
       for (const g of Object.keys(grads)) {
         if (!(g in params)) {
           throw new Error(`adamw: got a gradient for '${g}', which is not among the params.`);
@@ -200,7 +224,16 @@ export function adamw(options: AdamWOptions): AdamW {
         const g = grads[n];
         if (!g) continue;
         if (host) {
-          hostUpdate(params[n], g, hm[n], hv[n], { b1, b2, eps, stepSize, bc2Sqrt, keep: 1 - lr * decay[n] });
+          hp[n] ??= { values: hostParamArray(params[n].size), dataId: null };
+          hostUpdate(params[n], g, hp[n], hm[n], hv[n], {
+            b1,
+            b2,
+            eps,
+            stepSize,
+            bc2Sqrt,
+            keep: 1 - lr * decay[n],
+            scale,
+          });
           continue;
         }
         // Each sub-expression in its own tidy: its temporaries are freed before the next one starts, so
@@ -208,8 +241,9 @@ export function adamw(options: AdamWOptions): AdamW {
         // [151936, 896] embedding.
         tf.tidy(() => {
           const p = params[n];
-          m[n].assign(tf.tidy(() => m[n].mul(b1).add(g.mul(1 - b1))));
-          v[n].assign(tf.tidy(() => v[n].mul(b2).add(g.square().mul(1 - b2))));
+          const gs = scale !== 1 ? g.mul(scale) : g;
+          m[n].assign(tf.tidy(() => m[n].mul(b1).add(gs.mul(1 - b1))));
+          v[n].assign(tf.tidy(() => v[n].mul(b2).add(gs.square().mul(1 - b2))));
           const update = tf.tidy(() => m[n].div(v[n].sqrt().div(bc2Sqrt).add(eps)).mul(stepSize));
           p.assign(tf.tidy(() => (decay[n] !== 0 ? p.mul(1 - lr * decay[n]) : p).sub(update)));
         });
@@ -270,6 +304,7 @@ export function adamw(options: AdamWOptions): AdamW {
         if (!host) tf.dispose([m[n], v[n]]);
         delete hm[n];
         delete hv[n];
+        delete hp[n];
       }
     },
   };
@@ -279,40 +314,43 @@ export function adamw(options: AdamWOptions): AdamW {
 // Backends whose tensors are plain CPU memory: reading one back is a copy, not a device transfer.
 const HOST_BACKENDS = new Set(["cpu", "wasm", "tensorflow"]);
 
-interface HostStep {
-  b1: number;
-  b2: number;
-  eps: number;
-  stepSize: number;
-  bc2Sqrt: number;
-  /** `1 - lr * weightDecay`. */
-  keep: number;
-}
-
-/** One AdamW update of `p` in a single pass over host arrays; `m` and `v` are updated in place. */
-function hostUpdate(p: tf.Variable, g: tf.Tensor, m: Float32Array, v: Float32Array, k: HostStep): void {
-  const gd = g.dataSync() as Float32Array;
-  // dataSync may return the tensor's own storage (the cpu backend always; the tensorflow binding while a
-  // tensor made from JS values has not entered an op yet), which clones of `p` share: never write into it.
-  const pd = p.dataSync() as Float32Array;
-  const out = new Float32Array(pd.length);
-  const { b1, b2, eps, stepSize, bc2Sqrt, keep } = k;
-  const c1 = 1 - b1, c2 = 1 - b2;
-  for (let i = 0; i < pd.length; i++) {
-    const gi = gd[i];
-    const mi = m[i] = b1 * m[i] + c1 * gi;
-    const vi = v[i] = b2 * v[i] + c2 * gi * gi;
-    out[i] = pd[i] * keep - stepSize * mi / (Math.sqrt(vi) / bc2Sqrt + eps);
-  }
-  const next = tf.tensor(out, p.shape, "float32");
-  p.assign(next);
-  next.dispose();
+/**
+ * The global L2 norm of `grads` and the factor `torch.nn.utils.clip_grad_norm_` would scale them by:
+ * `min(1, maxNorm / (norm + 1e-6))` (1 when `maxNorm` is 0 or Infinity: only measure). Changes nothing:
+ * pass `scale` to the optimizer's `step(grads, { gradScale })`, which applies it while it reads each
+ * gradient (no scaled copy of the gradients, as {@linkcode clipGradNorm} makes).
+ *
+ * @example
+ * ```ts
+ * import { tf } from "../deps.ts";
+ * import { adamw, clipScale } from "./optimizer.ts";
+ * const w = tf.variable(tf.zeros([2]));
+ * const grads = { w: tf.tensor1d([3, 4]) };
+ * const { norm, scale } = await clipScale(grads, 1); // 5, 1 / (5 + 1e-6)
+ * adamw({ params: { w } }).step(grads, { gradScale: scale });
+ * ```
+ */
+export async function clipScale(
+  grads: Record<string, tf.Tensor>,
+  maxNorm: number,
+): Promise<{ norm: number; scale: number }> {
+  const names = Object.keys(grads);
+  if (names.length === 0) return { norm: 0, scale: 1 };
+  // One tidy per tensor: only one gradient-sized temporary (its square) exists at a time.
+  const sums = names.map((n) => tf.tidy(() => grads[n].square().sum()));
+  const normT = tf.tidy(() => addMany(sums).sqrt());
+  tf.dispose(sums);
+  const norm = (await normT.data())[0];
+  normT.dispose();
+  const clips = maxNorm > 0 && Number.isFinite(maxNorm);
+  return { norm, scale: clips ? Math.min(1, maxNorm / (norm + 1e-6)) : 1 };
 }
 
 /**
  * Clip gradients to a global L2 norm, as `torch.nn.utils.clip_grad_norm_`: every gradient is scaled by
  * `min(1, maxNorm / (norm + 1e-6))`. The record is updated IN PLACE (old tensors disposed); returns the norm
- * before clipping. `maxNorm` of 0 or Infinity only measures.
+ * before clipping. `maxNorm` of 0 or Infinity only measures. (Before an AdamW step, {@linkcode clipScale}
+ * with the step's `gradScale` does the same without the scaled copies.)
  *
  * @example
  * ```ts
@@ -323,22 +361,12 @@ function hostUpdate(p: tf.Variable, g: tf.Tensor, m: Float32Array, v: Float32Arr
  * ```
  */
 export async function clipGradNorm(grads: Record<string, tf.Tensor>, maxNorm: number): Promise<number> {
-  const names = Object.keys(grads);
-  if (names.length === 0) return 0;
-  // One tidy per tensor: only one gradient-sized temporary (its square) exists at a time.
-  const sums = names.map((n) => tf.tidy(() => grads[n].square().sum()));
-  const normT = tf.tidy(() => addMany(sums).sqrt());
-  tf.dispose(sums);
-  const norm = (await normT.data())[0];
-  normT.dispose();
-  if (maxNorm > 0 && Number.isFinite(maxNorm)) {
-    const coef = maxNorm / (norm + 1e-6);
-    if (coef < 1) {
-      for (const n of names) {
-        const old = grads[n];
-        grads[n] = old.mul(coef);
-        old.dispose();
-      }
+  const { norm, scale } = await clipScale(grads, maxNorm);
+  if (scale < 1) {
+    for (const n of Object.keys(grads)) {
+      const old = grads[n];
+      grads[n] = old.mul(scale);
+      old.dispose();
     }
   }
   return norm;

@@ -20,7 +20,7 @@ import { type ChatMessage, loadTokenizer, type Tokenizer } from "../tokenizer.ts
 import { buildSftMessages, type PromptOptions } from "../data/prompt.ts";
 import type { Row } from "../data/types.ts";
 import { IGNORE_INDEX, sftLoss } from "./losses.ts";
-import { accumulateGrads, adamw, clipGradNorm, hfParamGroups, valueAndGrads } from "./optimizer.ts";
+import { accumulateGrads, adamw, clipScale, hfParamGroups, valueAndGrads } from "./optimizer.ts";
 import { lrSchedule, type ScheduleType } from "./schedule.ts";
 import { addLora, type LoraOptions, loraParams, mergeLora } from "./lora.ts";
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
@@ -547,9 +547,10 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
         for (const mb of micros) mb.forward.pixelValues?.dispose();
       }
       if (!acc) throw new Error(`sft: update ${step + 1} has no assistant token to learn from.`);
-      const gradNorm = await clipGradNorm(acc!, options.maxGradNorm ?? 1);
+      // The clip factor is applied by the optimizer as it reads each gradient (no scaled copy).
+      const { norm: gradNorm, scale } = await clipScale(acc!, options.maxGradNorm ?? 1);
       const lr = schedule(step);
-      optimizer.step(acc!, { lr });
+      optimizer.step(acc!, { lr, gradScale: scale });
       tf.dispose(Object.values(acc!));
       // A read of one parameter waits for the update to finish, so the timing covers it (async backends).
       await Object.values(trainable)[0].data();
