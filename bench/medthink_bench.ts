@@ -323,9 +323,10 @@ function cpuModel(): string {
   }
 }
 
-async function main(): Promise<void> {
+/** Runs one workload and prints `RESULT {json}` (also the entry of the GPU binary, bench/gpu_device.ts). */
+export async function main(args: string[] = Deno.args): Promise<void> {
   const { values } = parseArgs({
-    args: Deno.args,
+    args,
     options: {
       model: { type: "string" },
       workload: { type: "string" },

@@ -63,13 +63,32 @@ function fillUniform(out: Float32Array, seed: number, std: number): void {
   }
 }
 
-/** Write the checkpoint unless it is already there; returns its folder. */
-export async function ensureBenchModel(dir = benchModelDir()): Promise<string> {
+/**
+ * A smaller model with the same vocabulary (hidden 64, 2 layers): checks the benchmark's code path where
+ * Qwen2.5-0.5B does not fit, e.g. WebGPU on Mesa's software Vulkan, whose 128 MiB storage-binding limit
+ * is below the 0.5B embedding's 545 MB.
+ */
+export const SMOKE_CONFIG_OVERRIDES: Readonly<Record<string, unknown>> = Object.freeze({
+  hidden_size: 64,
+  intermediate_size: 128,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  num_hidden_layers: 2,
+  max_window_layers: 2,
+  _note: "medthink bench smoke: random weights (uniform, std 0.02), seed 1, hidden 64, 2 layers",
+});
+
+/** Write the checkpoint unless it is already there; returns its folder. `overrides` change the config. */
+export async function ensureBenchModel(
+  dir = benchModelDir(),
+  overrides: Readonly<Record<string, unknown>> = {},
+): Promise<string> {
+  const raw = { ...QWEN25_05B_CONFIG, ...overrides };
   try {
     const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
-    if (cfg._note === QWEN25_05B_CONFIG._note) return dir;
+    if (cfg._note === raw._note) return dir;
   } catch { /* not there yet */ }
-  const config = parseConfig({ ...QWEN25_05B_CONFIG }, "bench config");
+  const config = parseConfig({ ...raw }, "bench config");
   const tensors = Object.entries(expectedParams(config)).map(([name, shape]) => ({
     name,
     shape,
@@ -81,7 +100,7 @@ export async function ensureBenchModel(dir = benchModelDir()): Promise<string> {
     },
   }));
   // Shards of ~0.5 GB keep the writer's memory low and exercise the index path real checkpoints use.
-  await writeCheckpoint(dir, { ...QWEN25_05B_CONFIG }, tensors, {
+  await writeCheckpoint(dir, raw, tensors, {
     dtype: "BF16",
     maxShardBytes: 512 * 1024 ** 2,
   });

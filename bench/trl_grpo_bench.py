@@ -50,6 +50,9 @@ def main():
     p.add_argument("--max-new", type=int, default=128)
     p.add_argument("--micro", type=int, default=8, help="completions per forward/backward pass")
     p.add_argument("--beta", type=float, default=0.01)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: the GPU benchmark")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="bfloat16: the Trainer's bf16 mixed precision")
     args = p.parse_args()
 
     import torch
@@ -78,8 +81,8 @@ def main():
     out = tempfile.mkdtemp(prefix="trl_grpo_bench_")
     config = GRPOConfig(
         output_dir=out,
-        use_cpu=True,
-        bf16=False,
+        use_cpu=args.device == "cpu",
+        bf16=args.dtype == "bfloat16",
         fp16=False,
         gradient_checkpointing=False,
         per_device_train_batch_size=args.micro,
@@ -110,9 +113,15 @@ def main():
     model = trainer.model
     orig_generate = model.generate
 
+    def sync():
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
     def timed_generate(*a, **kw):
+        sync()
         t0 = time.perf_counter()
         ids = orig_generate(*a, **kw)
+        sync()
         clock["gen"] += time.perf_counter() - t0
         clock["gen_tokens"] += ids.shape[0] * (ids.shape[1] - kw["input_ids"].shape[1])
         return ids
@@ -123,8 +132,10 @@ def main():
     def timed_logps(*a, **kw):
         if torch.is_grad_enabled():
             return orig_logps(*a, **kw)  # the loss's own forward: part of the update
+        sync()
         t0 = time.perf_counter()
         r = orig_logps(*a, **kw)
+        sync()
         clock["logp"] += time.perf_counter() - t0
         return r
 
@@ -143,6 +154,7 @@ def main():
     class StepTimer(TrainerCallback):
         def on_step_end(self, *a, **kw):
             # ... and ends after the optimizer update.
+            sync()
             clock["step"] = time.perf_counter() - clock["t0"]
 
     trainer.add_callback(StepTimer())
@@ -162,6 +174,10 @@ def main():
         "transformers": transformers.__version__,
         "trl": trl.__version__,
         "threads": torch.get_num_threads(),
+        "device": args.device,
+        "dtype": args.dtype,
+        "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 1024 ** 2 if args.device == "cuda" else None,
         "loss": [h.get("loss") for h in trainer.state.log_history if "loss" in h],
     }
     print("RESULT " + json.dumps(result), flush=True)
