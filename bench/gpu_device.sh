@@ -63,10 +63,13 @@ if [ "$SMOKE" != 1 ] && ls "$CARRY"/.whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 
-# measure SIDE DTYPE TIMEOUT CMD...: keeps the RESULT lines, tagged; skipped once the budget is spent.
+# measure SIDE DTYPE TIMEOUT CMD...: keeps the RESULT (and PROBE) lines, tagged; skipped once the budget
+# is spent, or when ONLY (a space-separated list of "SIDE:DTYPE") does not name it.
+ONLY="${ONLY:-}"
 measure() {
   local side=$1 dtype=$2 limit=$3
   shift 3
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $side:$dtype "* ]]; then return; fi
   if [ "$(left)" -le 15 ]; then
     say "skipped (budget spent): $side $dtype $*"
     return
@@ -75,7 +78,7 @@ measure() {
   local t=$SECONDS
   timeout "$limit" "$@" >"$OUT/last.out" 2>>"$LOG"
   local rc=$?
-  sed -n "s/^RESULT /$side $dtype /p" "$OUT/last.out" >>"$RES"
+  sed -n -e "s/^RESULT /$side $dtype /p" -e "s/^PROBE /probe /p" "$OUT/last.out" >>"$RES"
   say "$side $dtype rc=$rc in $((SECONDS - t)) s: ${*: -6}"
 }
 
@@ -83,6 +86,8 @@ PY=($PYTHON bench/pytorch_bench.py --model $MODEL --device $DEV --runs 5)
 MT=("${RUN[@]}" bench/gpu_device.ts run --model $MODEL --backend webgpu --runs 3)
 GRPO=(--prompts 8 --generations 8 --prompt-len 32 --max-new 128)
 # Most wanted first: the budget may end the list early.
+# Raw WebGPU and tfjs costs on this card, then the model step by step (bench/gpu_probe.ts).
+measure probe float32 150 "${RUN[@]}" bench/gpu_probe.ts --model $MODEL --seconds 140
 measure pytorch float32 120 "${PY[@]}" --dtype float32 --rows load,prefill,decode-b1,decode-b8,decode-b32,sft
 measure medthink float32 60 "${MT[@]}" --workload load
 measure medthink float32 90 "${MT[@]}" --workload prefill --tokens 512
