@@ -87,7 +87,7 @@ MT=("${RUN[@]}" bench/gpu_device.ts run --model $MODEL --backend webgpu --runs 3
 GRPO=(--prompts 8 --generations 8 --prompt-len 32 --max-new 128)
 # Most wanted first: the budget may end the list early.
 # Raw WebGPU and tfjs costs on this card, then the model step by step (bench/gpu_probe.ts).
-measure probe float32 150 "${RUN[@]}" bench/gpu_probe.ts --model $MODEL --seconds 140
+measure probe float32 "${PROBE_LIMIT:-150}" "${RUN[@]}" bench/gpu_probe.ts --model $MODEL --seconds "$(( ${PROBE_LIMIT:-150} - 15 ))"
 measure pytorch float32 120 "${PY[@]}" --dtype float32 --rows load,prefill,decode-b1,decode-b8,decode-b32,sft
 measure medthink float32 60 "${MT[@]}" --workload load
 measure medthink float32 90 "${MT[@]}" --workload prefill --tokens 512

@@ -12,7 +12,7 @@ import { parseArgs } from "node:util";
 import { tf } from "../lib/deps.ts";
 import { useBackend } from "../lib/backend.ts";
 import { loadModel } from "../lib/model/load.ts";
-import { tokenIds } from "./medthink_bench.ts";
+import { main as runWorkload, tokenIds } from "./medthink_bench.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -107,13 +107,52 @@ async function tfjsProbes(tag: string): Promise<void> {
     n += 10;
   }
   const secs = (performance.now() - t0) / 1000;
-  say(`${tag} tfjs: matmul [512,896]x[896,4864]^T: ${(n * 2 * 512 * 896 * 4864 / secs / 1e9).toFixed(0)} GFLOP/s`);
+  say(
+    `${tag} tfjs: matmul [512,896]x[896,4864]^T: ${
+      (n * 2 * 512 * 896 * 4864 / secs / 1e9).toFixed(0)
+    } GFLOP/s`,
+  );
   tf.dispose([a, m, w]);
 }
 await tfjsProbes("submit15");
-tf.env().set("WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE", 1000);
-await tfjsProbes("submit1000");
-tf.env().set("WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE", 15);
+
+// Decode-sized products under tfjs-webgpu's program choice: below a workgroup-count threshold (8 on
+// non-Intel cards) it switches from 32x32 tiles to split-K / small-output programs. Also the same
+// product with the weight stored pre-transposed ([in, out], no transposeB).
+const THRESHOLD = "WEBGPU_THRESHOLD_TO_INCREASE_WORKGROUPS_FOR_MATMUL";
+async function productMs(m: number, k: number, n: number, transposed: boolean): Promise<number> {
+  // Filled on the GPU (the values do not change the speed; random ones would be drawn in JS).
+  const x = tf.fill([m, k], 0.01);
+  const w = transposed ? tf.fill([k, n], 0.01) : tf.fill([n, k], 0.01);
+  const run = () => tf.matMul(x, w, false, !transposed);
+  let r = run();
+  await r.data();
+  r.dispose();
+  const t0 = performance.now();
+  for (let i = 0; i < 20; i++) {
+    r = run();
+    if (i < 19) r.dispose();
+  }
+  await r.data();
+  r.dispose();
+  tf.dispose([x, w]);
+  return (performance.now() - t0) / 20;
+}
+for (const threshold of [-1, 64, 5000]) {
+  tf.env().set(THRESHOLD, threshold);
+  const parts: string[] = [];
+  for (const [m, k, n] of [[1, 896, 896], [1, 896, 4864], [1, 4864, 896], [1, 896, 151936], [8, 896, 4864]]) {
+    const a = await productMs(m, k, n, false);
+    const b = await productMs(m, k, n, true);
+    parts.push(`[${m},${k}]x[${k},${n}] ${a.toFixed(3)}/${b.toFixed(3)} ms`);
+  }
+  say(
+    `tfjs: threshold ${threshold}: product times (W as [out,in] with transposeB / pre-transposed): ${
+      parts.join(", ")
+    }`,
+  );
+}
+tf.env().set(THRESHOLD, -1);
 
 // --- the model ----------------------------------------------------------------------------------------
 if (values.model) {
@@ -135,8 +174,8 @@ if (values.model) {
     await model.generate(tokenIds(b, 64, 2), { maxNewTokens: n, temperature: 0, eosTokenIds: [] });
     return performance.now() - t;
   };
-  for (const [b, submit] of [[1, 15], [8, 15], [1, 1000]]) {
-    tf.env().set("WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE", submit);
+  for (const [b, threshold] of [[1, -1], [8, -1], [1, 64], [8, 64], [1, 5000], [8, 5000], [32, -1]]) {
+    tf.env().set(THRESHOLD, threshold);
     if (!timeLeft()) break;
     const first = await gen(b, 9);
     if (!timeLeft()) break;
@@ -144,12 +183,15 @@ if (values.model) {
     const k = 16;
     const many = await gen(b, 1 + k);
     say(
-      `model: submit${submit} b${b}: first generate(9) ${first.toFixed(0)} ms, generate(1) ${one.toFixed(0)} ms, ` +
-        `generate(${1 + k}) ${many.toFixed(0)} ms -> decode ${(b * k / ((many - one) / 1000)).toFixed(2)} tok/s`,
+      `model: threshold ${threshold} b${b}: first generate(9) ${first.toFixed(0)} ms, generate(1) ${
+        one.toFixed(0)
+      } ms, generate(${1 + k}) ${many.toFixed(0)} ms -> decode ${
+        (b * k / ((many - one) / 1000)).toFixed(2)
+      } tok/s`,
     );
   }
+  tf.env().set(THRESHOLD, -1);
   if (timeLeft()) {
-    tf.env().set("WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE", 15);
     const prof = await tf.profile(async () => {
       await model.generate(tokenIds(1, 64, 2), { maxNewTokens: 3, temperature: 0, eosTokenIds: [] });
       return [];
@@ -169,5 +211,13 @@ if (values.model) {
     );
   }
   model.dispose();
+  // One SFT step pair (4 x 256, AdamW), as the bench's sft row: its RESULT line has both steps' times.
+  if (timeLeft()) {
+    await runWorkload([
+      ...["--model", values.model, "--backend", "webgpu", "--workload", "sft"],
+      ...["--batch", "4", "--tokens", "256", "--runs", "2"],
+    ]);
+    say("model: sft done");
+  }
 }
 say("done");

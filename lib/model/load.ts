@@ -8,7 +8,7 @@
  * @module
  */
 import { tf } from "../deps.ts";
-import { useBackend } from "../backend.ts";
+import { uploadNow, useBackend } from "../backend.ts";
 import type { CausalLM, ModelConfig } from "./types.ts";
 import { configToJson, readConfig } from "./config.ts";
 import {
@@ -85,7 +85,8 @@ export async function loadTensors(
     return shape;
   };
   const keep = (raw: string, init: tf.Tensor) => {
-    out[canonicalTensorName(raw)] = tf.variable(init, true);
+    // The variable shares init's data: on webgpu that data goes to the GPU here, by the fast path.
+    out[canonicalTensorName(raw)] = tf.variable(uploadNow(init), true);
     init.dispose();
   };
   const filter = (raw: string) => expected[canonicalTensorName(raw)] !== undefined;
