@@ -1,1 +1,3 @@
-export function parseHTML() { throw new Error("linkedom is not carried to the GPU benchmark machine"); }
+export function parseHTML() {
+  throw new Error("linkedom is not carried to the GPU benchmark machine");
+}

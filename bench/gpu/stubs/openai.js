@@ -1,1 +1,5 @@
-export class OpenAI { constructor() { throw new Error("openai is not carried to the GPU benchmark machine"); } }
+export class OpenAI {
+  constructor() {
+    throw new Error("openai is not carried to the GPU benchmark machine");
+  }
+}
