@@ -25,7 +25,7 @@
  */
 import { tf } from "../deps.ts";
 import { addMany, leanVariableGrads } from "./_ops.ts";
-import { type HostParam, hostParamArray, hostUpdate } from "./_adamw_host.ts";
+import { type HostParam, hostParam, hostUpdate } from "./_adamw_host.ts";
 
 /** Parameters that share a weight decay. */
 export interface ParamGroup {
@@ -167,17 +167,14 @@ export function adamw(options: AdamWOptions): AdamW {
       `adamw: hostMoments needs a backend whose tensors live in CPU memory (cpu, wasm, tensorflow), not '${tf.getBackend()}'.`,
     );
   }
-  // Tensor path: moments as variables. Host path: moments as Float32Arrays (no tensors at all), and the
-  // parameters' host copies (allocated at their first update).
+  // Tensor path: moments as variables. Host path: moments and the parameters' host copies as
+  // Float32Arrays (no tensors at all; memory is committed as it is first written).
   const m: Record<string, tf.Variable> = {};
   const v: Record<string, tf.Variable> = {};
-  const hm: Record<string, Float32Array> = {};
-  const hv: Record<string, Float32Array> = {};
   const hp: Record<string, HostParam> = {};
   for (const n of names) {
     if (host) {
-      hm[n] = new Float32Array(params[n].size);
-      hv[n] = new Float32Array(params[n].size);
+      hp[n] = hostParam(params[n].size);
     } else {
       // tf.variable copies its initial value: build the zeros inside tidy so they are freed.
       m[n] = tf.tidy(() => tf.variable(tf.zerosLike(params[n]), false));
@@ -224,16 +221,7 @@ export function adamw(options: AdamWOptions): AdamW {
         const g = grads[n];
         if (!g) continue;
         if (host) {
-          hp[n] ??= { values: hostParamArray(params[n].size), dataId: null };
-          hostUpdate(params[n], g, hp[n], hm[n], hv[n], {
-            b1,
-            b2,
-            eps,
-            stepSize,
-            bc2Sqrt,
-            keep: 1 - lr * decay[n],
-            scale,
-          });
+          hostUpdate(params[n], g, hp[n], { b1, b2, eps, stepSize, bc2Sqrt, keep: 1 - lr * decay[n], scale });
           continue;
         }
         // Each sub-expression in its own tidy: its temporaries are freed before the next one starts, so
@@ -255,8 +243,8 @@ export function adamw(options: AdamWOptions): AdamW {
       const expAvg: Record<string, tf.Tensor> = {};
       const expAvgSq: Record<string, tf.Tensor> = {};
       for (const n of names) {
-        expAvg[n] = tf.tensor(hm[n], params[n].shape, "float32");
-        expAvgSq[n] = tf.tensor(hv[n], params[n].shape, "float32");
+        expAvg[n] = tf.tensor(hp[n].m, params[n].shape, "float32");
+        expAvgSq[n] = tf.tensor(hp[n].v, params[n].shape, "float32");
         stateViews.push(expAvg[n], expAvgSq[n]);
       }
       return { step: t, expAvg, expAvgSq };
@@ -283,8 +271,9 @@ export function adamw(options: AdamWOptions): AdamW {
         ]);
         dropViews();
         names.forEach((n, i) => {
-          hm[n].set(read[i][0]);
-          hv[n].set(read[i][1]);
+          hp[n].m.set(read[i][0]);
+          hp[n].v.set(read[i][1]);
+          hp[n].zeroMoments = false;
         });
       } else {
         // A real copy (assign alone would share storage): host-moment state() tensors are views of arrays
@@ -302,8 +291,6 @@ export function adamw(options: AdamWOptions): AdamW {
       dropViews();
       for (const n of names) {
         if (!host) tf.dispose([m[n], v[n]]);
-        delete hm[n];
-        delete hv[n];
         delete hp[n];
       }
     },

@@ -552,8 +552,11 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
       const lr = schedule(step);
       optimizer.step(acc!, { lr, gradScale: scale });
       tf.dispose(Object.values(acc!));
-      // A read of one parameter waits for the update to finish, so the timing covers it (async backends).
-      await Object.values(trainable)[0].data();
+      // A read from one parameter waits for the update to finish, so the timing covers it (async backends).
+      // One value, not the tensor: reading a whole (e.g. [151936, 896]) parameter back is a copy of it.
+      const probe = tf.tidy(() => Object.values(trainable)[0].reshape([-1]).slice(0, 1));
+      await probe.data();
+      probe.dispose();
       step += 1;
       const seconds = (performance.now() - t0) / 1000;
       const record: SftStepRecord = {
