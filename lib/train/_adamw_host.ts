@@ -52,14 +52,13 @@ export interface HostParam {
  * parameter tensor made from it never aliases the copy that the next step updates in place.
  */
 export function hostParam(n: number): HostParam {
-  const hp = {
+  return {
     values: new Float32Array(n + 1).subarray(1),
     m: new Float32Array(n),
     v: new Float32Array(n),
     dataId: null,
     zeroMoments: true,
   };
-  return hp;
 }
 
 /**
