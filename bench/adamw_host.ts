@@ -7,7 +7,11 @@
  *
  * Both updates are checked to agree; each reports seconds per step for one `[rows, cols]` parameter.
  * Measured 2026-11-26 (tensorflow, one [151936, 896] tensor, load 1-7 on 2 shared cores): tensor path
- * 3.8-4.2 s/step, host loop 1.7 s/step, max |difference| 1.5e-8.
+ * 3.8-4.2 s/step, host loop 1.7 s/step, max |difference| 1.5e-8. Again after the host path's slice reads
+ * and parameter copy (commit ef9f630), on a 2-core Intel Xeon (avx512), quiet (load average 0.8): tensor
+ * path 1.48 s/step, host loop 1.60 s/step (TensorFlow's ops use both cores, the loop one). The whole SFT
+ * step's clip + AdamW (`medthink_bench.ts --workload sft`, same machine, old and new tree back to back):
+ * 17.3 / 7.6 s at the first / second step before, 11.6 / 4.1 s after; the tensor path was not timed there.
  *
  * @module
  */
