@@ -323,7 +323,7 @@ function cpuModel(): string {
   }
 }
 
-/** Runs one workload and prints `RESULT {json}` (also the entry of the GPU binary, bench/gpu_device.ts). */
+/** Runs one workload and prints `RESULT {json}` (also called by bench/gpu_device.ts and bench/gpu_probe.ts). */
 export async function main(args: string[] = Deno.args): Promise<void> {
   const { values } = parseArgs({
     args,
