@@ -277,7 +277,16 @@ Deno.test("the paper's best recipe on the tiny VL model: text-only GRPO, then ev
     return built;
   };
   try {
-    const res = await grpo(model, textRows, { ...base(counting), promptsPerStep: 2 });
+    // A reward that differs whenever two completions differ: the length-based one of base() leaves a group
+    // without spread when both samples' lengths agree mod 5, and with only two groups of two that happened
+    // on one CPU (wasm's sampling follows the CPU's float rounding), so nothing moved.
+    const textHash = (c: string) =>
+      [...c].reduce((h, ch) => (Math.imul(h, 31) + ch.charCodeAt(0)) >>> 0, 7) % 1000 / 999;
+    const res = await grpo(model, textRows, {
+      ...base(counting),
+      rewards: [["text hash", textHash, 1]],
+      promptsPerStep: 2,
+    });
     assertEquals(res.steps, 1);
     assert(res.history[0].reward_std > 0, "a reward spread to learn from");
     assertEquals(patches, 0);
