@@ -77,6 +77,7 @@ interface Args {
   maxNew: number;
   micro: number;
   beta: number;
+  adamw?: string;
 }
 
 async function benchLoad(a: Args): Promise<Record<string, unknown>> {
@@ -155,7 +156,9 @@ async function benchSft(a: Args): Promise<Record<string, unknown>> {
   const mask = ids.map((r) => r.map(() => 1));
   // --no-chunk: the whole [B*T, V] logits at once (one chunk), the memory a naive loss needs.
   const chunkSize = a.noChunk ? a.batch * a.tokens : a.chunk;
-  const opt = adamw({ params: model.params, lr: 1e-5, betas: [0.9, 0.95], weightDecay: 1e-4 });
+  // --adamw host|tensor: force AdamW's path (default: the optimizer's own choice for the backend).
+  const hostMoments = a.adamw === undefined ? undefined : a.adamw === "host";
+  const opt = adamw({ params: model.params, lr: 1e-5, betas: [0.9, 0.95], weightDecay: 1e-4, hostMoments });
   const times: number[] = [];
   const losses: number[] = [];
   const split: Record<string, number>[] = [];
@@ -187,6 +190,7 @@ async function benchSft(a: Args): Promise<Record<string, unknown>> {
     losses,
     split,
     chunk_size: chunkSize ?? "default",
+    adamw: a.adamw ?? "default",
     live_tensors: tf.memory().numTensors,
   };
 }
@@ -344,6 +348,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
       "max-new": { type: "string", default: "128" },
       micro: { type: "string", default: "8" },
       beta: { type: "string", default: "0.01" },
+      adamw: { type: "string" },
     },
   });
   if (!values.model || !values.workload) {
@@ -366,6 +371,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
     maxNew: Number(values["max-new"]),
     micro: Number(values.micro),
     beta: Number(values.beta),
+    adamw: values.adamw,
   };
   const backend = await useBackend(a.backend);
   const fns: Record<string, (a: Args) => Promise<Record<string, unknown>>> = {
