@@ -21,7 +21,7 @@ import { normalizeRewards, type RewardSpec } from "../reward/types.ts";
 import { sampleSeed } from "../eval/generate_batch.ts";
 import type { RemotePolicy } from "../engine/policy_sync.ts";
 import { type ImageInputBuilder, visionInputBuilder } from "../eval/vision_inputs.ts";
-import { type AdamW, adamw, clipGradNorm, valueAndGrads } from "./optimizer.ts";
+import { type AdamW, adamw, clipScale, valueAndGrads } from "./optimizer.ts";
 import { addLora, type LoraOptions } from "./lora.ts";
 import { lrSchedule, type ScheduleType } from "./schedule.ts";
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
@@ -868,9 +868,11 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
             const pi = b.promptIds as number[][];
             trainTokens += pi.length * (pi[0].length + (b.completionIds as number[][])[0].length);
           }
-          gradNorm = await clipGradNorm(acc!, o.maxGradNorm ?? 1);
+          // The clip factor is applied by the optimizer as it reads each gradient (no scaled copy), as in sft.
+          const clip = await clipScale(acc!, o.maxGradNorm ?? 1);
+          gradNorm = clip.norm;
           lr = lrAt(optimizer.stepCount);
-          optimizer.step(acc!, { lr });
+          optimizer.step(acc!, { lr, gradScale: clip.scale });
           tf.dispose(Object.values(acc!));
           updates++;
           policyVersion++;
