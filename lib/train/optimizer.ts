@@ -26,6 +26,7 @@
 import { tf } from "../deps.ts";
 import { addMany, leanVariableGrads } from "./_ops.ts";
 import { type HostParam, hostParam, hostUpdate } from "./_adamw_host.ts";
+import { openNativeAdamw } from "./_adamw_native.ts";
 
 /** Parameters that share a weight decay. */
 export interface ParamGroup {
@@ -217,13 +218,24 @@ export function adamw(options: AdamWOptions): AdamW {
       const bc1 = 1 - b1 ** t;
       const bc2Sqrt = Math.sqrt(1 - b2 ** t);
       const stepSize = lr / bc1;
+      if (host) {
+        // The host loop in C for this step where it builds (closed after: see openNativeAdamw).
+        const native = openNativeAdamw();
+        try {
+          for (const n of names) {
+            const g = grads[n];
+            if (!g) continue;
+            const k = { b1, b2, eps, stepSize, bc2Sqrt, keep: 1 - lr * decay[n], scale };
+            hostUpdate(params[n], g, hp[n], k, native?.update ?? null);
+          }
+        } finally {
+          native?.close();
+        }
+        return;
+      }
       for (const n of names) {
         const g = grads[n];
         if (!g) continue;
-        if (host) {
-          hostUpdate(params[n], g, hp[n], { b1, b2, eps, stepSize, bc2Sqrt, keep: 1 - lr * decay[n], scale });
-          continue;
-        }
         // Each sub-expression in its own tidy: its temporaries are freed before the next one starts, so
         // at most ~3 parameter-sized temporaries exist at once (not ~10), which matters for a
         // [151936, 896] embedding.
