@@ -4,19 +4,31 @@
  * with its readback, many tiny ops, a matmul's throughput, an upload), then the benchmark model (its
  * load, a first and a second forward pass, decode steps). bench/gpu_device.sh runs it on the GPU machine.
  *
- *   deno run -A bench/gpu_probe.ts [--model DIR] [--seconds 150]
+ *   deno run -A bench/gpu_probe.ts [--model DIR] [--seconds 150] [--mode matmul]
+ *
+ * `--mode matmul` (or `PROBE_MODE=matmul`, which passes through bench/gpu_device.sh) measures only the
+ * small-M matrix product of lib/webgpu_matmul.ts against tfjs-webgpu's own `BatchMatMul`: for decode
+ * shapes, the kernel time tf.profile reports (GPU timestamps, one submit and readback per kernel), and 200
+ * back-to-back products with one readback (wall time, and GPU time as the sum of its compute passes'
+ * timestamps); then decode b1/b8/b32 of the model with the program installed and not. `SMOKE=1`: small
+ * shapes (for llvmpipe).
  *
  * @module
  */
 import { parseArgs } from "node:util";
 import { tf } from "../lib/deps.ts";
-import { useBackend } from "../lib/backend.ts";
+import { uploadNow, useBackend } from "../lib/backend.ts";
 import { loadModel } from "../lib/model/load.ts";
+import { installSmallMatMul, uninstallSmallMatMul } from "../lib/webgpu_matmul.ts";
 import { main as runWorkload, tokenIds } from "./medthink_bench.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { model: { type: "string" }, seconds: { type: "string", default: "150" } },
+  options: {
+    model: { type: "string" },
+    seconds: { type: "string", default: "150" },
+    mode: { type: "string", default: Deno.env.get("PROBE_MODE") ?? "all" },
+  },
 });
 const start = performance.now();
 const deadline = start + Number(values.seconds) * 1000;
@@ -26,6 +38,260 @@ function say(what: string): void {
 }
 function timeLeft(): boolean {
   return performance.now() < deadline;
+}
+
+// --- the small-M matrix product (--mode matmul) --------------------------------------------------------
+
+/**
+ * GPU time of what tfjs encodes while `on`: a timestamp pair around each of its compute passes (tfjs ends
+ * a pass at every submit, by default every 15 dispatches), summed. Unlike tf.profile, which submits and
+ * reads back after every kernel, it leaves the work as it runs normally: busy time, without the gaps.
+ */
+class PassTimer {
+  on = false;
+  private next = 0;
+  private dropped = 0;
+  private readonly pairs = 2048; // WebGPU allows 4096 queries per set
+  // deno-lint-ignore no-explicit-any
+  private querySet: any;
+
+  // deno-lint-ignore no-explicit-any
+  constructor(private device: any) {
+    this.querySet = device.createQuerySet({ type: "timestamp", count: 2 * this.pairs });
+    const create = device.createCommandEncoder.bind(device);
+    // deno-lint-ignore no-explicit-any
+    device.createCommandEncoder = (desc?: any) => {
+      const enc = create(desc);
+      const begin = enc.beginComputePass.bind(enc);
+      // deno-lint-ignore no-explicit-any
+      enc.beginComputePass = (d: any = {}) => {
+        if (!this.on || d.timestampWrites) return begin(d); // tf.profile times its own passes
+        if (this.next >= this.pairs) {
+          this.dropped++;
+          return begin(d);
+        }
+        const i = this.next++;
+        return begin({
+          ...d,
+          timestampWrites: {
+            querySet: this.querySet,
+            beginningOfPassWriteIndex: 2 * i,
+            endOfPassWriteIndex: 2 * i + 1,
+          },
+        });
+      };
+      return enc;
+    };
+  }
+
+  start(): void {
+    this.next = 0;
+    this.dropped = 0;
+    this.on = true;
+  }
+
+  /** Stop; the GPU ms of the passes since start (call it once their work has been read back). */
+  async stop(): Promise<{ ms: number; passes: number; dropped: number }> {
+    this.on = false;
+    const n = this.next, dropped = this.dropped;
+    if (n === 0) return { ms: 0, passes: 0, dropped };
+    // deno-lint-ignore no-explicit-any
+    const usage = (globalThis as any).GPUBufferUsage;
+    const bytes = 16 * n;
+    const resolved = this.device.createBuffer({ size: bytes, usage: usage.QUERY_RESOLVE | usage.COPY_SRC });
+    const read = this.device.createBuffer({ size: bytes, usage: usage.MAP_READ | usage.COPY_DST });
+    const enc = this.device.createCommandEncoder();
+    enc.resolveQuerySet(this.querySet, 0, 2 * n, resolved, 0);
+    enc.copyBufferToBuffer(resolved, 0, read, 0, bytes);
+    this.device.queue.submit([enc.finish()]);
+    await read.mapAsync(1); // GPUMapMode.READ
+    const t = new BigUint64Array(read.getMappedRange().slice(0));
+    read.unmap();
+    resolved.destroy();
+    read.destroy();
+    let ns = 0;
+    for (let i = 0; i < n; i++) if (t[2 * i + 1] > t[2 * i]) ns += Number(t[2 * i + 1] - t[2 * i]);
+    return { ms: ns / 1e6, passes: n, dropped };
+  }
+}
+
+/** A random float32 [rows, cols] on the GPU: at most 1M values drawn in JS, written once, tiled there. */
+function gpuRandom(rows: number, cols: number, seed: number): tf.Tensor {
+  const r = Math.max(1, Math.min(rows, Math.floor((1 << 20) / cols)));
+  const base = uploadNow(tf.randomUniform([r, cols], -1, 1, "float32", seed));
+  if (r === rows) return base;
+  const out = tf.tidy(() => tf.slice(tf.tile(base, [Math.ceil(rows / r), 1]), [0, 0], [rows, cols]));
+  base.dispose();
+  return out;
+}
+
+async function matmulProbe(): Promise<void> {
+  const smoke = Deno.env.get("SMOKE") === "1";
+  await useBackend("webgpu");
+  // deno-lint-ignore no-explicit-any
+  const backend = tf.backend() as any;
+  const hasTimestamps = backend.device.features.has("timestamp-query");
+  say(`matmul: adapter ${backend.device.adapterInfo?.description ?? "?"}; timestamp-query ${hasTimestamps}`);
+  const timer = hasTimestamps ? new PassTimer(backend.device) : null;
+  const impls = {
+    tfjs: () => uninstallSmallMatMul(),
+    small: () => installSmallMatMul({ maxM: 64 }),
+  };
+
+  /** One product both ways: kernel time (tf.profile), then 200 back-to-back, and the results' difference. */
+  async function compare(label: string, a: tf.Tensor, b: tf.Tensor, transposeB: boolean): Promise<void> {
+    const parts: string[] = [];
+    const results: Float32Array[] = [];
+    for (const [name, use] of Object.entries(impls)) {
+      use();
+      const run = () => tf.matMul(a, b, false, transposeB);
+      const first = run();
+      results.push(await first.data() as Float32Array);
+      first.dispose();
+      const kernel: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const prof = await tf.profile(async () => {
+          const y = run();
+          await y.data();
+          y.dispose();
+          return [];
+        });
+        kernel.push(prof.kernels.reduce((s, k) => s + (Number(k.kernelTimeMs) || 0), 0));
+      }
+      const n = smoke ? 20 : 200;
+      timer?.start();
+      const t0 = performance.now();
+      let y = run();
+      for (let i = 1; i < n; i++) {
+        y.dispose();
+        y = run();
+      }
+      await y.data();
+      const wall = (performance.now() - t0) / n;
+      y.dispose();
+      const gpu = await timer?.stop();
+      parts.push(
+        `${name}: kernel ${Math.min(...kernel).toFixed(3)} ms; ${n}x wall ${wall.toFixed(3)} ms` +
+          (gpu ? `, GPU ${(gpu.ms / n).toFixed(3)} ms (${gpu.passes} passes)` : "") + " each",
+      );
+    }
+    let diff = 0, scale = 1e-30;
+    for (let i = 0; i < results[0].length; i++) {
+      diff = Math.max(diff, Math.abs(results[0][i] - results[1][i]));
+      scale = Math.max(scale, Math.abs(results[0][i]));
+    }
+    say(`matmul ${label}: ${parts.join(" | ")} | max |diff| ${(diff / scale).toExponential(1)} of max |y|`);
+  }
+
+  // The floor: what any tiny op costs back to back (CPU work per dispatch), for scale.
+  {
+    const x = tf.ones([4]);
+    await x.data();
+    timer?.start();
+    const t0 = performance.now();
+    let y = x.add(1);
+    for (let i = 1; i < 200; i++) {
+      y.dispose();
+      y = x.add(1);
+    }
+    await y.data();
+    const wall = (performance.now() - t0) / 200;
+    const gpu = await timer?.stop();
+    say(
+      `matmul: floor, a tiny add 200x: wall ${wall.toFixed(3)} ms` +
+        (gpu ? `, GPU ${(gpu.ms / 200).toFixed(3)} ms` : "") + " each",
+    );
+    tf.dispose([x, y]);
+  }
+
+  const dims = smoke
+    ? [[64, 96], [64, 320], [320, 64], [64, 5000]]
+    : [[896, 1152], [896, 128], [896, 4864], [4864, 896], [896, 151936]];
+  let seed = 1;
+  for (const [k, n] of dims) {
+    if (!timeLeft()) break;
+    const w = gpuRandom(n, k, seed++);
+    for (const m of [1, 8, 32]) {
+      const x = gpuRandom(m, k, seed++);
+      await compare(`[${m},${k}]x[${n},${k}]^T`, x, w, true);
+      x.dispose();
+    }
+    w.dispose();
+  }
+  // Decode attention of the 0.5B model (2 kv heads of 7 query heads, head size 64) over 128 positions.
+  for (const b of smoke ? [1, 8] : [1, 8, 32]) {
+    if (!timeLeft()) break;
+    const q = tf.reshape(gpuRandom(2 * b * 7, 64, seed++), [2 * b, 7, 64]);
+    const keys = tf.reshape(gpuRandom(2 * b * 128, 64, seed++), [2 * b, 128, 64]);
+    const p = tf.reshape(gpuRandom(2 * b * 7, 128, seed++), [2 * b, 7, 128]);
+    await compare(`attention scores b${b} [${q.shape}]x[${keys.shape}]^T`, q, keys, true);
+    await compare(`attention context b${b} [${p.shape}]x[${keys.shape}]`, p, keys, false);
+    tf.dispose([q, keys, p]);
+  }
+
+  if (values.model && timeLeft()) {
+    const t0 = performance.now();
+    const model = await loadModel(values.model, { backend: "webgpu" });
+    say(`matmul: model load ${ms(t0)} ms`);
+    const gen = async (b: number, n: number) => {
+      const t = performance.now();
+      await model.generate(tokenIds(b, 64, 2), { maxNewTokens: n, temperature: 0, eosTokenIds: [] });
+      return performance.now() - t;
+    };
+    const k = 16;
+    for (const b of [1, 8, 32]) {
+      for (const [name, use] of Object.entries(impls)) {
+        if (!timeLeft()) break;
+        use();
+        await gen(b, 2); // compiles what this batch size needs
+        timer?.start();
+        const one = await gen(b, 1);
+        const gpuOne = await timer?.stop();
+        timer?.start();
+        const many = await gen(b, 1 + k);
+        const gpuMany = await timer?.stop();
+        const gpu = gpuOne && gpuMany
+          ? `; GPU busy ${((gpuMany.ms - gpuOne.ms) / k).toFixed(1)} ms per step` +
+            (gpuMany.dropped ? ` (${gpuMany.dropped} passes untimed)` : "")
+          : "";
+        say(
+          `matmul: decode ${name} b${b}: generate(1) ${one.toFixed(0)} ms, generate(${1 + k}) ${
+            many.toFixed(0)
+          } ms -> ${(b * k / ((many - one) / 1000)).toFixed(2)} tok/s, ${
+            ((many - one) / k).toFixed(1)
+          } ms per step${gpu}`,
+        );
+      }
+    }
+    if (timeLeft()) {
+      impls.small();
+      const prof = await tf.profile(async () => {
+        await model.generate(tokenIds(1, 64, 2), { maxNewTokens: 3, temperature: 0, eosTokenIds: [] });
+        return [];
+      });
+      const byName = new Map<string, { ms: number; n: number }>();
+      for (const kk of prof.kernels) {
+        const e = byName.get(kk.name) ?? { ms: 0, n: 0 };
+        e.ms += Number(kk.kernelTimeMs) || 0;
+        e.n++;
+        byName.set(kk.name, e);
+      }
+      const top = [...byName.entries()].sort((a, b) => b[1].ms - a[1].ms).slice(0, 8);
+      say(
+        `matmul: profile of generate(3 new) with the small-M program: ${prof.kernels.length} kernels: ${
+          top.map(([kk, e]) => `${kk} ${e.ms.toFixed(1)}ms/${e.n}`).join(", ")
+        }`,
+      );
+    }
+    model.dispose();
+  }
+  installSmallMatMul(); // as useBackend leaves it
+}
+
+if (values.mode === "matmul") {
+  await matmulProbe();
+  say("done");
+  Deno.exit(0);
 }
 
 // --- raw WebGPU ---------------------------------------------------------------------------------------
@@ -138,6 +404,7 @@ async function productMs(m: number, k: number, n: number, transposed: boolean): 
   tf.dispose([x, w]);
   return (performance.now() - t0) / 20;
 }
+uninstallSmallMatMul(); // tfjs's own programs here (lib/webgpu_matmul.ts has its own --mode matmul)
 for (const threshold of [-1, 64, 5000]) {
   tf.env().set(THRESHOLD, threshold);
   const parts: string[] = [];
@@ -153,6 +420,7 @@ for (const threshold of [-1, 64, 5000]) {
   );
 }
 tf.env().set(THRESHOLD, -1);
+installSmallMatMul();
 
 // --- the model ----------------------------------------------------------------------------------------
 if (values.model) {

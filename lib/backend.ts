@@ -17,6 +17,7 @@
  */
 import { tf } from "./deps.ts";
 import type { BackendName } from "./model/types.ts";
+import { installSmallMatMul } from "./webgpu_matmul.ts";
 
 export type { BackendName };
 
@@ -173,6 +174,7 @@ async function loadBackend(name: string, opts: UseBackendOptions): Promise<void>
       }
       // deno-lint-ignore no-import-prefix -- full specifier: users import us by URL, without our deno.json
       await import("npm:@tensorflow/tfjs-backend-webgpu@4.22.0");
+      installSmallMatMul(); // decode-sized products (lib/webgpu_matmul.ts); MEDTHINK_WEBGPU_MATMUL=tfjs: off
       return;
     }
     case "tensorflow":

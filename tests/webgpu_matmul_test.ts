@@ -1,0 +1,174 @@
+// The small-M WebGPU matrix product (lib/webgpu_matmul.ts) against the cpu backend's tf.matMul.
+import { tf } from "../lib/deps.ts";
+import { useBackend } from "../lib/backend.ts";
+import {
+  installSmallMatMul,
+  smallMatMul,
+  smallMatMulApplies,
+  uninstallSmallMatMul,
+} from "../lib/webgpu_matmul.ts";
+import { backendTest } from "./_backends.ts";
+
+function check(ok: boolean, what: string): void {
+  if (!ok) throw new Error(what);
+}
+
+/** Deterministic values in [-1, 1) (a small LCG: the same data on every run). */
+function values(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+interface Case {
+  a: number[];
+  b: number[];
+  transposeA?: boolean;
+  transposeB: boolean;
+}
+
+function size(shape: number[]): number {
+  return shape.reduce((p, d) => p * d, 1);
+}
+
+/** tf.matMul on the cpu backend (the reference), then back to webgpu. */
+async function reference(c: Case, av: Float32Array, bv: Float32Array): Promise<Float32Array> {
+  await useBackend("cpu");
+  const y = tf.tidy(() =>
+    tf.matMul(tf.tensor(av, c.a), tf.tensor(bv, c.b), c.transposeA ?? false, c.transposeB)
+  );
+  const out = await y.data() as Float32Array;
+  y.dispose();
+  await useBackend("webgpu");
+  return out;
+}
+
+/** Largest |got - want|, checked against 1e-4 of the result's scale. */
+async function compare(c: Case, run: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor, seed: number): Promise<void> {
+  const av = values(size(c.a), seed), bv = values(size(c.b), seed + 1);
+  const want = await reference(c, av, bv);
+  const a = tf.tensor(av, c.a), b = tf.tensor(bv, c.b);
+  const y = run(a, b);
+  const got = await y.data() as Float32Array;
+  const shape = y.shape;
+  tf.dispose([a, b, y]);
+  const wantShape = await (async () => {
+    await useBackend("cpu");
+    const s = tf.matMul(tf.zeros(c.a), tf.zeros(c.b), c.transposeA ?? false, c.transposeB).shape;
+    await useBackend("webgpu");
+    return s;
+  })();
+  const label = `[${c.a}] x [${c.b}]${c.transposeA ? " tA" : ""}${c.transposeB ? " tB" : ""}`;
+  check(
+    JSON.stringify(shape) === JSON.stringify(wantShape),
+    `${label}: shape [${shape}], want [${wantShape}]`,
+  );
+  check(got.length === want.length, `${label}: ${got.length} values, want ${want.length}`);
+  let err = 0, scale = 1;
+  for (let i = 0; i < want.length; i++) {
+    err = Math.max(err, Math.abs(got[i] - want[i]));
+    scale = Math.max(scale, Math.abs(want[i]));
+  }
+  check(err <= 1e-4 * scale, `${label}: max |diff| ${err} (scale ${scale})`);
+}
+
+const DECODE: Case[] = [];
+for (const m of [1, 3, 8, 32]) {
+  for (const [k, n] of [[10, 7], [897, 33], [4864, 31], [896, 129], [64, 5]]) {
+    DECODE.push({ a: [m, k], b: [n, k], transposeB: true });
+  }
+}
+const OTHER: Case[] = [
+  { a: [2, 3, 7, 64], b: [2, 3, 19, 64], transposeB: true }, // attention scores, batched b
+  { a: [2, 3, 7, 19], b: [2, 3, 19, 64], transposeB: false }, // attention context
+  { a: [1, 3, 12], b: [4, 12, 9], transposeB: false }, // batch 1 a against a batched b
+  { a: [3, 10], b: [10, 7], transposeB: false }, // scalar columns, N odd
+  { a: [8, 33], b: [33, 20], transposeB: false },
+  { a: [1, 1000], b: [1000, 300], transposeB: false },
+  { a: [13, 100], b: [17, 100], transposeB: true }, // compiled for 16 rows
+  { a: [29, 40], b: [40, 36], transposeB: false }, // compiled for 32 rows
+  { a: [2, 5, 16], b: [9, 16], transposeB: true }, // 10 rows once the batch is folded in
+];
+const FALLBACK: Case[] = [
+  { a: [64, 40], b: [24, 40], transposeB: true }, // too many rows
+  { a: [40, 5], b: [24, 40], transposeA: true, transposeB: true },
+  { a: [5, 2000], b: [2000, 24], transposeB: false }, // a b with K > 1024
+  { a: [33, 40], b: [24, 40], transposeB: true },
+  { a: [2, 20, 16], b: [9, 16], transposeB: true }, // 40 rows once the batch is folded in
+];
+
+backendTest("small-M matmul: smallMatMul against the cpu backend", "webgpu", async () => {
+  let seed = 1;
+  for (const c of [...DECODE, ...OTHER]) {
+    check(smallMatMulApplies(c.a, c.b, c), `[${c.a}] x [${c.b}] should qualify`);
+    await compare(c, (a, b) => smallMatMul(a, b, c), seed++);
+  }
+});
+
+backendTest("small-M matmul: installed under tf.matMul, fallbacks and gradients", "webgpu", async (t) => {
+  check(installSmallMatMul({ maxM: 32 }), "installSmallMatMul should install over webgpu's BatchMatMul");
+  try {
+    await t.step("qualifying products", async () => {
+      let seed = 100;
+      for (const c of [DECODE[1], DECODE[17], ...OTHER.slice(0, 3), OTHER[OTHER.length - 1]]) {
+        await compare(c, (a, b) => tf.matMul(a, b, false, c.transposeB), seed++);
+      }
+    });
+    await t.step("other products go to tfjs's kernel", async () => {
+      let seed = 200;
+      for (const c of FALLBACK) {
+        check(
+          !smallMatMulApplies(c.a, c.b, { ...c, maxM: 32 }),
+          `[${c.a}] x [${c.b}] should not qualify`,
+        );
+        await compare(c, (a, b) => tf.matMul(a, b, c.transposeA ?? false, c.transposeB), seed++);
+      }
+      // int32 data cast to float32 (tfjs-webgpu keeps the int32 buffer): the program reads it as floats.
+      const idList = [3, 3, 0, 5, 3, 7, 7, 1];
+      const ids = tf.tensor1d(idList, "int32");
+      const w = tf.tensor2d(values(11 * 8, 300), [11, 8]);
+      const rows = await w.array();
+      for (const transposeB of [false, true]) {
+        const oneHot = tf.cast(transposeB ? tf.oneHot(ids, 8) : tf.oneHot(ids, 11), "float32");
+        const got = await tf.matMul(oneHot, w, false, transposeB).array() as number[][];
+        const want = transposeB
+          ? idList.map((id) => rows.map((r) => r[id])) // rows of w^T
+          : idList.map((id) => rows[id]);
+        const d = Math.max(...got.flat().map((v, i) => Math.abs(v - want.flat()[i])));
+        check(d < 1e-6, `one-hot (int32 data) times w${transposeB ? "^T" : ""}: max |diff| ${d}`);
+        oneHot.dispose();
+      }
+      tf.dispose([ids, w]);
+      const i = tf.matMul(tf.ones([2, 3], "int32"), tf.ones([4, 3], "int32"), false, true);
+      check(i.dtype === "int32", `int32 product gave ${i.dtype}`);
+      check((await i.data()).every((v) => v === 3), "int32 product of ones should be 3");
+      i.dispose();
+    });
+    await t.step("gradients of x wᵀ", async () => {
+      const xv = values(3 * 10, 7), wv = values(7 * 10, 8);
+      const grads = async () => {
+        const x = tf.tensor2d(xv, [3, 10]), w = tf.tensor2d(wv, [7, 10]);
+        const g = tf.grads((x: tf.Tensor, w: tf.Tensor) => tf.matMul(x, w, false, true).square().sum());
+        const [gx, gw] = g([x, w]);
+        const out = [await gx.data(), await gw.data()];
+        tf.dispose([x, w, gx, gw]);
+        return out;
+      };
+      const got = await grads();
+      await useBackend("cpu");
+      const want = await grads();
+      await useBackend("webgpu");
+      for (let j = 0; j < 2; j++) {
+        const d = Math.max(...got[j].map((v, i) => Math.abs(v - want[j][i])));
+        check(d < 1e-4, `gradient ${j}: max |diff| ${d}`);
+      }
+    });
+  } finally {
+    uninstallSmallMatMul();
+    installSmallMatMul(); // as useBackend left it
+  }
+});
