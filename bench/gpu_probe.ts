@@ -135,7 +135,7 @@ async function matmulProbe(): Promise<void> {
   const timer = hasTimestamps ? new PassTimer(backend.device) : null;
   const impls = {
     tfjs: () => uninstallSmallMatMul(),
-    small: () => installSmallMatMul({ maxM: 64 }),
+    small: () => installSmallMatMul({}), // its default threshold, or MEDTHINK_WEBGPU_MATMUL_MAX_M
   };
 
   /** One product both ways: kernel time (tf.profile), then 200 back-to-back, and the results' difference. */
