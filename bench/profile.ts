@@ -48,7 +48,9 @@ async function profile(label: string, fn: () => Promise<unknown> | unknown): Pro
   for (const k of info.kernels) {
     const ms = Number(await k.kernelTimeMs) || 0;
     sum += ms;
-    const name = kernelLabel(k.name, (k.inputShapes ?? []) as number[][]);
+    const label = kernelLabel(k.name, (k.inputShapes ?? []) as number[][]);
+    // --by-shape: one row per kernel and output shape (which call sites dominate an elementwise kernel).
+    const name = byShape ? `${label} -> [${((k.outputShapes?.[0] ?? []) as number[]).join("x")}]` : label;
     const r = rows.get(name) ?? { name, ms: 0, calls: 0, biggest: "" };
     r.ms += ms;
     r.calls++;
@@ -63,7 +65,7 @@ async function profile(label: string, fn: () => Promise<unknown> | unknown): Pro
     rows.set(name, r);
   }
   biggestSize = new Map();
-  const top = [...rows.values()].sort((a, b) => b.ms - a.ms).slice(0, 14);
+  const top = [...rows.values()].sort((a, b) => b.ms - a.ms).slice(0, byShape ? 40 : 14);
   console.log(
     `\n## ${label}: wall ${wall.toFixed(2)} s, kernels ${
       (sum / 1000).toFixed(2)
@@ -90,10 +92,13 @@ const { values } = parseArgs({
     parts: { type: "string", default: "prefill,decode,sft,adamw" },
     tokens: { type: "string", default: "128" },
     batch: { type: "string", default: "8" },
+    "sft-batch": { type: "string", default: "1" },
+    "by-shape": { type: "boolean", default: false },
     model: { type: "string" },
   },
 });
 const parts = values.parts!.split(",");
+const byShape = values["by-shape"]!;
 const T = Number(values.tokens);
 const model = await loadModel(values.model ?? await ensureBenchModel(), { backend: values.backend });
 console.log(`# profile on backend ${model.backend}`);
@@ -111,9 +116,10 @@ if (parts.includes("decode")) {
   );
 }
 if (parts.includes("sft") || parts.includes("adamw")) {
-  const ids = tokenIds(1, T, 3);
+  const rows = Number(values["sft-batch"]);
+  const ids = tokenIds(rows, T, 3);
   let grads: Record<string, tf.Tensor> = {};
-  await profile(`sft forward+backward 1x${T}`, () => {
+  await profile(`sft forward+backward ${rows}x${T}`, () => {
     const r = valueAndGrads(() => sftLoss(model, { inputIds: ids, labels: ids }), model.params);
     grads = r.grads;
     return r.value;

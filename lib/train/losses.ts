@@ -16,6 +16,7 @@
  */
 import { tf } from "../deps.ts";
 import type { CausalLM, ForwardOptions } from "../model/types.ts";
+import { dxOfMatMulBT } from "../model/qwen2.ts";
 import { addMany, concatMany } from "./_ops.ts";
 
 /** Label value that excludes a position from the loss (Hugging Face convention). */
@@ -236,10 +237,15 @@ export function headLogprobs(
           const [dWs, next] = tf.tidy(() => {
             const z = zs.length ? zs[i] : sliceLogits(hs, ws, v0, v1);
             const p = z.sub(ls).exp();
-            const onehot = tf.oneHot(v0 === 0 ? ts : ts.sub(tf.scalar(v0, "int32")), v1 - v0).toFloat();
+            // Made as float32 directly (not int32 then cast: one pass less over [M, slice]); wasm's kernel
+            // writes int32 bits whatever the dtype, so it still casts.
+            const at = v0 === 0 ? ts : ts.sub(tf.scalar(v0, "int32"));
+            const onehot = tf.getBackend() === "wasm"
+              ? tf.oneHot(at, v1 - v0).toFloat()
+              : tf.oneHot(at, v1 - v0, 1, 0, "float32");
             const dz = onehot.sub(p).mul(g) as tf.Tensor2D;
             const wsl = v0 === 0 && v1 === vocab ? ws : ws.slice([v0, 0], [v1 - v0, h]);
-            const dhs = tf.matMul(dz, wsl) as tf.Tensor2D;
+            const dhs = dxOfMatMulBT(dz, wsl as tf.Tensor2D);
             const dW = (slowTransposedMatMul()
               ? tf.matMul(dz.transpose(), hs)
               : tf.matMul(dz, hs, true, false)) as tf.Tensor2D;
