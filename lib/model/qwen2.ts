@@ -141,42 +141,10 @@ const wasmMatMulBT = tf.customGrad(
   }) as any,
 );
 
-// TensorFlow's CPU matmul is fastest with the second operand transposed (measured on the SFT shapes:
-// 270-290 GFLOP/s against 225-265 without), and the stock gradient of x W^T, dx = dy W, is a product
-// without. For a wide layer (N > K: gate/up, the vocabulary head) dx = (W^T dy^T)^T is faster even
-// with the transpose of the small result: [1024, 32768] x [32768, 896] 297 -> 224 ms, [1024, 4864] x
-// [4864, 896] 39.5 -> 35.9 ms. dW = dy^T x stays as it is (already the fastest form).
-// deno-lint-ignore no-explicit-any
-const tfMatMulBT = tf.customGrad(
-  ((x: tf.Tensor2D, w: tf.Tensor2D, save: tf.GradSaveFunc) => {
-    save([x, w]);
-    return {
-      value: tf.matMul(x, w, false, true),
-      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
-        const [sx, sw] = saved as tf.Tensor2D[];
-        return [dxOfMatMulBT(dy, sw), tf.matMul(dy, sx, true, false)];
-      },
-    };
-  }) as any,
-);
-
-/** `dy W` (the gradient of `x W^T` with respect to `x`) in the form the backend computes fastest. */
-export function dxOfMatMulBT(dy: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
-  const [n, k] = w.shape;
-  if (tf.getBackend() === "tensorflow" && n > k) return tf.transpose(tf.matMul(w, dy, true, true));
-  return tf.matMul(dy, w);
-}
-
 /** `x W^T` for `x` `[M, K]` and `W` `[N, K]` (a linear layer's weight layout), differentiable, fast on every backend. */
 export function matMulBT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
-  const backend = tf.getBackend();
-  if (backend === "wasm") return wasmMatMulBT(x, w) as tf.Tensor2D;
-  // Under a gradient tape only: outside one (inference) the plain kernel call has less overhead.
-  // deno-lint-ignore no-explicit-any
-  if (backend === "tensorflow" && ((tf.engine() as any).state?.gradientDepth ?? 0) > 0) {
-    return tfMatMulBT(x, w) as tf.Tensor2D;
-  }
-  return tf.matMul(x, w, false, true);
+  if (tf.getBackend() !== "wasm") return tf.matMul(x, w, false, true);
+  return wasmMatMulBT(x, w) as tf.Tensor2D;
 }
 
 /** 2-D matmuls slice by slice: `a` `[N, M, K]` times `b` `[N, K, S]` (XNNPACK's fast path on wasm). */

@@ -16,7 +16,6 @@
  */
 import { tf } from "../deps.ts";
 import type { CausalLM, ForwardOptions } from "../model/types.ts";
-import { dxOfMatMulBT } from "../model/qwen2.ts";
 import { addMany, concatMany } from "./_ops.ts";
 
 /** Label value that excludes a position from the loss (Hugging Face convention). */
@@ -245,7 +244,7 @@ export function headLogprobs(
               : tf.oneHot(at, v1 - v0, 1, 0, "float32");
             const dz = onehot.sub(p).mul(g) as tf.Tensor2D;
             const wsl = v0 === 0 && v1 === vocab ? ws : ws.slice([v0, 0], [v1 - v0, h]);
-            const dhs = dxOfMatMulBT(dz, wsl as tf.Tensor2D);
+            const dhs = tf.matMul(dz, wsl) as tf.Tensor2D;
             const dW = (slowTransposedMatMul()
               ? tf.matMul(dz.transpose(), hs)
               : tf.matMul(dz, hs, true, false)) as tf.Tensor2D;
