@@ -108,6 +108,12 @@ async function main(): Promise<void> {
             const times = (r.times as number[]).map((t) => t.toFixed(1)).join(" and ");
             c.note = `median of 2 steps: ${times} s`;
           }
+          if (row === "grpo") {
+            c.text += ` (gen ${(r.generation_s as number).toFixed(1)}, log-prob ${
+              (r.logprob_s as number).toFixed(1)
+            }, update ${(r.update_s as number).toFixed(1)})`;
+            c.note = "one step";
+          }
           ours[row] = c;
         }
       } else if (line.startsWith("probe ")) {
@@ -143,9 +149,12 @@ async function main(): Promise<void> {
   for (const row of ROWS) {
     const o = ours[row];
     if (row === "grpo") {
+      // Against TRL's GRPOTrainer (ratio: TRL's time / medthink's time).
       lines.push(
-        `| ${LABELS[row]} | not measured (budget) | TRL ${trl.float32?.text ?? "not measured"} | | ` +
-          `${trl.bfloat16 ? `TRL ${trl.bfloat16.text}` : "not measured"} | |`,
+        `| ${LABELS[row]} | ${o ? o.text + (o.note ? ` [${o.note}]` : "") : "not measured"} | TRL ${
+          trl.float32?.text ?? "not measured"
+        } | ${ratio(o, trl.float32)} | ` +
+          `${trl.bfloat16 ? `TRL ${trl.bfloat16.text}` : "not measured"} | ${ratio(o, trl.bfloat16)} |`,
       );
       continue;
     }
