@@ -80,6 +80,9 @@ const FLAGS = [
   "-Wl,-z,nodelete",
 ];
 
+/** Flags of a second attempt when {@linkcode FLAGS} fail (no OpenMP, no `-z nodelete`, no `-march=native`). */
+const FALLBACK_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC"];
+
 const SYMBOLS = {
   medthink_adamw: {
     parameters: [
@@ -258,12 +261,17 @@ function compile(dir: string, lib: string): string {
     // A name of its own per process: concurrent first uses (parallel test files) each build, one renames last.
     const tmp = `${lib}.${Deno.pid}.${Date.now()}`;
     Deno.writeTextFileSync(`${tmp}.c`, SOURCE);
-    const out = new Deno.Command(cc, {
-      args: [...FLAGS, `${tmp}.c`, "-o", tmp, "-lm"],
-      stdout: "piped",
-      stderr: "piped",
-    })
-      .outputSync();
+    const run = (flags: string[]) =>
+      new Deno.Command(cc, {
+        args: [...flags, `${tmp}.c`, "-o", tmp, "-lm"],
+        stdout: "piped",
+        stderr: "piped",
+      })
+        .outputSync();
+    let out = run(FLAGS);
+    // A compiler without OpenMP or GNU ld's options (Apple's clang): the same loop on one core, vectorised
+    // for the baseline of the processor. Without OpenMP's threads the library can be unloaded safely.
+    if (!out.success) out = run(FALLBACK_FLAGS);
     Deno.removeSync(`${tmp}.c`);
     if (!out.success) {
       try {

@@ -9,7 +9,8 @@
  * ```
  * Where tensors live in CPU memory (the `cpu`, `wasm` and `tensorflow` backends) the moments and a copy
  * of each parameter are host `Float32Array`s and each parameter is updated in ONE fused loop: the
- * gradient is read once, the new parameter written back with one `assign` (`_adamw_host.ts`). The
+ * gradient is read once, the new parameter written back with one `assign` (`_adamw_host.ts`; the loop
+ * itself in C through Deno's FFI where a compiler is installed, `_adamw_native.ts`, with the same bits). The
  * tensor-op update allocates about ten parameter-sized temporaries per tensor (545 MB each for Qwen2.5's
  * `[151936, 896]` embedding), which dominated the optimizer's time and a large share of a full fine-tune's
  * peak memory. On `webgpu` the moments are `tf.Variable`s updated in place with tensor ops (reading back to
