@@ -15,6 +15,7 @@
  *
  * @module
  */
+import type { HostStep } from "./_adamw_host.ts";
 
 /** The loop. `from` may be `to` (the host copy updated in place): that case has its own loop, so that
  * the compiler can vectorise both without runtime alias checks. */
@@ -105,17 +106,6 @@ const SYMBOLS = {
   },
 } as const;
 
-/** The constants of one update, as `_adamw_host.ts` passes them. */
-export interface NativeStep {
-  b1: number;
-  b2: number;
-  eps: number;
-  stepSize: number;
-  bc2Sqrt: number;
-  keep: number;
-  scale: number;
-}
-
 /** Updates `to`, `m`, `v` from `from` (which may be `to` itself) and gradient `g`, all of one length. */
 export type NativeAdamw = (
   from: Float32Array,
@@ -123,7 +113,7 @@ export type NativeAdamw = (
   m: Float32Array,
   v: Float32Array,
   g: Float32Array,
-  k: NativeStep,
+  k: HostStep,
   first: boolean,
 ) => void;
 
