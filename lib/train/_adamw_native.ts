@@ -16,6 +16,7 @@
  * @module
  */
 import type { HostStep } from "./_adamw_host.ts";
+import { cacheRoot } from "../model/tiny.ts";
 
 /** The loop. `from` may be `to` (the host copy updated in place): that case has its own loop, so that
  * the compiler can vectorise both without runtime alias checks. */
@@ -218,17 +219,17 @@ function cpuKey(): string {
   }
 }
 
-function cacheRoot(): string {
-  const home = env("HOME") ?? env("USERPROFILE");
-  return (env("MEDTHINK_CACHE") ?? `${home ?? "."}/.cache/medthink`).replace(/\/+$/, "");
-}
-
 /** The path of the built library (compiled now if needed), or why there is none. */
 function build(): { lib: string; reason: string } {
   const none = (reason: string) => ({ lib: "", reason });
   if (env("MEDTHINK_NATIVE") === "0") return none("MEDTHINK_NATIVE=0");
   if (Deno.build.os === "windows") return none("not built on Windows");
-  const dir = `${cacheRoot()}/native`;
+  let dir: string;
+  try {
+    dir = `${cacheRoot()}/native`;
+  } catch (e) {
+    return none((e as Error).message);
+  }
   const lib = `${dir}/adamw-${fnv(SOURCE + FLAGS.join(" ") + cpuKey())}.so`;
   if (!granted({ name: "ffi" })) return none("no --allow-ffi");
   if (!granted({ name: "read", path: dir })) return none(`no read permission for ${dir}`);
