@@ -53,6 +53,12 @@ function cellOf(row: string, r: Json): Cell {
   return tokS(r.tok_s as number);
 }
 
+/** A GRPO step's phases, ` (gen G, log-prob L, update U)`, in seconds with `digits` decimals. */
+function grpoSplit(r: Json, digits: number): string {
+  const f = (k: string) => (r[k] as number).toFixed(digits);
+  return ` (gen ${f("generation_s")}, log-prob ${f("logprob_s")}, update ${f("update_s")})`;
+}
+
 function rowOf(r: Json): string | undefined {
   if (typeof r.row === "string") return r.row;
   const w = r.workload;
@@ -96,11 +102,7 @@ async function main(): Promise<void> {
           versions = `PyTorch ${r.torch}, transformers ${r.transformers}`;
         } else if (side === "trl") {
           const c = seconds(r.seconds as number);
-          c.text +=
-            ` (gen ${(r.generation_s as number).toFixed(2)}, log-prob ${
-              (r.logprob_s as number).toFixed(2)
-            }, ` +
-            `update ${(r.update_s as number).toFixed(2)})`;
+          c.text += grpoSplit(r, 2);
           trl[dtype] = c;
         } else if ((side === "medthink" || side === "probe") && r.backend === "webgpu") {
           const c = cellOf(row, r);
@@ -109,9 +111,7 @@ async function main(): Promise<void> {
             c.note = `median of 2 steps: ${times} s`;
           }
           if (row === "grpo") {
-            c.text += ` (gen ${(r.generation_s as number).toFixed(1)}, log-prob ${
-              (r.logprob_s as number).toFixed(1)
-            }, update ${(r.update_s as number).toFixed(1)})`;
+            c.text += grpoSplit(r, 1);
             c.note = "one step";
           }
           ours[row] = c;
