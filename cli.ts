@@ -9,9 +9,9 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { arquero as aq, YAML } from "./lib/deps.ts";
+import { arquero as aq, YAML } from "./lib/util/deps.ts";
 import { loadModel } from "./lib/model/load.ts";
-import { loadTokenizer } from "./lib/tokenizer.ts";
+import { loadTokenizer } from "./lib/data/tokenizer.ts";
 import { loadDataset } from "./lib/data/dataset.ts";
 import type { Row } from "./lib/data/types.ts";
 import { probe } from "./lib/eval/probe.ts";
@@ -23,8 +23,8 @@ import {
   PUBLISHED_ACCURACY,
   resolveBenchmarks,
 } from "./lib/eval/evaluate.ts";
-import { readJsonl } from "./lib/eval/jsonl_store.ts";
-import { passCountHistogram, writeSvg } from "./lib/plot.ts";
+import { readJsonl } from "./lib/data/jsonl_store.ts";
+import { passCountHistogram, writeSvg } from "./lib/eval/plot.ts";
 import { openRemoteEngine, REMOTE_SETTINGS, runServe, SERVE_SETTINGS } from "./lib/serve/command.ts";
 
 /** The type of a setting: how its flag and config value are read. */

@@ -21,9 +21,9 @@
  */
 
 // Backends and tensors
-export { tf } from "./lib/deps.ts";
-export { BACKEND_NAMES, backendAvailable, backendUnavailableReason, useBackend } from "./lib/backend.ts";
-export type { UseBackendOptions } from "./lib/backend.ts";
+export { tf } from "./lib/util/deps.ts";
+export { BACKEND_NAMES, backendAvailable, backendUnavailableReason, useBackend } from "./lib/model/backend.ts";
+export type { UseBackendOptions } from "./lib/model/backend.ts";
 
 // Models
 export type {
@@ -46,8 +46,8 @@ export { defaultVLModelDir, ensureTinyVLModel, TINY_VL_MODEL_NAME } from "./lib/
 export { readSafetensors, readSafetensorsHeader, writeSafetensors } from "./lib/model/safetensors.ts";
 
 // Tokenizer and data
-export { expandImageTokens, loadTokenizer, Tokenizer } from "./lib/tokenizer.ts";
-export type { ChatContentPart, ChatMessage, ChatTemplateOptions, EncodedBatch } from "./lib/tokenizer.ts";
+export { expandImageTokens, loadTokenizer, Tokenizer } from "./lib/data/tokenizer.ts";
+export type { ChatContentPart, ChatMessage, ChatTemplateOptions, EncodedBatch } from "./lib/data/tokenizer.ts";
 export { loadDataset, loadReport, tableRows } from "./lib/data/dataset.ts";
 export type { DatasetFormat, LoadDatasetOptions, LoadReport } from "./lib/data/dataset.ts";
 export type { ImageRef, Row } from "./lib/data/types.ts";
@@ -78,8 +78,8 @@ export { sftLoss, tokenLogprobs } from "./lib/train/losses.ts";
 export { adamw, clipGradNorm, clipScale } from "./lib/train/optimizer.ts";
 export type { AdamW, AdamWOptions } from "./lib/train/optimizer.ts";
 export { lrSchedule } from "./lib/train/schedule.ts";
-export { addLora, loadLora, mergeLora, saveLora } from "./lib/train/lora.ts";
-export type { LoraOptions } from "./lib/train/lora.ts";
+export { addLora, loadLora, mergeLora, saveLora } from "./lib/model/lora.ts";
+export type { LoraOptions } from "./lib/model/lora.ts";
 export { sft } from "./lib/train/sft.ts";
 export type { SftOptions, SftResult } from "./lib/train/sft.ts";
 export { groupAdvantages, grpoLoss, perTokenLogps } from "./lib/train/grpo_loss.ts";
@@ -130,7 +130,7 @@ export { distill, extractReasoning } from "./lib/train/distill.ts";
 export type { DistillOptions, DistillRecord, DistillResult } from "./lib/train/distill.ts";
 
 // Plots
-export * as plot from "./lib/plot.ts";
+export * as plot from "./lib/eval/plot.ts";
 
 // Types that appear in the signatures above, exported so that the documentation is complete
 // (`deno doc --lint mod.ts`).
@@ -140,7 +140,7 @@ export type { ImageContext, RawImage } from "./lib/data/images.ts";
 export type { ImageProcessorConfig, PixelImage, ProcessedImages } from "./lib/data/processor.ts";
 export type { PromptTemplateFn } from "./lib/data/prompt.ts";
 export type { LabAnalyte, LabClass, LabRow, LabSplits, LabTaskOptions } from "./lib/data/lab_task.ts";
-export type { DecodeOptions, EncodeBatchOptions, LoadTokenizerOptions } from "./lib/tokenizer.ts";
+export type { DecodeOptions, EncodeBatchOptions, LoadTokenizerOptions } from "./lib/data/tokenizer.ts";
 export type { Raw as RawConfig } from "./lib/model/config.ts";
 export type { PrefillResult } from "./lib/model/generate.ts";
 export type { KVCache } from "./lib/model/kv_cache.ts";
@@ -181,8 +181,8 @@ export type {
   PromptBuilder,
   QuestionRow,
   SamplingOptions as CompletionSamplingOptions,
-} from "./lib/eval/generate_batch.ts";
-export type { ImageInputBuilder, ImageInputs } from "./lib/eval/vision_inputs.ts";
+} from "./lib/engine/generate_batch.ts";
+export type { ImageInputBuilder, ImageInputs } from "./lib/engine/vision_inputs.ts";
 export type {
   CompletionEngine,
   CompletionRequest,

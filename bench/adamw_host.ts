@@ -16,8 +16,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { tf } from "../lib/deps.ts";
-import { useBackend } from "../lib/backend.ts";
+import { tf } from "../lib/util/deps.ts";
+import { useBackend } from "../lib/model/backend.ts";
 import { adamw } from "../lib/train/optimizer.ts";
 import { peakRssMb } from "./medthink_bench.ts";
 

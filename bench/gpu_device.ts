@@ -12,8 +12,8 @@
  */
 import { ensureBenchModel, SMOKE_CONFIG_OVERRIDES } from "./random_checkpoint.ts";
 import { main as runWorkload } from "./medthink_bench.ts";
-import { tf } from "../lib/deps.ts";
-import { backendAvailable } from "../lib/backend.ts";
+import { tf } from "../lib/util/deps.ts";
+import { backendAvailable } from "../lib/model/backend.ts";
 
 async function describeAdapter(): Promise<Record<string, unknown>> {
   // deno-lint-ignore no-explicit-any

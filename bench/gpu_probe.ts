@@ -7,7 +7,7 @@
  *   deno run -A bench/gpu_probe.ts [--model DIR] [--seconds 150] [--mode matmul]
  *
  * `--mode matmul` (or `PROBE_MODE=matmul`, which passes through bench/gpu_device.sh) measures only the
- * small-M matrix product of lib/webgpu_matmul.ts against tfjs-webgpu's own `BatchMatMul`: for decode
+ * small-M matrix product of lib/model/webgpu_matmul.ts against tfjs-webgpu's own `BatchMatMul`: for decode
  * shapes, the kernel time tf.profile reports (GPU timestamps, one submit and readback per kernel), and 200
  * back-to-back products with one readback (wall time, and GPU time as the sum of its compute passes'
  * timestamps); then decode b1/b8/b32 of the model with the program installed and not. `SMOKE=1`: small
@@ -16,10 +16,10 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { tf } from "../lib/deps.ts";
-import { uploadNow, useBackend } from "../lib/backend.ts";
+import { tf } from "../lib/util/deps.ts";
+import { uploadNow, useBackend } from "../lib/model/backend.ts";
 import { loadModel } from "../lib/model/load.ts";
-import { installSmallMatMul, uninstallSmallMatMul } from "../lib/webgpu_matmul.ts";
+import { installSmallMatMul, uninstallSmallMatMul } from "../lib/model/webgpu_matmul.ts";
 import { main as runWorkload, tokenIds } from "./medthink_bench.ts";
 
 const { values } = parseArgs({
@@ -404,7 +404,7 @@ async function productMs(m: number, k: number, n: number, transposed: boolean): 
   tf.dispose([x, w]);
   return (performance.now() - t0) / 20;
 }
-uninstallSmallMatMul(); // tfjs's own programs here (lib/webgpu_matmul.ts has its own --mode matmul)
+uninstallSmallMatMul(); // tfjs's own programs here (lib/model/webgpu_matmul.ts has its own --mode matmul)
 for (const threshold of [-1, 64, 5000]) {
   tf.env().set(THRESHOLD, threshold);
   const parts: string[] = [];

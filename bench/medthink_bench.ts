@@ -12,8 +12,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { tf } from "../lib/deps.ts";
-import { useBackend } from "../lib/backend.ts";
+import { tf } from "../lib/util/deps.ts";
+import { useBackend } from "../lib/model/backend.ts";
 import { loadModel } from "../lib/model/load.ts";
 import type { CausalLM, GenerateOptions, GenerateResult } from "../lib/model/types.ts";
 import { sftLoss } from "../lib/train/losses.ts";

@@ -10,7 +10,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { sftLoss } from "../lib/train/losses.ts";
 import { adamw, valueAndGrads } from "../lib/train/optimizer.ts";

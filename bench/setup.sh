@@ -1,6 +1,6 @@
 #!/bin/sh
 # Creates bench/.venv with the PyTorch baseline (torch, transformers, trl, safetensors) OFFLINE, from the
-# machine's local wheel store (pip's configuration points at it; see ../shared/ENVIRONMENT.md).
+# machine's local wheel store (pip's configuration points at it).
 # Nothing is downloaded: where the store lacks the wheels this fails, and `deno task bench` then says so
 # and leaves the PyTorch column empty.
 set -eu

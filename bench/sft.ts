@@ -27,8 +27,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { tf } from "../lib/deps.ts";
-import { useBackend } from "../lib/backend.ts";
+import { tf } from "../lib/util/deps.ts";
+import { useBackend } from "../lib/model/backend.ts";
 import { headLogprobs } from "../lib/train/losses.ts";
 
 const { values } = parseArgs({

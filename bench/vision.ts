@@ -17,8 +17,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { tf } from "../lib/deps.ts";
-import { useBackend } from "../lib/backend.ts";
+import { tf } from "../lib/util/deps.ts";
+import { useBackend } from "../lib/model/backend.ts";
 import { visionExpectedParams, visionForward } from "../lib/model/vision.ts";
 import type { VisionConfig } from "../lib/model/types.ts";
 import { writeSection } from "./sections.ts";

@@ -8,13 +8,13 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { YAML } from "../lib/deps.ts";
+import { YAML } from "../lib/util/deps.ts";
 import type { CausalLM } from "../lib/model/types.ts";
 import type { Row } from "../lib/data/types.ts";
 import { decodeImage } from "../lib/data/images.ts";
 import { imageTokenCount, processImages, readImageProcessorConfig } from "../lib/data/processor.ts";
-import { expandImageTokens, type Tokenizer } from "../lib/tokenizer.ts";
-import { tf } from "../lib/deps.ts";
+import { expandImageTokens, type Tokenizer } from "../lib/data/tokenizer.ts";
+import { tf } from "../lib/util/deps.ts";
 
 /** Parsed command line of an example. */
 export interface ExampleArgs {
@@ -108,10 +108,10 @@ export function section(
 
 /**
  * The folder of the bundled public data (MedQA, PubMedQA, VQA-RAD closed): `$MEDTHINK_DATA`, else
- * `../shared/data` beside the repository, else `data/` inside it; null when none exists.
+ * else `data/` inside the repository; null when none exists.
  */
 export function findDataDir(): string | null {
-  const candidates = [Deno.env.get("MEDTHINK_DATA"), `${ROOT}/../shared/data`, `${ROOT}/data`];
+  const candidates = [Deno.env.get("MEDTHINK_DATA"), `${ROOT}/data`];
   for (const dir of candidates) {
     if (!dir) continue;
     try {

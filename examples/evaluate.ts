@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { arquero as aq } from "../lib/deps.ts";
+import { arquero as aq } from "../lib/util/deps.ts";
 import {
   type BenchmarkResult,
   evaluate,

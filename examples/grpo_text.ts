@@ -25,9 +25,9 @@
  *
  * @module
  */
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
-import { loadTokenizer } from "../lib/tokenizer.ts";
+import { loadTokenizer } from "../lib/data/tokenizer.ts";
 import type { Row } from "../lib/data/types.ts";
 import { DEMO_ANALYTES, labCompactPrompt, type LabRow, labTaskSplits } from "../lib/data/lab_task.ts";
 import { loadDataset } from "../lib/data/dataset.ts";
@@ -38,9 +38,9 @@ import { sftLoss } from "../lib/train/losses.ts";
 import { adamw, clipGradNorm, valueAndGrads } from "../lib/train/optimizer.ts";
 import { grpo, type GrpoOptions, type GrpoStepMetrics, MEDVLTHINKER_GRPO } from "../lib/train/grpo.ts";
 import { pairedBootstrapCI, seededRandom, wilsonInterval } from "../lib/eval/stats.ts";
-import { lineChart, passCountHistogram, writeSvg } from "../lib/plot.ts";
+import { lineChart, passCountHistogram, writeSvg } from "../lib/eval/plot.ts";
 import { probe } from "../lib/eval/probe.ts";
-import { arquero } from "../lib/deps.ts";
+import { arquero } from "../lib/util/deps.ts";
 import { outDir, parseExampleArgs, readYamlConfig, section, since } from "./_common.ts";
 
 const USAGE = `

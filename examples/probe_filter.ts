@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { arquero as aq } from "../lib/deps.ts";
+import { arquero as aq } from "../lib/util/deps.ts";
 import {
   filterWithReport,
   labTaskSplits,

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { backendUnavailableReason, useBackend } from "../lib/backend.ts";
+import { backendUnavailableReason, useBackend } from "../lib/model/backend.ts";
 
 /** The backends every golden test runs on. */
 export const BACKENDS = ["cpu", "wasm", "webgpu", "tensorflow"] as const;

@@ -6,7 +6,7 @@
  * @module
  */
 import type { CausalLM, GenerateOptions, GenerateResult, ModelConfig } from "../lib/model/types.ts";
-import type { ChatMessage, EncodedBatch } from "../lib/tokenizer.ts";
+import type { ChatMessage, EncodedBatch } from "../lib/data/tokenizer.ts";
 import type { Row } from "../lib/data/types.ts";
 
 export const PAD = 0;

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import type { CausalLM, ModelConfig } from "../lib/model/types.ts";
 
 /** A deterministic tiny LM whose params are Variables under Hub-like names. */

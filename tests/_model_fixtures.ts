@@ -1,13 +1,13 @@
 // Shared helpers of the model tests: fixture paths, golden values, closeness checks.
-import type { tf } from "../lib/deps.ts";
+import type { tf } from "../lib/util/deps.ts";
 
 /** Fixture folder of the qwen2-tiny checkpoint. */
-export const QWEN2_TINY = new URL("../../shared/fixtures/qwen2-tiny", import.meta.url).pathname.replace(
+export const QWEN2_TINY = new URL("./fixtures/qwen2-tiny", import.meta.url).pathname.replace(
   /\/$/,
   "",
 );
 /** Fixture folder of the qwen25vl-tiny checkpoint. */
-export const QWEN25VL_TINY = new URL("../../shared/fixtures/qwen25vl-tiny", import.meta.url).pathname.replace(
+export const QWEN25VL_TINY = new URL("./fixtures/qwen25vl-tiny", import.meta.url).pathname.replace(
   /\/$/,
   "",
 );

@@ -4,11 +4,11 @@
  *
  * @module
  */
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { readSafetensors } from "../lib/model/safetensors.ts";
 
 /** The tiny Qwen2.5-VL fixture folder. */
-export const VL_DIR = new URL("../../shared/fixtures/qwen25vl-tiny", import.meta.url).pathname;
+export const VL_DIR = new URL("./fixtures/qwen25vl-tiny", import.meta.url).pathname;
 
 // deno-lint-ignore no-explicit-any
 export const GOLDEN: any = JSON.parse(await Deno.readTextFile(`${VL_DIR}/golden.json`));

@@ -4,8 +4,8 @@ import {
   ok as assert,
   rejects as assertRejects,
 } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
-import { useBackend } from "../lib/backend.ts";
+import { tf } from "../lib/util/deps.ts";
+import { useBackend } from "../lib/model/backend.ts";
 import { embeddingLookup } from "../lib/model/qwen2.ts";
 import { BACKENDS, backendTest, unavailableReason } from "./_backends.ts";
 
@@ -73,7 +73,7 @@ async function child(code: string, args: string[], envs: Record<string, string> 
   const dir = await Deno.makeTempDir({ prefix: "medthink-backend-test-" });
   try {
     const file = `${dir}/child.ts`;
-    const backendUrl = new URL("../lib/backend.ts", import.meta.url).href;
+    const backendUrl = new URL("../lib/model/backend.ts", import.meta.url).href;
     await Deno.writeTextFile(file, code.replaceAll("BACKEND_URL", backendUrl));
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", ...args, "--no-check", "--node-modules-dir=none", file],

@@ -1,6 +1,6 @@
 import { deepStrictEqual as assertEquals, ok as assert, strictEqual } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
-import { uploadNow } from "../lib/backend.ts";
+import { tf } from "../lib/util/deps.ts";
+import { uploadNow } from "../lib/model/backend.ts";
 import { BACKENDS, backendTest } from "./_backends.ts";
 
 // uploadNow moves a JS-made tensor to the GPU through queue.writeBuffer (tfjs-webgpu's own first-use

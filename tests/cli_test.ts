@@ -1,10 +1,10 @@
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
 import { benchmarkSpec, helpText, parseCommand } from "../cli.ts";
 import { loadDataset } from "../lib/data/dataset.ts";
-import { readJsonl } from "../lib/eval/jsonl_store.ts";
+import { readJsonl } from "../lib/data/jsonl_store.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
-const DATA = new URL("../../shared/data/", import.meta.url).pathname;
+const DATA = new URL("../data/", import.meta.url).pathname;
 
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {

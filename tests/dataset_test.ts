@@ -7,13 +7,13 @@ import {
 import { BadRowError, loadDataset, loadReport, tableRows } from "../lib/data/dataset.ts";
 import { decodeImage, decodeRowImages, sniffImageFormat } from "../lib/data/images.ts";
 
-const DATA = new URL("../../shared/data/", import.meta.url).pathname.replace(/\/$/, "");
+const DATA = new URL("../data/", import.meta.url).pathname.replace(/\/$/, "");
 const SAMPLE_JPEG = `${DATA}/vqa_rad_closed/images/5e684d0681c86c3a.jpg`;
 
 // ---------------------------------------------------------------------------------------------
-// The shared data files
+// The bundled data files
 
-Deno.test("every file in shared/data loads with its README row count", async () => {
+Deno.test("every file in data/ loads with its README row count", async () => {
   const medqa = await loadDataset(`${DATA}/medqa_4opt/test.jsonl`);
   assertEquals(medqa.numRows(), 1273);
   assertEquals(loadReport(medqa)?.formats[`${DATA}/medqa_4opt/test.jsonl`], "medagents");

@@ -1,13 +1,13 @@
 // distill(): first correct trace of up to n teacher samples, rounds, resume, sft-ready rows, remote teacher.
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { arquero as aq } from "../lib/deps.ts";
+import { arquero as aq } from "../lib/util/deps.ts";
 import { distill, extractReasoning } from "../lib/train/distill.ts";
-import { sampleSeed } from "../lib/eval/generate_batch.ts";
+import { sampleSeed } from "../lib/engine/generate_batch.ts";
 import { sftTarget } from "../lib/data/prompt.ts";
 import type { CompletionEngine, CompletionRequest } from "../lib/engine/types.ts";
 import type { Row } from "../lib/data/types.ts";
 import { loadModel } from "../lib/model/load.ts";
-import { loadTokenizer } from "../lib/tokenizer.ts";
+import { loadTokenizer } from "../lib/data/tokenizer.ts";
 import { serveModel } from "../lib/serve/server.ts";
 import { openaiEngine } from "../lib/engine/openai.ts";
 import { fakeRows } from "./_eval_fakes.ts";

@@ -1,14 +1,14 @@
 // The engine interface: localEngine, openaiEngine against in-process fake servers (concurrency,
 // retries, failover) and against two `cli.ts serve` processes (a probe that survives a killed server).
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
-import { arquero as aq } from "../lib/deps.ts";
+import { arquero as aq } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
-import { loadTokenizer } from "../lib/tokenizer.ts";
+import { loadTokenizer } from "../lib/data/tokenizer.ts";
 import { localEngine } from "../lib/engine/local.ts";
 import { apiBaseUrl, openaiEngine } from "../lib/engine/openai.ts";
 import { toWireMessages } from "../lib/engine/messages.ts";
 import { probe } from "../lib/eval/probe.ts";
-import { readJsonl } from "../lib/eval/jsonl_store.ts";
+import { readJsonl } from "../lib/data/jsonl_store.ts";
 import { fakeRows } from "./_eval_fakes.ts";
 import { buildPrompt } from "../lib/data/prompt.ts";
 import { startServe } from "./_serve.ts";
@@ -288,7 +288,7 @@ Deno.test({
       assertEquals((await probe(third, table, { ...opts, out })).objects(), local.objects());
       assertEquals(third.stats().reduce((s, e) => s + e.ok, 0), 0);
       // the CLI does the same with --endpoints (A is dead: the run finishes on B)
-      const medqa = new URL("../../shared/data/medqa_4opt/test.jsonl", import.meta.url).pathname;
+      const medqa = new URL("../data/medqa_4opt/test.jsonl", import.meta.url).pathname;
       const cli = await new Deno.Command(Deno.execPath(), {
         args: [
           "run",
@@ -345,7 +345,7 @@ Deno.test({
   async fn() {
     const { serveModel } = await import("../lib/serve/server.ts");
     const { evaluate } = await import("../lib/eval/evaluate.ts");
-    const DATA = new URL("../../shared/data/", import.meta.url).pathname;
+    const DATA = new URL("../data/", import.meta.url).pathname;
     const model = await loadModel("medthink-tiny-vl");
     const tokenizer = await loadTokenizer(model.dir);
     const server = serveModel(model, { tokenizer, port: 0, modelName: "tiny-vl" });

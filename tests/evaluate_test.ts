@@ -1,5 +1,5 @@
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
-import { arquero as aq } from "../lib/deps.ts";
+import { arquero as aq } from "../lib/util/deps.ts";
 import {
   compareReports,
   evaluate,
@@ -7,13 +7,13 @@ import {
   PUBLISHED_ACCURACY,
   resolveBenchmarks,
 } from "../lib/eval/evaluate.ts";
-import { sampleSeed } from "../lib/eval/generate_batch.ts";
-import { readJsonl } from "../lib/eval/jsonl_store.ts";
+import { sampleSeed } from "../lib/engine/generate_batch.ts";
+import { readJsonl } from "../lib/data/jsonl_store.ts";
 import { loadModel } from "../lib/model/load.ts";
-import { loadTokenizer } from "../lib/tokenizer.ts";
+import { loadTokenizer } from "../lib/data/tokenizer.ts";
 import { charTokenizer, fakeModel, fakeRows } from "./_eval_fakes.ts";
 
-const DATA = new URL("../../shared/data/", import.meta.url).pathname;
+const DATA = new URL("../data/", import.meta.url).pathname;
 
 function expected(rows: { id: string; answerLabel: string }[], seed = 0, run = 0) {
   let lenient = 0, strict = 0;

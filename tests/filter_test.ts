@@ -1,5 +1,5 @@
 import { deepStrictEqual as assertEquals, ok as assert, throws } from "node:assert/strict";
-import { arquero as aq } from "../lib/deps.ts";
+import { arquero as aq } from "../lib/util/deps.ts";
 import {
   attachProbe,
   filter,
@@ -10,7 +10,7 @@ import {
 } from "../lib/eval/filter.ts";
 import { loadDataset } from "../lib/data/dataset.ts";
 
-const DATA = new URL("../../shared/data/", import.meta.url).pathname;
+const DATA = new URL("../data/", import.meta.url).pathname;
 
 function probed(counts: number[], n: number) {
   return aq.table({ id: counts.map((_, i) => `q${i}`), passCount: counts, n: counts.map(() => n) });

@@ -4,12 +4,12 @@
  * loss. On every backend.
  */
 import { ok as assert } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { groupAdvantages, grpoLoss, perTokenLogps, readMetrics } from "../lib/train/grpo_loss.ts";
 import { allBackendsTest } from "./_backends.ts";
 
-const DIR = new URL("../../shared/fixtures/qwen2-tiny", import.meta.url).pathname;
+const DIR = new URL("./fixtures/qwen2-tiny", import.meta.url).pathname;
 const G = JSON.parse(await Deno.readTextFile(`${DIR}/train_golden.json`));
 const R = G.grpo;
 const BATCH = {

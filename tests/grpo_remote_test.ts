@@ -5,10 +5,10 @@ import {
   ok as assert,
   rejects as assertRejects,
 } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
-import { loadTokenizer } from "../lib/tokenizer.ts";
-import { addLora } from "../lib/train/lora.ts";
+import { loadTokenizer } from "../lib/data/tokenizer.ts";
+import { addLora } from "../lib/model/lora.ts";
 import { grpo, type GrpoOptions, type GrpoStepMetrics } from "../lib/train/grpo.ts";
 import { serveModel } from "../lib/serve/server.ts";
 import { remotePolicy } from "../lib/engine/policy_sync.ts";

@@ -4,13 +4,13 @@
  * advantages, reference snapshot with beta > 0, mini-batches, micro-batch accumulation, metrics files).
  */
 import { ok as assert } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
 import type { CausalLM } from "../lib/model/types.ts";
 import type { Row } from "../lib/data/types.ts";
 import { grpo, GRPO_PRESETS } from "../lib/train/grpo.ts";
 
-const DIR = new URL("../../shared/fixtures/qwen2-tiny", import.meta.url).pathname;
+const DIR = new URL("./fixtures/qwen2-tiny", import.meta.url).pathname;
 
 // The fixture model has a 300-token vocabulary and no tokenizer: a prompt is its ids written out.
 const tokenizer = {

@@ -5,18 +5,18 @@
  * and `lora` adapts the language model only.
  */
 import { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
 import type { CausalLM, ForwardOptions } from "../lib/model/types.ts";
-import { loadTokenizer } from "../lib/tokenizer.ts";
+import { loadTokenizer } from "../lib/data/tokenizer.ts";
 import { loadDataset, tableRows } from "../lib/data/dataset.ts";
 import type { Row } from "../lib/data/types.ts";
 import { readImageProcessorConfig } from "../lib/data/processor.ts";
-import { type ImageInputBuilder, visionInputBuilder } from "../lib/eval/vision_inputs.ts";
+import { type ImageInputBuilder, visionInputBuilder } from "../lib/engine/vision_inputs.ts";
 import { grpo, type GrpoOptions } from "../lib/train/grpo.ts";
 import { evaluate } from "../lib/eval/evaluate.ts";
 
-const SHARED = new URL("../../shared/", import.meta.url).pathname;
+const SHARED = new URL("../", import.meta.url).pathname; // the repository root
 const tokenizer = await loadTokenizer();
 const imageRows = tableRows(await loadDataset(`${SHARED}data/vqa_rad_closed/test.jsonl`, { limit: 2 }));
 const textRows: Row[] = imageRows.map((r, i) => ({

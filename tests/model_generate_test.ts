@@ -1,6 +1,6 @@
 // KV-cached generation: cached vs uncached logits, seeds, per-row independence, numSamples, EOS,
 // log-probabilities, and the sampling filters.
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { sampleToken } from "../lib/model/generate.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { disposeCache, emptyCache, type Qwen2Model } from "../lib/model/qwen2.ts";

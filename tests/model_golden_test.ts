@@ -1,5 +1,5 @@
 // Golden logits and KV-cached greedy tokens of the qwen2-tiny fixture, on every backend.
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { parseConfig } from "../lib/model/config.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { inverseFrequencies, ropeCosSin } from "../lib/model/qwen2.ts";

@@ -1,6 +1,6 @@
 // Gradients through the whole Qwen2 forward (tf.variableGrads) and the LoRA hook, against
 // qwen2-tiny/train_golden.json, on every backend (wasm included: its gather has no gradient kernel).
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { batchMatMul, embeddingLookup, matMulBT, WASM_SLICE_MATMUL_MIN_WORK } from "../lib/model/qwen2.ts";
 import type { CausalLM } from "../lib/model/types.ts";

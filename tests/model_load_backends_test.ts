@@ -1,7 +1,7 @@
 // loadModel on every backend: the parameters equal, bit for bit, the stored values decoded by the
 // JavaScript reader, for F32, BF16 and F16 checkpoints (the `tensorflow` backend widens 16-bit
 // floats natively at load; the others decode in JavaScript, BF16 in place).
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { loadModel, loadTensors, saveModel } from "../lib/model/load.ts";
 import { readSafetensors, writeSafetensors } from "../lib/model/safetensors.ts";
 import { allBackendsTest } from "./_backends.ts";

@@ -1,7 +1,7 @@
 // Checkpoint loading and saving: bad inputs (one clear sentence naming file and tensor), the
 // transformers-5 config layout, tied heads, save -> load, and the text part of a Qwen2.5-VL checkpoint.
-import { tf } from "../lib/deps.ts";
-import { useBackend } from "../lib/backend.ts";
+import { tf } from "../lib/util/deps.ts";
+import { useBackend } from "../lib/model/backend.ts";
 import { parseConfig, readConfig } from "../lib/model/config.ts";
 import { loadModel, loadQwen2, saveModel } from "../lib/model/load.ts";
 import { readSafetensorsHeader } from "../lib/model/safetensors.ts";

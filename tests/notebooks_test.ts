@@ -1,7 +1,7 @@
 // The notebooks as committed: Deno-kernel notebooks, without stale outputs, importing the public API;
 // and the display bundle they show charts with. (Executing them is .ci/notebooks.sh's job: minutes.)
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { displayInline, lossCurve } from "../lib/plot.ts";
+import { displayInline, lossCurve } from "../lib/eval/plot.ts";
 
 const DIR = new URL("../notebooks/", import.meta.url).pathname;
 const EXPECTED = ["01_data_and_probe.ipynb", "02_filter_and_sft.ipynb", "03_grpo.ipynb", "04_evaluate.ipynb"];

@@ -13,8 +13,8 @@ import {
   metricCurves,
   passCountHistogram,
   writeSvg,
-} from "../lib/plot.ts";
-import { arquero as aq } from "../lib/deps.ts";
+} from "../lib/eval/plot.ts";
+import { arquero as aq } from "../lib/util/deps.ts";
 
 function texts(svg: string): string[] {
   return [...svg.matchAll(/<text[^>]*>([^<]*)<\/text>|<tspan[^>]*>([^<]*)<\/tspan>/g)].map((m) =>

@@ -1,16 +1,16 @@
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
-import { arquero as aq } from "../lib/deps.ts";
+import { arquero as aq } from "../lib/util/deps.ts";
 import { probe } from "../lib/eval/probe.ts";
-import { sampleSeed } from "../lib/eval/generate_batch.ts";
-import { readJsonl } from "../lib/eval/jsonl_store.ts";
+import { sampleSeed } from "../lib/engine/generate_batch.ts";
+import { readJsonl } from "../lib/data/jsonl_store.ts";
 import { filterWithReport } from "../lib/eval/filter.ts";
-import { passCountHistogram } from "../lib/plot.ts";
+import { passCountHistogram } from "../lib/eval/plot.ts";
 import { loadDataset } from "../lib/data/dataset.ts";
 import { loadModel } from "../lib/model/load.ts";
-import { loadTokenizer } from "../lib/tokenizer.ts";
+import { loadTokenizer } from "../lib/data/tokenizer.ts";
 import { charTokenizer, defaultWriter, fakeModel, fakeRows } from "./_eval_fakes.ts";
 
-const DATA = new URL("../../shared/data/", import.meta.url).pathname;
+const DATA = new URL("../data/", import.meta.url).pathname;
 
 function expectedPassCount(seed: number, id: string, label: string, n: number): number {
   let c = 0;

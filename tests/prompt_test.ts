@@ -1,13 +1,13 @@
 import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
 import { buildPrompt, buildSftMessages, RECIPE_INSTRUCTION, sftTarget } from "../lib/data/prompt.ts";
 import { loadDataset, tableRows } from "../lib/data/dataset.ts";
-import { loadTokenizer } from "../lib/tokenizer.ts";
+import { loadTokenizer } from "../lib/data/tokenizer.ts";
 import type { Row } from "../lib/data/types.ts";
 
-const SHARED = new URL("../../shared/", import.meta.url).pathname;
+const SHARED = new URL("../", import.meta.url).pathname; // the repository root: fixtures under tests/, data under data/
 const CACHE = await Deno.makeTempDir({ prefix: "medthink-prompt-" });
 const tok = await loadTokenizer(undefined, { cacheDir: `${CACHE}/tok` });
-const CASES = Deno.readTextFileSync(`${SHARED}/fixtures/chat_template_cases.jsonl`).split("\n").filter((l) =>
+const CASES = Deno.readTextFileSync(`${SHARED}tests/fixtures/chat_template_cases.jsonl`).split("\n").filter((l) =>
   l.trim()
 )
   .map((l) => JSON.parse(l));
@@ -19,7 +19,7 @@ Deno.test("the recipe instruction keeps its literal backslash-n", () => {
 
 Deno.test("recipe prompt of the first MedQA row renders exactly as the fixture", async () => {
   const c = CASES.find((x) => x.note.startsWith("recipe prompt for the first MedQA row"));
-  const row = tableRows(await loadDataset(`${SHARED}/data/medqa_4opt/test.jsonl`, { limit: 1 }))[0];
+  const row = tableRows(await loadDataset(`${SHARED}data/medqa_4opt/test.jsonl`, { limit: 1 }))[0];
   const messages = buildPrompt(row);
   assertEquals(messages, c.messages);
   assertEquals(tok.applyChatTemplate(messages, { addGenerationPrompt: true }), c.expected);
@@ -28,7 +28,7 @@ Deno.test("recipe prompt of the first MedQA row renders exactly as the fixture",
 Deno.test("recipe prompt of the first VQA-RAD closed row (image first) renders exactly as the fixture", async () => {
   const c = CASES.find((x) => x.note.startsWith("recipe prompt for the first VQA-RAD closed row"));
   for (const file of ["test.jsonl", "test-00000-of-00001.parquet"]) {
-    const row = tableRows(await loadDataset(`${SHARED}/data/vqa_rad_closed/${file}`, { limit: 1 }))[0];
+    const row = tableRows(await loadDataset(`${SHARED}data/vqa_rad_closed/${file}`, { limit: 1 }))[0];
     const messages = buildPrompt(row);
     assertEquals((messages[0].content as any[])[0].type, "image");
     assertEquals((messages[0].content as any[])[0].image, row.images[0]);

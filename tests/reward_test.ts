@@ -11,7 +11,7 @@ import { namedReward, normalizeRewards, scoreCompletions } from "../lib/reward/t
 import { BUILTIN_REWARDS, rewardByName } from "../lib/reward/registry.ts";
 import type { Row } from "../lib/data/types.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/", import.meta.url).pathname;
+const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 
 function readJsonl(name: string): any[] {
   return Deno.readTextFileSync(`${FIXTURES}/${name}`).split("\n").filter((l) => l.trim()).map((l) =>

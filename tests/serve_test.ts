@@ -1,12 +1,12 @@
 // `cli.ts serve` driven by the official openai client, on loopback servers started (and stopped) here.
 import { deepStrictEqual as assertEquals, notDeepStrictEqual, ok as assert } from "node:assert/strict";
-import { OpenAI, tf } from "../lib/deps.ts";
+import { OpenAI, tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
-import { addLora, saveLora } from "../lib/train/lora.ts";
-import { loadTokenizer } from "../lib/tokenizer.ts";
+import { addLora, saveLora } from "../lib/model/lora.ts";
+import { loadTokenizer } from "../lib/data/tokenizer.ts";
 import { startServe } from "./_serve.ts";
 
-const FIXTURE = new URL("../../shared/fixtures/qwen2-tiny", import.meta.url).pathname;
+const FIXTURE = new URL("./fixtures/qwen2-tiny", import.meta.url).pathname;
 
 function client(url: string): OpenAI {
   return new OpenAI({ baseURL: `${url}/v1`, apiKey: "EMPTY", maxRetries: 0, timeout: 60_000 });

@@ -4,10 +4,10 @@ import {
   ok as assert,
   throws as assertThrows,
 } from "node:assert/strict";
-import { expandImageTokens, loadTokenizer, QWEN25_VL_CHAT_TEMPLATE } from "../lib/tokenizer.ts";
-import { importLenmlQwen3, transformers } from "../lib/deps.ts";
+import { expandImageTokens, loadTokenizer, QWEN25_VL_CHAT_TEMPLATE } from "../lib/data/tokenizer.ts";
+import { importLenmlQwen3, transformers } from "../lib/util/deps.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/", import.meta.url).pathname;
+const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const CACHE = await Deno.makeTempDir({ prefix: "medthink-tok-" });
 const tok = await loadTokenizer(undefined, { cacheDir: `${CACHE}/tokenizer-qwen2.5` });
 

@@ -3,14 +3,14 @@
  * gradients, two AdamW steps with clipping, LoRA logits / loss / adapter gradients. On every backend.
  */
 import { ok as assert } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { sftLoss } from "../lib/train/losses.ts";
 import { adamw, clipGradNorm, valueAndGrads } from "../lib/train/optimizer.ts";
-import { addLora, loraParams } from "../lib/train/lora.ts";
+import { addLora, loraParams } from "../lib/model/lora.ts";
 import { allBackendsTest } from "./_backends.ts";
 
-const DIR = new URL("../../shared/fixtures/qwen2-tiny", import.meta.url).pathname;
+const DIR = new URL("./fixtures/qwen2-tiny", import.meta.url).pathname;
 const G = JSON.parse(await Deno.readTextFile(`${DIR}/train_golden.json`));
 const BATCH = { inputIds: G.sft.input_ids, attentionMask: G.sft.attention_mask, labels: G.sft.labels };
 

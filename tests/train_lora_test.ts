@@ -1,6 +1,6 @@
 /** LoRA: PEFT initialisation and names, target matching, save/load files, merge. */
 import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { readSafetensors } from "../lib/model/safetensors.ts";
 import {
@@ -11,9 +11,9 @@ import {
   mergeLora,
   removeLora,
   saveLora,
-} from "../lib/train/lora.ts";
+} from "../lib/model/lora.ts";
 
-const FIXTURE = new URL("../../shared/fixtures/qwen2-tiny", import.meta.url).pathname;
+const FIXTURE = new URL("./fixtures/qwen2-tiny", import.meta.url).pathname;
 const IDS = [[5, 17, 42, 99, 3, 250, 7]];
 
 function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

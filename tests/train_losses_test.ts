@@ -1,5 +1,5 @@
 import { ok as assert } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { headLogprobs, sftLoss, tokenLogprobs } from "../lib/train/losses.ts";
 import { allBackendsTest } from "./_backends.ts";
 import { fakeLM } from "./_fake_lm.ts";

@@ -1,10 +1,10 @@
 /** Progress bar text, ETA and the JSON Lines log; checkpoint atomicity and discovery. */
 import { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects } from "node:assert/strict";
-import { createProgress, formatDuration, progressLine } from "../lib/train/progress.ts";
+import { createProgress, formatDuration, progressLine } from "../lib/util/progress.ts";
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "../lib/train/checkpoint.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { adamw } from "../lib/train/optimizer.ts";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 
 Deno.test("progress: duration format, bar with ETA, one JSON line per step", async () => {
   assertEquals([formatDuration(65), formatDuration(3725), formatDuration(NaN)], ["1:05", "1:02:05", "?"]);
@@ -29,7 +29,7 @@ Deno.test("progress: duration format, bar with ETA, one JSON line per step", asy
 Deno.test("checkpoint: atomic replace, latest complete one found, weights and moments restored", async () => {
   const dir = await Deno.makeTempDir({ prefix: "medthink_ckpt_" });
   try {
-    const model = await loadModel(new URL("../../shared/fixtures/qwen2-tiny", import.meta.url).pathname, {
+    const model = await loadModel(new URL("./fixtures/qwen2-tiny", import.meta.url).pathname, {
       backend: "wasm",
     });
     const opt = adamw({ params: model.params, lr: 0.1 });
@@ -52,7 +52,7 @@ Deno.test("checkpoint: atomic replace, latest complete one found, weights and mo
     const want = await model.params["lm_head.weight"].data();
     const wantM = await opt.state().expAvg["lm_head.weight"].data();
 
-    const fresh = await loadModel(new URL("../../shared/fixtures/qwen2-tiny", import.meta.url).pathname, {
+    const fresh = await loadModel(new URL("./fixtures/qwen2-tiny", import.meta.url).pathname, {
       backend: "wasm",
     });
     const opt2 = adamw({ params: fresh.params, lr: 0.1 });

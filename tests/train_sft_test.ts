@@ -5,17 +5,17 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects } from "node:assert/strict";
 import { loadModel, saveModel } from "../lib/model/load.ts";
-import { loadTokenizer } from "../lib/tokenizer.ts";
+import { loadTokenizer } from "../lib/data/tokenizer.ts";
 import { loadDataset, tableRows } from "../lib/data/dataset.ts";
 import { assistantLabels, collate, encodeSftExample, sft } from "../lib/train/sft.ts";
 import { sftLoss } from "../lib/train/losses.ts";
-import { loadLora, loraParams, mergeLora } from "../lib/train/lora.ts";
+import { loadLora, loraParams, mergeLora } from "../lib/model/lora.ts";
 
-const SHARED = new URL("../../shared/", import.meta.url).pathname;
+const SHARED = new URL("../", import.meta.url).pathname; // the repository root: fixtures under tests/, data under data/
 const tokenizer = await loadTokenizer();
 
 Deno.test("sft labels: exactly the assistant turn after '<|im_start|>assistant\\n' through its <|im_end|>", () => {
-  const cases = Deno.readTextFileSync(`${SHARED}fixtures/chat_template_cases.jsonl`).trim().split("\n")
+  const cases = Deno.readTextFileSync(`${SHARED}tests/fixtures/chat_template_cases.jsonl`).trim().split("\n")
     .map((l) => JSON.parse(l));
   const c = cases.find((x) => x.messages.some((m: { role: string }) => m.role === "assistant"));
   assert(c, "the fixture has an SFT example");
@@ -59,7 +59,7 @@ Deno.test("sft labels: every assistant turn of a multi-turn chat, a truncated on
 });
 
 // Pre-tokenized rows on the fixture checkpoint (vocabulary 300, hidden 64): the loop itself, quickly.
-const FIXTURE = `${SHARED}fixtures/qwen2-tiny`;
+const FIXTURE = `${SHARED}tests/fixtures/qwen2-tiny`;
 const ROWS = Array.from({ length: 8 }, (_, i) => {
   const n = 8 + (i % 4) * 2;
   const inputIds = Array.from({ length: n }, (_, t) => 3 + ((i * 37 + t * 11) % 290));

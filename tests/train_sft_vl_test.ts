@@ -1,12 +1,12 @@
 /** sft() on image rows with a Qwen2.5-VL model (wasm). */
 import { ok as assert } from "node:assert/strict";
 import { loadModel } from "../lib/model/load.ts";
-import { loadTokenizer } from "../lib/tokenizer.ts";
+import { loadTokenizer } from "../lib/data/tokenizer.ts";
 import { loadDataset, tableRows } from "../lib/data/dataset.ts";
-import { visionInputBuilder } from "../lib/eval/vision_inputs.ts";
+import { visionInputBuilder } from "../lib/engine/vision_inputs.ts";
 import { sft } from "../lib/train/sft.ts";
 
-const SHARED = new URL("../../shared/", import.meta.url).pathname;
+const SHARED = new URL("../", import.meta.url).pathname; // the repository root
 const tokenizer = await loadTokenizer();
 
 Deno.test("sft with images (VQA-RAD, medthink-tiny-vl): image tokens expanded, pixels fed, loss goes down", async () => {

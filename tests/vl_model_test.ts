@@ -6,7 +6,7 @@ import {
   rejects as assertRejects,
   throws as assertThrows,
 } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { loadModel, saveModel } from "../lib/model/load.ts";
 import { type Qwen25VLModel, repeatImages } from "../lib/model/qwen25vl.ts";
 import { writeCheckpoint } from "../lib/model/safetensors.ts";

@@ -1,5 +1,5 @@
 import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { ropeIndex } from "../lib/model/mrope.ts";
 import { ropeCosSin } from "../lib/model/qwen2.ts";
 import { parseConfig } from "../lib/model/config.ts";

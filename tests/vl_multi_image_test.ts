@@ -1,7 +1,7 @@
 // Several images per row: the qwen25vl-tiny fixture run by Hugging Face transformers (float64) on a
 // left-padded batch whose first row holds two images (tests/data/make_vl_multi_image_cases.py).
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
 import type { Qwen25VLModel } from "../lib/model/qwen25vl.ts";
 import { allBackendsTest } from "./_backends.ts";

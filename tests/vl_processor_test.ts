@@ -1,7 +1,7 @@
 // The Qwen2-VL image processor against the fixture's `processor` cases, PIL's resampling, and
 // transformers.js's own processor where the two must agree.
 import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert/strict";
-import { transformers } from "../lib/deps.ts";
+import { transformers } from "../lib/util/deps.ts";
 import { decodeImage } from "../lib/data/images.ts";
 import {
   DEFAULT_IMAGE_PROCESSOR,
@@ -16,7 +16,7 @@ import {
 } from "../lib/data/processor.ts";
 import { GOLDEN, VL_DIR } from "./_vl_fixture.ts";
 
-const VQA_IMAGES = new URL("../../shared/data/vqa_rad_closed/images", import.meta.url).pathname;
+const VQA_IMAGES = new URL("../data/vqa_rad_closed/images", import.meta.url).pathname;
 
 function b64(s: string): Uint8Array {
   return Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
@@ -115,7 +115,7 @@ Deno.test("VQA-RAD JPEGs: pixel_values bit-identical to Hugging Face's Python pr
     await Deno.readTextFile(new URL("./data/hf_processor_cases.json", import.meta.url)),
   );
   const raw = JSON.parse(await Deno.readTextFile(`${VL_DIR}/preprocessor_config.json`));
-  const root = new URL("../../", import.meta.url).pathname;
+  const root = new URL("../", import.meta.url).pathname; // the repository root
   for (const c of data.cases) {
     const img = await decodeImage(root + c.image);
     const got = processImage(img, parseImageProcessorConfig({ ...raw, max_pixels: c.max_pixels }));

@@ -1,16 +1,16 @@
 // medthink-tiny-vl: created in the cache in the Hub layout, loaded through loadModel, and run on a
 // real VQA-RAD image with the real tokenizer, chat template and image processor.
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
 import type { Qwen25VLModel } from "../lib/model/qwen25vl.ts";
 import { TINY_VL_CONFIG, TINY_VL_MODEL_NAME, tinyVLModelTensors } from "../lib/model/tiny_vl.ts";
 import { decodeImage } from "../lib/data/images.ts";
 import { imageTokenCount, processImages, readImageProcessorConfig } from "../lib/data/processor.ts";
-import { expandImageTokens, loadTokenizer } from "../lib/tokenizer.ts";
+import { expandImageTokens, loadTokenizer } from "../lib/data/tokenizer.ts";
 
 const IMAGE =
-  new URL("../../shared/data/vqa_rad_closed/images/5e684d0681c86c3a.jpg", import.meta.url).pathname;
+  new URL("../data/vqa_rad_closed/images/5e684d0681c86c3a.jpg", import.meta.url).pathname;
 
 Deno.test("medthink-tiny-vl weights are a fixed function of the seed", async () => {
   const a = tinyVLModelTensors(), b = tinyVLModelTensors();

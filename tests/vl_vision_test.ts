@@ -1,5 +1,5 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
-import { tf } from "../lib/deps.ts";
+import { tf } from "../lib/util/deps.ts";
 import { visionForward, visionLayout } from "../lib/model/vision.ts";
 import { parseVisionConfig } from "../lib/model/config.ts";
 import { allBackendsTest } from "./_backends.ts";

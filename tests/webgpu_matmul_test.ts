@@ -1,12 +1,12 @@
-// The small-M WebGPU matrix product (lib/webgpu_matmul.ts) against the cpu backend's tf.matMul.
-import { tf } from "../lib/deps.ts";
-import { useBackend } from "../lib/backend.ts";
+// The small-M WebGPU matrix product (lib/model/webgpu_matmul.ts) against the cpu backend's tf.matMul.
+import { tf } from "../lib/util/deps.ts";
+import { useBackend } from "../lib/model/backend.ts";
 import {
   installSmallMatMul,
   smallMatMul,
   smallMatMulApplies,
   uninstallSmallMatMul,
-} from "../lib/webgpu_matmul.ts";
+} from "../lib/model/webgpu_matmul.ts";
 import { backendTest } from "./_backends.ts";
 
 function check(ok: boolean, what: string): void {

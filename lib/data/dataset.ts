@@ -20,7 +20,7 @@
  *
  * @module
  */
-import { arquero } from "../deps.ts";
+import { arquero } from "../util/deps.ts";
 import { decodeImage, imageBytes, sniffImageFormat } from "./images.ts";
 import { asText, fileTypeOf, type RawRecord, readRecords } from "./readers.ts";
 import type { ImageRef, Row } from "./types.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { transformers } from "../deps.ts";
+import { transformers } from "../util/deps.ts";
 import type { ImageRef, Row } from "./types.ts";
 
 export type { ImageRef };

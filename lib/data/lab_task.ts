@@ -11,7 +11,7 @@
  * @module
  */
 
-import { seededRandom } from "../eval/stats.ts"; // Mulberry32: the same sequence on every machine
+import { seededRandom } from "../model/rng.ts"; // Mulberry32: the same sequence on every machine
 
 /** The three classes, in option order. */
 export type LabClass = "low" | "normal" | "high";

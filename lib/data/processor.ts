@@ -481,7 +481,7 @@ export function processImages(
 
 /**
  * Number of `<|image_pad|>` tokens an image with grid `[t, h, w]` takes: `t*h*w / merge^2` (what
- * `expandImageTokens` of lib/tokenizer.ts needs per image).
+ * `expandImageTokens` of lib/data/tokenizer.ts needs per image).
  */
 export function imageTokenCount(gridThw: number[], mergeSize = 2): number {
   return (gridThw[0] * gridThw[1] * gridThw[2]) / (mergeSize * mergeSize);

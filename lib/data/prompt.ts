@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { ChatContentPart, ChatMessage } from "../tokenizer.ts";
+import type { ChatContentPart, ChatMessage } from "./tokenizer.ts";
 import type { Row } from "./types.ts";
 
 /** The recipe's instruction, with its literal backslash followed by `n` (not a newline). */

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { arquero, hyparquet, parquetCompressors } from "../deps.ts";
+import { arquero, hyparquet, parquetCompressors } from "../util/deps.ts";
 
 /** One raw record of a file. */
 export interface RawRecord {

@@ -8,15 +8,15 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 import type { CausalLM, LoraAdapter } from "../model/types.ts";
-import type { ChatContentPart, ChatMessage } from "../tokenizer.ts";
+import type { ChatContentPart, ChatMessage } from "../data/tokenizer.ts";
 import type { ImageRef, Row } from "../data/types.ts";
-import { type ImageInputBuilder, visionInputBuilder } from "../eval/vision_inputs.ts";
+import { type ImageInputBuilder, visionInputBuilder } from "./vision_inputs.ts";
 import type { CompletionEngine, CompletionRequest, CompletionSample, EngineSampling } from "./types.ts";
 import { dataUrlBytes } from "./messages.ts";
 
-/** What the local engine needs from a tokenizer (the `Tokenizer` of `lib/tokenizer.ts` has it). */
+/** What the local engine needs from a tokenizer (the `Tokenizer` of `lib/data/tokenizer.ts` has it). */
 export interface EngineTokenizer {
   /** Render messages with the chat template. */
   applyChatTemplate(messages: ChatMessage[], options?: { addGenerationPrompt?: boolean }): string;
@@ -134,7 +134,7 @@ function samplingKey(s: LocalSampling): string {
  * @example
  * ```ts ignore
  * import { loadModel } from "../model/load.ts";
- * import { loadTokenizer } from "../tokenizer.ts";
+ * import { loadTokenizer } from "../data/tokenizer.ts";
  * const model = await loadModel("medthink-tiny");
  * const engine = localEngine(model, await loadTokenizer(model.dir));
  * const [[s]] = await engine.complete([{ messages: [{ role: "user", content: "Hi" }], seeds: [1] }], {

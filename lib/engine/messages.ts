@@ -7,7 +7,7 @@
 import { decodeBase64, encodeBase64 } from "./_base64.ts";
 import { imageBytes, sniffImageFormat } from "../data/images.ts";
 import type { ImageRef } from "../data/types.ts";
-import type { ChatMessage } from "../tokenizer.ts";
+import type { ChatMessage } from "../data/tokenizer.ts";
 
 /** An OpenAI chat message as sent to a server (text parts and `image_url` parts). */
 export interface WireMessage {

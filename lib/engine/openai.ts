@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { OpenAI } from "../deps.ts";
+import { OpenAI } from "../util/deps.ts";
 import type { CompletionEngine, CompletionRequest, CompletionSample, EngineSampling } from "./types.ts";
 import { toWireMessages } from "./messages.ts";
 

@@ -12,7 +12,7 @@
  * @module
  */
 import type { CausalLM } from "../model/types.ts";
-import { saveLora } from "../train/lora.ts";
+import { saveLora } from "../model/lora.ts";
 import { saveModel } from "../model/load.ts";
 import type { CompletionEngine } from "./types.ts";
 import {

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { ChatMessage } from "../tokenizer.ts";
+import type { ChatMessage } from "../data/tokenizer.ts";
 
 export type { ChatMessage };
 

@@ -11,12 +11,12 @@ import type { CausalLM } from "../model/types.ts";
 import { type CompletionEngine, isCompletionEngine } from "../engine/types.ts";
 import type { Row } from "../data/types.ts";
 import { buildPrompt } from "../data/prompt.ts";
-import { loadTokenizer } from "../tokenizer.ts";
+import { loadTokenizer } from "../data/tokenizer.ts";
 import { type ColumnMapping, type DatasetFormat, loadDataset, type Table } from "../data/dataset.ts";
 import { medvlthinkerReward } from "../reward/medvlthinker.ts";
 import { lenientGrade } from "../reward/lenient.ts";
-import { createProgress } from "../train/progress.ts";
-import { accuracyBars, comparisonChart, writeSvg } from "../plot.ts";
+import { createProgress } from "../util/progress.ts";
+import { accuracyBars, comparisonChart, writeSvg } from "./plot.ts";
 import {
   type ChatTokenizer,
   generateCompletions,
@@ -24,8 +24,8 @@ import {
   isVisionModel,
   type PromptBuilder,
   rowHasImages,
-} from "./generate_batch.ts";
-import { openJsonlStore } from "./jsonl_store.ts";
+} from "../engine/generate_batch.ts";
+import { openJsonlStore } from "../data/jsonl_store.ts";
 import { bootstrapMeanCI, bootstrapMeanOfMeansCI, type Interval, mean, pairedBootstrapCI } from "./stats.ts";
 
 export type { Table };
@@ -413,7 +413,7 @@ function gradeOne(
  * import { loadModel } from "../model/load.ts";
  * const model = await loadModel("medthink-tiny");
  * const report = await evaluate(model, ["medqa", "pubmedqa"], {
- *   dataDir: "../shared/data", limit: 20, maxNewTokens: 64, outDir: "runs/eval",
+ *   dataDir: "data", limit: 20, maxNewTokens: 64, outDir: "runs/eval",
  * });
  * console.log(report.benchmarks.map((b) => `${b.name}: ${b.accuracy}`), report.mean);
  * ```

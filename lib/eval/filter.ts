@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { arquero as aq } from "../deps.ts";
+import { arquero as aq } from "../util/deps.ts";
 import type { Table } from "../data/dataset.ts";
 
 export type { Table };
@@ -64,7 +64,7 @@ function checkColumns(table: Table, need: string[]): void {
  *
  * @example
  * ```ts
- * import { arquero as aq } from "../deps.ts";
+ * import { arquero as aq } from "../util/deps.ts";
  * import { filterWithReport } from "./filter.ts";
  * const probed = aq.table({ id: ["a", "b", "c"], passCount: [0, 1, 3], n: [4, 4, 4] });
  * const { table, report } = filterWithReport(probed);
@@ -141,7 +141,7 @@ export function filterWithReport(
  *
  * @example
  * ```ts
- * import { arquero as aq } from "../deps.ts";
+ * import { arquero as aq } from "../util/deps.ts";
  * import { filter } from "./filter.ts";
  * const probed = aq.table({ id: ["a", "b", "c"], passCount: [2, 7, 9], n: [16, 16, 16] });
  * const kept = filter(probed, { order: "easy-to-hard" });
@@ -180,7 +180,7 @@ export interface AttachProbeOptions {
  *
  * @example
  * ```ts
- * import { arquero as aq } from "../deps.ts";
+ * import { arquero as aq } from "../util/deps.ts";
  * import { attachProbe } from "./filter.ts";
  * const data = aq.table({ id: ["x", "y"], question: ["Q1", "Q2"] });
  * const probed = aq.table({ id: ["y"], passCount: [1], n: [4] });
@@ -267,7 +267,7 @@ function keysOf(table: Table): { ids: string[]; questions: string[]; hashes: (st
  *
  * @example
  * ```ts
- * import { arquero as aq } from "../deps.ts";
+ * import { arquero as aq } from "../util/deps.ts";
  * import { findOverlap } from "./filter.ts";
  * const train = aq.table({ id: ["t1", "t2"], question: ["What is  X?", "Other"] });
  * const bench = aq.table({ id: ["b1"], question: ["what is x"] });

@@ -8,11 +8,11 @@
  *
  * @module
  */
-import { arquero as aq } from "../deps.ts";
+import { arquero as aq } from "../util/deps.ts";
 import type { CausalLM } from "../model/types.ts";
 import type { Table } from "../data/dataset.ts";
 import { buildPrompt } from "../data/prompt.ts";
-import { loadTokenizer } from "../tokenizer.ts";
+import { loadTokenizer } from "../data/tokenizer.ts";
 import { medvlthinkerReward } from "../reward/medvlthinker.ts";
 import {
   type ChatTokenizer,
@@ -21,9 +21,9 @@ import {
   type PromptBuilder,
   type QuestionRow,
   type SamplingOptions,
-} from "./generate_batch.ts";
-import { openJsonlStore } from "./jsonl_store.ts";
-import { createProgress } from "../train/progress.ts";
+} from "../engine/generate_batch.ts";
+import { openJsonlStore } from "../data/jsonl_store.ts";
+import { createProgress } from "../util/progress.ts";
 import { type CompletionEngine, isCompletionEngine } from "../engine/types.ts";
 
 /** A reward: 1 for a correct, well-formed completion, else 0 (values in between count as pass above 0.5). */

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { seededRandom } from "../model/rng.ts";
 
 /** A confidence interval around a point estimate. */
 export interface Interval {
@@ -29,27 +30,7 @@ export interface BootstrapOptions {
   seed?: number;
 }
 
-/**
- * A deterministic uniform [0, 1) generator (mulberry32), seeded with a 32-bit integer.
- *
- * @example
- * ```ts
- * import { seededRandom } from "./stats.ts";
- * const r = seededRandom(1);
- * const x = r();
- * console.assert(x >= 0 && x < 1);
- * ```
- */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return function next(): number {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom }; // re-exported: the statistics here resample with it
 
 /** Arithmetic mean; NaN for an empty list. */
 export function mean(values: ArrayLike<number>): number {

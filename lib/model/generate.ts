@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 import type { ForwardOptions, GenerateOptions, GenerateResult, ModelConfig } from "./types.ts";
 import { disposeCache, emptyCache, type KVCache, selectCacheRows } from "./kv_cache.ts";
 import { deriveSeed, Rng } from "./rng.ts";

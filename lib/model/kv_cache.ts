@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 import type { ModelConfig } from "./types.ts";
 
 /** Per-layer keys/values of the tokens seen so far, and their attention mask. */

@@ -23,7 +23,7 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 import type {
   CausalLM,
   ForwardOptions,
@@ -34,6 +34,8 @@ import type {
 } from "./types.ts";
 import { generate, type PrefillResult } from "./generate.ts";
 import type { KVCache } from "./kv_cache.ts";
+import { type LoadModelOptions, registerArchitecture } from "./registry.ts";
+import { loadTensors } from "./weights.ts";
 
 export { disposeCache, emptyCache, selectCacheRows } from "./kv_cache.ts";
 export type { KVCache, PrefillResult };
@@ -697,3 +699,15 @@ export class Qwen2Model implements CausalLM {
     this.lora = {};
   }
 }
+
+/** The built-in loader: a Qwen2 decoder (also the text part of a Qwen2.5-VL checkpoint, `visual.*` ignored). */
+export async function loadQwen2(
+  dir: string,
+  config: ModelConfig,
+  _options: LoadModelOptions = {},
+): Promise<Qwen2Model> {
+  const params = await loadTensors(dir, expectedParams(config));
+  return new Qwen2Model(config, params, { dir, backend: tf.getBackend() });
+}
+
+registerArchitecture("qwen2", loadQwen2);

@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 import type { ForwardOptions, GenerateOptions, GenerateResult, ModelConfig } from "./types.ts";
 import {
   decoderForward,
@@ -33,7 +33,8 @@ import {
 import { generate } from "./generate.ts";
 import { type RopeIndex, ropeIndex } from "./mrope.ts";
 import { injectiveGather, visionExpectedParams, visionForward } from "./vision.ts";
-import { type LoadModelOptions, loadTensors, registerArchitecture } from "./load.ts";
+import { type LoadModelOptions, registerArchitecture } from "./registry.ts";
+import { loadTensors } from "./weights.ts";
 
 /** What {@linkcode Qwen25VLModel.ropeIndex} returns. */
 export interface VLRopeIndex {

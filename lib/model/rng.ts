@@ -118,3 +118,25 @@ export class Rng {
 function rotl(x: number, k: number): number {
   return (x << k) | (x >>> (32 - k));
 }
+
+/**
+ * A deterministic uniform [0, 1) generator (mulberry32), seeded with a 32-bit integer.
+ *
+ * @example
+ * ```ts
+ * import { seededRandom } from "./rng.ts";
+ * const r = seededRandom(1);
+ * const x = r();
+ * console.assert(x >= 0 && x < 1);
+ * ```
+ */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return function next(): number {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { tf } from "../deps.ts";
+import type { tf } from "../util/deps.ts";
 
 /** Which tfjs backend runs the model. `auto` = `tensorflow` when its binding loads, else `wasm`. */
 export type BackendName = "auto" | "tensorflow" | "wasm" | "webgpu" | "cpu";

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 import type { VisionConfig } from "./types.ts";
 import { batchMatMul, matMulBT } from "./qwen2.ts";
 

@@ -5,7 +5,7 @@
  * @module
  */
 import { loadModel } from "../model/load.ts";
-import { loadTokenizer } from "../tokenizer.ts";
+import { loadTokenizer } from "../data/tokenizer.ts";
 import { serveModel } from "./server.ts";
 import { type OpenAIEngine, openaiEngine, type ServerProtocol } from "../engine/openai.ts";
 

@@ -12,12 +12,12 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 import type { CausalLM, LoraAdapter } from "../model/types.ts";
 import { loadModel } from "../model/load.ts";
-import { loadLora } from "../train/lora.ts";
+import { loadLora } from "../model/lora.ts";
 import { type EngineTokenizer, type LocalEngine, localEngine, type LocalResult } from "../engine/local.ts";
-import type { ChatMessage } from "../tokenizer.ts";
+import type { ChatMessage } from "../data/tokenizer.ts";
 
 /** Options of {@linkcode serveModel}. */
 export interface ServeOptions {
@@ -167,7 +167,7 @@ function seedsOf(seed: number | undefined, n: number): number[] {
  * @example
  * ```ts ignore
  * import { loadModel } from "../model/load.ts";
- * import { loadTokenizer } from "../tokenizer.ts";
+ * import { loadTokenizer } from "../data/tokenizer.ts";
  * const model = await loadModel("medthink-tiny");
  * const server = serveModel(model, { tokenizer: await loadTokenizer(model.dir), port: 0, modelName: "medthink-tiny" });
  * // ... POST {server.url}/v1/chat/completions

@@ -15,26 +15,10 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
-import type { NativeAdamw } from "./_adamw_native.ts";
+import { tf } from "../util/deps.ts";
+import type { HostStep, NativeAdamw } from "./_adamw_native.ts";
 
-/** Constants of one AdamW step (the same for every element of a parameter). */
-export interface HostStep {
-  b1: number;
-  b2: number;
-  eps: number;
-  /** `lr / (1 - b1^t)`. */
-  stepSize: number;
-  /** `sqrt(1 - b2^t)`. */
-  bc2Sqrt: number;
-  /** `1 - lr * weightDecay`. */
-  keep: number;
-  /**
-   * Factor applied to the gradient first (global-norm clipping folded into the update), already rounded
-   * to float32: `fround(g * scale)` is then bit for bit the float32 product a separate `g.mul(scale)` gives.
-   */
-  scale: number;
-}
+export type { HostStep };
 
 /** A parameter's host copy and moments, and the tensor (by `dataId`) the copy was last handed out as. */
 export interface HostParam {

@@ -15,8 +15,25 @@
  *
  * @module
  */
-import type { HostStep } from "./_adamw_host.ts";
 import { cacheRoot } from "../model/tiny.ts";
+
+/** Constants of one AdamW step (the same for every element of a parameter). */
+export interface HostStep {
+  b1: number;
+  b2: number;
+  eps: number;
+  /** `lr / (1 - b1^t)`. */
+  stepSize: number;
+  /** `sqrt(1 - b2^t)`. */
+  bc2Sqrt: number;
+  /** `1 - lr * weightDecay`. */
+  keep: number;
+  /**
+   * Factor applied to the gradient first (global-norm clipping folded into the update), already rounded
+   * to float32: `fround(g * scale)` is then bit for bit the float32 product a separate `g.mul(scale)` gives.
+   */
+  scale: number;
+}
 
 /** The loop. `from` may be `to` (the host copy updated in place): that case has its own loop, so that
  * the compiler can vectorise both without runtime alias checks. */

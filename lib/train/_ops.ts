@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 
 const GROUP = 6;
 

@@ -11,12 +11,12 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 import type { CausalLM } from "../model/types.ts";
 import { saveModel } from "../model/load.ts";
 import { readSafetensors, writeSafetensors } from "../model/safetensors.ts";
 import type { AdamW } from "./optimizer.ts";
-import { loraParams, saveLora } from "./lora.ts";
+import { loraParams, saveLora } from "../model/lora.ts";
 
 /** Where a run stands, stored in `trainer_state.json`. */
 export interface TrainerState {

@@ -10,16 +10,16 @@
  *
  * @module
  */
-import { arquero as aq } from "../deps.ts";
+import { arquero as aq } from "../util/deps.ts";
 import type { CausalLM } from "../model/types.ts";
 import type { Row, Table } from "../data/dataset.ts";
 import { buildPrompt } from "../data/prompt.ts";
 import { medvlthinkerReward } from "../reward/medvlthinker.ts";
-import { type ChatTokenizer, generateCompletions, type PromptBuilder } from "../eval/generate_batch.ts";
-import { openJsonlStore } from "../eval/jsonl_store.ts";
-import { loadTokenizer } from "../tokenizer.ts";
+import { type ChatTokenizer, generateCompletions, type PromptBuilder } from "../engine/generate_batch.ts";
+import { openJsonlStore } from "../data/jsonl_store.ts";
+import { loadTokenizer } from "../data/tokenizer.ts";
 import { type CompletionEngine, isCompletionEngine } from "../engine/types.ts";
-import { createProgress } from "./progress.ts";
+import { createProgress } from "../util/progress.ts";
 
 /** Options of {@linkcode distill}. */
 export interface DistillOptions {

@@ -12,17 +12,17 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 import type { CausalLM, ForwardOptions } from "../model/types.ts";
 import type { Row } from "../data/types.ts";
 import { buildPrompt } from "../data/prompt.ts";
-import type { ChatMessage } from "../tokenizer.ts";
+import type { ChatMessage } from "../data/tokenizer.ts";
 import { normalizeRewards, type RewardSpec } from "../reward/types.ts";
-import { sampleSeed } from "../eval/generate_batch.ts";
+import { sampleSeed } from "../engine/generate_batch.ts";
 import type { RemotePolicy } from "../engine/policy_sync.ts";
-import { type ImageInputBuilder, visionInputBuilder } from "../eval/vision_inputs.ts";
+import { type ImageInputBuilder, visionInputBuilder } from "../engine/vision_inputs.ts";
 import { type AdamW, adamw, clipScale, valueAndGrads } from "./optimizer.ts";
-import { addLora, type LoraOptions } from "./lora.ts";
+import { addLora, type LoraOptions } from "../model/lora.ts";
 import { lrSchedule, type ScheduleType } from "./schedule.ts";
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import {
@@ -35,9 +35,9 @@ import {
   readMetrics,
   type ScaleRewards,
 } from "./grpo_loss.ts";
-import { seededRandom } from "../eval/stats.ts"; // Mulberry32: the same sequence on every machine
+import { seededRandom } from "../model/rng.ts"; // Mulberry32: the same sequence on every machine
 
-/** What `grpo` needs from a tokenizer (the `Tokenizer` of `lib/tokenizer.ts` has it). */
+/** What `grpo` needs from a tokenizer (the `Tokenizer` of `lib/data/tokenizer.ts` has it). */
 export interface GrpoTokenizer {
   /** Token ids of a rendered prompt. */
   encode(text: string): number[];

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 import type { CausalLM, ForwardOptions } from "../model/types.ts";
 import { tokenLogprobs } from "./losses.ts";
 

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 import type { CausalLM, ForwardOptions } from "../model/types.ts";
 import { addMany, concatMany } from "./_ops.ts";
 
@@ -92,7 +92,7 @@ function runsOf(rows: ArrayLike<number> | undefined, n: number): Array<[number, 
  *
  * @example
  * ```ts
- * import { tf } from "../deps.ts";
+ * import { tf } from "../util/deps.ts";
  * import { headLogprobs } from "./losses.ts";
  * const h = tf.randomNormal([4, 8]) as tf.Tensor2D;
  * const w = tf.randomNormal([50, 8]) as tf.Tensor2D;

@@ -24,7 +24,7 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 import { addMany, leanVariableGrads } from "./_ops.ts";
 import { type HostParam, hostParam, hostUpdate } from "./_adamw_host.ts";
 import { openNativeAdamw } from "./_adamw_native.ts";
@@ -141,7 +141,7 @@ export function hfParamGroups(names: string[], weightDecay: number): ParamGroup[
  *
  * @example
  * ```ts
- * import { tf } from "../deps.ts";
+ * import { tf } from "../util/deps.ts";
  * import { adamw } from "./optimizer.ts";
  * const w = tf.variable(tf.ones([2]));
  * const opt = adamw({ params: { w }, lr: 0.1, weightDecay: 0 });
@@ -322,7 +322,7 @@ const HOST_BACKENDS = new Set(["cpu", "wasm", "tensorflow"]);
  *
  * @example
  * ```ts
- * import { tf } from "../deps.ts";
+ * import { tf } from "../util/deps.ts";
  * import { adamw, clipScale } from "./optimizer.ts";
  * const w = tf.variable(tf.zeros([2]));
  * const grads = { w: tf.tensor1d([3, 4]) };
@@ -354,7 +354,7 @@ export async function clipScale(
  *
  * @example
  * ```ts
- * import { tf } from "../deps.ts";
+ * import { tf } from "../util/deps.ts";
  * import { clipGradNorm } from "./optimizer.ts";
  * const grads = { a: tf.tensor1d([3, 4]) };
  * const norm = await clipGradNorm(grads, 1); // 5; grads.a is now [0.6, 0.8]
@@ -407,7 +407,7 @@ export interface ValueAndGradsOptions {
  *
  * @example
  * ```ts
- * import { tf } from "../deps.ts";
+ * import { tf } from "../util/deps.ts";
  * import { valueAndGrads } from "./optimizer.ts";
  * const w = tf.variable(tf.scalar(3));
  * const { value, grads } = valueAndGrads(() => w.square() as tf.Scalar, { "w.weight": w }); // grads["w.weight"] = 6

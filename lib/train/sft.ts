@@ -12,20 +12,20 @@
  *
  * @module
  */
-import { tf } from "../deps.ts";
+import { tf } from "../util/deps.ts";
 import type { CausalLM } from "../model/types.ts";
 import { saveModel } from "../model/load.ts";
 import { deriveSeed, Rng } from "../model/rng.ts";
-import { type ChatMessage, loadTokenizer, type Tokenizer } from "../tokenizer.ts";
+import { type ChatMessage, loadTokenizer, type Tokenizer } from "../data/tokenizer.ts";
 import { buildSftMessages, type PromptOptions } from "../data/prompt.ts";
 import type { Row } from "../data/types.ts";
 import { IGNORE_INDEX, sftLoss } from "./losses.ts";
 import { accumulateGrads, adamw, clipScale, hfParamGroups, valueAndGrads } from "./optimizer.ts";
 import { lrSchedule, type ScheduleType } from "./schedule.ts";
-import { addLora, type LoraOptions, loraParams, mergeLora } from "./lora.ts";
+import { addLora, type LoraOptions, loraParams, mergeLora } from "../model/lora.ts";
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
-import { createProgress } from "./progress.ts";
-import { type ImageInputBuilder, visionInputBuilder } from "../eval/vision_inputs.ts";
+import { createProgress } from "../util/progress.ts";
+import { type ImageInputBuilder, visionInputBuilder } from "../engine/vision_inputs.ts";
 
 /** One tokenized training example. */
 export interface SftExample {

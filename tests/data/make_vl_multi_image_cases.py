@@ -11,8 +11,8 @@ import torch
 import transformers
 from transformers import Qwen2_5_VLForConditionalGeneration
 
-root = pathlib.Path(__file__).resolve().parents[3]
-fixture = root / "shared/fixtures/qwen25vl-tiny"
+root = pathlib.Path(__file__).resolve().parents[2]  # the repository root
+fixture = root / "tests/fixtures/qwen25vl-tiny"
 
 
 def pixels(n_rows, seed):

@@ -1,0 +1,41 @@
+/**
+ * The table of architectures `loadModel` reads: each model file adds its own loader for its
+ * `model_type` (as transformers.js's registry does), so the loader special-cases none of them and no
+ * model file imports the loader.
+ *
+ * @module
+ */
+import type { CausalLM, ModelConfig } from "./types.ts";
+
+/** Options of {@linkcode loadModel}. */
+export interface LoadModelOptions {
+  /** tfjs backend (`auto`, `tensorflow`, `wasm`, `webgpu`, `cpu`); default `MEDTHINK_BACKEND`, else `auto`. */
+  backend?: string;
+}
+
+/** Builds a model of one `model_type` from a checkpoint folder and its parsed config (backend already selected). */
+export type ArchitectureLoader = (
+  dir: string,
+  config: ModelConfig,
+  options: LoadModelOptions,
+) => Promise<CausalLM>;
+
+const ARCHITECTURES = new Map<string, ArchitectureLoader>();
+
+/**
+ * Register (or replace) the loader for a `model_type`, e.g. the Qwen2.5-VL model:
+ * `registerArchitecture("qwen2_5_vl", loadQwen25VL)`.
+ */
+export function registerArchitecture(modelType: string, loader: ArchitectureLoader): void {
+  ARCHITECTURES.set(modelType, loader);
+}
+
+/** The loader registered for a `model_type`, or undefined. */
+export function architectureFor(modelType: string): ArchitectureLoader | undefined {
+  return ARCHITECTURES.get(modelType);
+}
+
+/** Every registered `model_type`, for error messages. */
+export function registeredArchitectures(): string[] {
+  return [...ARCHITECTURES.keys()].sort();
+}
