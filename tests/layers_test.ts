@@ -1,5 +1,5 @@
 // The architecture's one rule, read from the source: lib/'s folders form layers that only point down
-// (util <- hub <- model <- data <- engine <- reward <- eval / train <- serve), siblings never import
+// (util <- hub <- model <- data <- engine <- reward <- eval / train <- serve <- cli), siblings never import
 // each other, no two files import each other in a cycle, and no model file imports the loader.
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 
@@ -16,6 +16,7 @@ export const LAYERS: Record<string, number> = {
   eval: 6,
   train: 6,
   serve: 7,
+  cli: 8,
 };
 
 function walk(dir: string): string[] {
