@@ -50,6 +50,11 @@ export interface DecoderWeights {
   lora: Record<string, LoraAdapter>;
   /** Whether the adapters apply. */
   loraEnabled: boolean;
+  /**
+   * Activation checkpointing: each decoder layer keeps only its input for the backward pass and is
+   * recomputed there (see {@linkcode checkpointedLayer}). Off (undefined) by default.
+   */
+  gradientCheckpointing?: boolean;
 }
 
 /** Inputs of {@linkcode decoderForward}. */
@@ -464,17 +469,101 @@ export function decoderForward(model: DecoderWeights, inputs: DecoderInputs): tf
   const eps = config.rmsNormEps;
   for (let i = 0; i < config.numHiddenLayers; i++) {
     const p = `model.layers.${i}`;
+    // The layer as a function of its input and of the tensors it shares with the other layers (which
+    // a checkpointed layer saves for its backward, as they are freed with this forward pass).
+    const layer = (hIn: tf.Tensor2D, shared: tf.Tensor[]): tf.Tensor2D => {
+      const [b, cos, sin, qCos, qSin] = shared;
+      const r = { cos, sin, qCos, qSin, qScaled: rope.qScaled };
+      const x = rmsNorm(hIn, params[`${p}.input_layernorm.weight`], eps) as tf.Tensor2D;
+      const mid = tf.add(hIn, selfAttention(model, i, x, { B, T }, b as tf.Tensor4D, r, cache));
+      return tf.add(
+        mid,
+        mlp(model, i, rmsNorm(mid, params[`${p}.post_attention_layernorm.weight`], eps)),
+      ) as tf.Tensor2D;
+    };
     const hIn = h;
     // One tidy per layer: a layer's intermediates (MLP activations, attention scores) are freed as soon
     // as it is done instead of all 24 layers' staying alive until the caller's tidy ends. Under a
     // gradient tape this is safe: tfjs keeps its own reference to every tensor a backward pass needs.
-    h = tf.tidy(() => {
-      const x = rmsNorm(hIn, params[`${p}.input_layernorm.weight`], eps) as tf.Tensor2D;
-      const mid = tf.add(hIn, selfAttention(model, i, x, { B, T }, bias, rope, cache));
-      return tf.add(mid, mlp(model, i, rmsNorm(mid, params[`${p}.post_attention_layernorm.weight`], eps)));
-    }) as tf.Tensor2D;
+    // With checkpointing (never with a cache: decoding takes no gradient) the tape keeps only hIn.
+    const shared = [bias, rope.cos, rope.sin, rope.qCos, rope.qSin];
+    h = tf.tidy(() =>
+      model.gradientCheckpointing && !cache
+        ? checkpointedLayer(layer, hIn, shared, layerTrainables(model, p))
+        : layer(hIn, shared)
+    ) as tf.Tensor2D;
   }
   return tf.reshape(rmsNorm(h, params["model.norm.weight"], eps), [B, T, H]) as tf.Tensor3D;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation checkpointing
+
+/** The trainable tensors a decoder layer reads (its own parameters and enabled LoRA adapters). */
+function layerTrainables(model: DecoderWeights, prefix: string): tf.Variable[] {
+  const out: tf.Variable[] = [];
+  const p = prefix + ".";
+  for (const [name, v] of Object.entries(model.params)) if (v.trainable && name.startsWith(p)) out.push(v);
+  if (model.loraEnabled) {
+    for (const [name, ad] of Object.entries(model.lora)) {
+      if (!name.startsWith(p)) continue;
+      if (ad.A.trainable) out.push(ad.A);
+      if (ad.B.trainable) out.push(ad.B);
+    }
+  }
+  return out;
+}
+
+/**
+ * `layer(x, shared)` with activation checkpointing: the forward runs as one custom op, whose
+ * intermediates tfjs frees at once (a kernel's inner ops are not taped), so the tape keeps only `x`
+ * and the `shared` constants (attention bias, rotary factors: the same tensors for every layer); the backward
+ * recomputes the layer under a fresh tape and takes the gradients of `x` and of `trainables` (the
+ * variables `layer` reads that need gradients; they are inputs of the op so that the outer tape routes
+ * their gradients). Same values as `layer(x, shared)`; one more forward per layer in the backward pass.
+ */
+export function checkpointedLayer(
+  layer: (x: tf.Tensor2D, shared: tf.Tensor[]) => tf.Tensor2D,
+  x: tf.Tensor2D,
+  shared: tf.Tensor[],
+  trainables: tf.Variable[],
+): tf.Tensor2D {
+  // deno-lint-ignore no-explicit-any
+  const op = tf.customGrad(
+    ((...args: any[]) => {
+      const save = args[args.length - 1] as tf.GradSaveFunc;
+      const input = args[0] as tf.Tensor2D;
+      // The saved tensors are kept by tfjs until the backward pass is done with them; `shared` (masks,
+      // rotary factors) belongs to the caller's scope, which ends before the backward runs.
+      save([input, ...shared]);
+      return {
+        value: layer(input, shared),
+        gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+          const [xSaved, ...sharedSaved] = saved;
+          const xs = [xSaved, ...trainables];
+          // deno-lint-ignore no-explicit-any
+          const state = (tf.engine() as any).state;
+          // The nested gradient computation starts (and, back at depth 0, clears) the engine's tape; the
+          // outer backward pass (tf.variableGrads) still walks and then cleans its own, so it is restored.
+          const outerTape = state.activeTape;
+          try {
+            // deno-lint-ignore no-explicit-any
+            const { value, grads } = (tf.engine() as any).gradients(
+              () => layer(xSaved as tf.Tensor2D, sharedSaved),
+              xs,
+              dy,
+              true,
+            );
+            value.dispose();
+            return xs.map((t, i) => grads[i] ?? tf.zerosLike(t));
+          } finally {
+            state.activeTape = outerTape;
+          }
+        },
+      };
+    }) as any,
+  );
+  return op(x, ...trainables) as tf.Tensor2D;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -535,6 +624,8 @@ export class Qwen2Model implements CausalLM {
   lora: Record<string, LoraAdapter> = {};
   /** When false, adapters are ignored. */
   loraEnabled = true;
+  /** Activation checkpointing of the decoder layers in training (see {@linkcode checkpointedLayer}). */
+  gradientCheckpointing = false;
 
   /** Wrap loaded parameters (validated by the loader) as a model. */
   constructor(config: ModelConfig, params: Record<string, tf.Variable>, options: Qwen2ModelOptions = {}) {
