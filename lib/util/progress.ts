@@ -1,6 +1,8 @@
 /**
- * Training progress: a one-line bar with ETA on the terminal and one JSON line per step in a log file.
- * SFT and GRPO share it.
+ * Progress of a long job (probe, evaluate, distill, SFT, GRPO): on a terminal one updating line (step,
+ * rate, ETA, the main metrics); when stderr is not a terminal (a log file, CI) a plain line every
+ * `every` seconds and at the end; nothing when switched off (`--quiet`). Optionally one JSON line per
+ * step in a log file.
  *
  * @module
  */
@@ -15,8 +17,18 @@ export interface ProgressOptions {
   start?: number;
   /** Append one JSON object per step to this file (JSON Lines). */
   logFile?: string;
-  /** Draw the bar (on stderr). Default: only when stderr is a terminal. */
+  /**
+   * `true`: draw the updating bar on stderr; `false`: print nothing (`--quiet`). Default: the bar when
+   * stderr is a terminal, else plain lines every `every` seconds.
+   */
   bar?: boolean;
+  /**
+   * Seconds between plain progress lines when stderr is not a terminal (the last step always prints one).
+   * Default 30, or the `MEDTHINK_PROGRESS_EVERY` environment variable.
+   */
+  every?: number;
+  /** Unit of the rate shown (`step`, `question`, ...). Default `step`. */
+  unit?: string;
   /** Keys of the step record shown on the bar. Default `["loss", "lr"]`. */
   show?: string[];
 }
@@ -53,6 +65,7 @@ export function progressLine(
   fromStep: number,
   metrics: Record<string, unknown>,
   show: string[],
+  unit?: string,
 ): string {
   const width = 24;
   const frac = total > 0 ? Math.min(1, done / total) : 1;
@@ -61,12 +74,26 @@ export function progressLine(
   const eta = rate > 0 ? (total - done) / rate : NaN;
   const shown = show.filter((k) => metrics[k] !== undefined).map((k) => `${k} ${fmt(metrics[k])}`).join(" ");
   return `${label} [${"#".repeat(fill)}${".".repeat(width - fill)}] ${done}/${total} ${shown} ` +
-    `${formatDuration(elapsed)}<${formatDuration(eta)}`;
+    `${formatDuration(elapsed)}<${formatDuration(eta)}` + (unit ? ` ${fmtRate(rate)} ${unit}/s` : "");
+}
+
+function fmtRate(rate: number): string {
+  if (!Number.isFinite(rate)) return "?";
+  return rate >= 100 ? rate.toFixed(0) : rate >= 1 ? rate.toFixed(2) : rate.toPrecision(2);
+}
+
+function envEvery(): number | undefined {
+  try {
+    const v = Deno.env.get("MEDTHINK_PROGRESS_EVERY");
+    return v !== undefined && Number.isFinite(Number(v)) ? Number(v) : undefined;
+  } catch {
+    return undefined; // no --allow-env
+  }
 }
 
 /**
  * A progress reporter: JSON Lines log (one object per step, with `step`, `elapsed` and the metrics) and a
- * bar with ETA on stderr.
+ * bar with rate and ETA on stderr (plain periodic lines when stderr is not a terminal).
  *
  * @example
  * ```ts
@@ -81,14 +108,19 @@ export function createProgress(options: ProgressOptions): Progress {
   const label = options.label ?? "train";
   const show = options.show ?? ["loss", "lr"];
   const start = options.start ?? 0;
+  const unit = options.unit ?? "step";
   let bar = options.bar;
+  let plain = false;
   if (bar === undefined) {
     try {
       bar = Deno.stderr.isTerminal();
     } catch {
       bar = false;
     }
+    plain = !bar;
   }
+  const every = options.every ?? envEvery() ?? 30;
+  let lastPlain = -Infinity;
   const t0 = performance.now();
   let log: Deno.FsFile | null = null;
   if (options.logFile) {
@@ -104,9 +136,13 @@ export function createProgress(options: ProgressOptions): Progress {
         log.writeSync(enc.encode(line + "\n"));
       }
       if (bar) {
-        const text = progressLine(label, step, options.total, elapsed, start, metrics, show);
+        const text = progressLine(label, step, options.total, elapsed, start, metrics, show, unit);
         Deno.stderr.writeSync(enc.encode(`\r${text}\x1b[K`));
         drawn = true;
+      } else if (plain && (elapsed - lastPlain >= every || step >= options.total)) {
+        lastPlain = elapsed;
+        const text = progressLine(label, step, options.total, elapsed, start, metrics, show, unit);
+        Deno.stderr.writeSync(enc.encode(`${text}\n`));
       }
     },
     close() {

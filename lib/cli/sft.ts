@@ -1,0 +1,158 @@
+/**
+ * `cli.ts sft`: supervised fine-tuning on reasoning traces (the recipe: lr 1e-5 cosine, warm-up 5%,
+ * AdamW betas 0.9/0.95, weight decay 1e-4, global batch 16), with checkpoints, `--resume`, validation
+ * every `evalEvery` steps, the best model kept, TensorBoard and a progress line.
+ *
+ * @module
+ */
+import { sft } from "../train/sft.ts";
+import {
+  DATA_SETTINGS,
+  loadRows,
+  MODEL_SETTINGS,
+  openModel,
+  OUTPUT_SETTINGS,
+  writeRunRecord,
+} from "./common.ts";
+import { checkResume, openRunLogger, RESUME_SETTINGS, VALIDATION_SETTINGS } from "./training.ts";
+import { defineCommand } from "./settings.ts";
+
+/** The `sft` command. */
+export const SFT_COMMAND = defineCommand({
+  summary: "supervised fine-tuning on reasoning traces (the recipe's SFT), with validation and checkpoints",
+  settings: {
+    ...MODEL_SETTINGS,
+    ...DATA_SETTINGS,
+    out: {
+      kind: "string",
+      help: "run folder: checkpoints, log.jsonl, eval.jsonl, tensorboard/",
+      default: "runs/sft",
+    },
+    epochs: { kind: "number", help: "passes over the data", default: 1 },
+    maxSteps: { kind: "number", help: "optimizer updates in the run (wins over epochs)" },
+    stopAfterSteps: {
+      kind: "number",
+      help: "stop after this many updates (the schedule spans the whole run)",
+    },
+    batchSize: { kind: "number", help: "examples per optimizer update (global batch)", default: 16 },
+    microBatchSize: {
+      kind: "number",
+      help: "examples per forward/backward (gradient accumulation)",
+      default: 4,
+    },
+    lr: { kind: "number", help: "peak learning rate", default: 1e-5 },
+    scheduler: {
+      kind: "string",
+      help: "learning-rate schedule: cosine, linear, constant",
+      default: "cosine",
+    },
+    warmupRatio: { kind: "number", help: "warm-up as a fraction of the updates", default: 0.05 },
+    warmupSteps: { kind: "number", help: "warm-up in updates (wins over warmupRatio)" },
+    weightDecay: { kind: "number", help: "AdamW decoupled weight decay", default: 1e-4 },
+    betas: { kind: "numbers", help: "AdamW betas", default: [0.9, 0.95] },
+    maxGradNorm: { kind: "number", help: "global gradient-norm clip (0 = off)", default: 1 },
+    maxLength: { kind: "number", help: "examples longer than this are cut (tokens)", default: 4096 },
+    seed: { kind: "number", help: "seed of the data order (and LoRA init)", default: 42 },
+    shuffle: { kind: "boolean", help: "shuffle each epoch", default: true },
+    loraRank: {
+      kind: "number",
+      help: "train LoRA adapters of this rank instead of all weights (0 = full)",
+      default: 0,
+    },
+    loraAlpha: { kind: "number", help: "LoRA alpha (default: the rank)" },
+    saveSteps: { kind: "number", help: "checkpoint every N updates (and at the end)", default: 0 },
+    export: { kind: "string", help: "at the end, save the model in Hub layout here" },
+    ...VALIDATION_SETTINGS,
+    ...RESUME_SETTINGS,
+    ...OUTPUT_SETTINGS,
+  },
+  async run(config, argv) {
+    const out = config.out;
+    const latest = await checkResume(out, config.resume, "sft");
+    await writeRunRecord(out, "sft", config, argv);
+    const rows = await loadRows(config.data, { ...config, split: "train" });
+    const evalRows = config.evalData
+      ? await loadRows(config.evalData, { ...config, limit: config.evalLimit, split: "test" })
+      : null;
+    const { model, tokenizer } = await openModel(config);
+    if (!tokenizer) throw new Error("sft: training needs a local --model (not --endpoints).");
+    if (config.betas.length !== 2) {
+      throw new Error(`sft: betas must be two numbers (beta1,beta2), got ${config.betas.join(",")}.`);
+    }
+    const logger = await openRunLogger(out, config, evalRows, tokenizer, "sft");
+    const base = {
+      tokenizer,
+      epochs: config.epochs,
+      ...(config.maxSteps !== undefined ? { maxSteps: config.maxSteps } : {}),
+      batchSize: config.batchSize,
+      microBatchSize: config.microBatchSize,
+      lr: config.lr,
+      scheduler: config.scheduler as "cosine",
+      warmupRatio: config.warmupRatio,
+      ...(config.warmupSteps !== undefined ? { warmupSteps: config.warmupSteps } : {}),
+      weightDecay: config.weightDecay,
+      betas: [config.betas[0], config.betas[1]] as [number, number],
+      maxGradNorm: config.maxGradNorm,
+      maxLength: config.maxLength,
+      seed: config.seed,
+      shuffle: config.shuffle,
+      ...(config.loraRank > 0
+        ? { lora: { r: config.loraRank, alpha: config.loraAlpha ?? config.loraRank } }
+        : {}),
+      outputDir: out,
+      saveSteps: config.saveSteps,
+      progress: config.quiet ? false : undefined,
+      onStep: (r: { step: number }) => logger.step(r.step, { ...r }),
+    };
+    try {
+      // sft's step hook is synchronous, so validation runs between segments: each segment stops (with a
+      // checkpoint) at the next validation step and the next one resumes from it, which continues the
+      // run exactly as an uninterrupted one (same data order, optimizer state and schedule).
+      const every = config.evalEvery > 0 || config.saveBest ? Math.max(0, config.evalEvery) : 0;
+      const finalStop = config.stopAfterSteps;
+      let resumeFrom: string | boolean = latest ? true : false;
+      for (;;) {
+        const stepsSoFar = await currentStep(out);
+        const next = every > 0 ? (Math.floor(stepsSoFar / every) + 1) * every : undefined;
+        const stopAt = [next, finalStop].filter((x): x is number => x !== undefined);
+        const result = await sft(model, rows, {
+          ...base,
+          resumeFrom,
+          ...(stopAt.length ? { stopAfterSteps: Math.min(...stopAt) } : {}),
+          ...(config.export ? { exportDir: config.export } : {}),
+        });
+        const last = finalStop !== undefined ? Math.min(finalStop, result.totalSteps) : result.totalSteps;
+        if (every > 0 || config.saveBest) await logger.validate(model, result.steps, last);
+        resumeFrom = true;
+        if (result.steps >= last) {
+          console.log(
+            `sft: ${result.steps} of ${result.totalSteps} updates, last loss ${
+              result.losses.at(-1)?.toFixed(4)
+            }` +
+              (result.checkpointDir ? `\ncheckpoint: ${result.checkpointDir}` : "") +
+              (result.exportDir ? `\nmodel: ${result.exportDir}` : "") +
+              `\nlog: ${result.logFile}\nsettings: ${out}/config.yaml`,
+          );
+          break;
+        }
+      }
+    } finally {
+      await logger.close();
+      model.dispose();
+    }
+  },
+});
+
+/** Updates done by the run in `out` (its latest checkpoint's step; 0 when none). */
+async function currentStep(out: string): Promise<number> {
+  let best = 0;
+  try {
+    for await (const e of Deno.readDir(out)) {
+      const m = /^checkpoint-(\d+)$/.exec(e.name);
+      if (e.isDirectory && m) best = Math.max(best, Number(m[1]));
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return best;
+}
