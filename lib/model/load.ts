@@ -13,6 +13,7 @@ import type { CausalLM } from "./types.ts";
 import { configToJson, readConfig } from "./config.ts";
 import { type LazyTensor, toSaveDtype, writeCheckpoint } from "./safetensors.ts";
 import { architectureFor, type LoadModelOptions, registeredArchitectures } from "./registry.ts";
+import { widenHalf } from "./weights.ts";
 import "./architectures.ts"; // each built-in architecture adds itself to the registry
 import { ensureTinyModel, TINY_MODEL_NAME } from "./tiny.ts";
 import { ensureTinyVLModel, QWEN25VL_PREPROCESSOR, TINY_VL_MODEL_NAME } from "./tiny_vl.ts";
@@ -23,7 +24,7 @@ export {
   type LoadModelOptions,
   registerArchitecture,
 } from "./registry.ts";
-export { canonicalTensorName, loadTensors } from "./weights.ts";
+export { canonicalTensorName, loadTensors, loadWeights, type WeightsDtype } from "./weights.ts";
 export { loadQwen2 } from "./qwen2.ts";
 
 /**
@@ -95,6 +96,21 @@ export async function saveModel(model: CausalLM, dir: string, options: SaveModel
     shape: v.shape.slice(),
     data: async () => (await v.data()) as Float32Array,
   }));
+  // Weights kept at 2 bytes (weightsDtype) are widened one at a time as the writer reaches them.
+  for (const [name, h] of Object.entries(model.half ?? {})) {
+    tensors.push({
+      name,
+      shape: h.shape.slice(),
+      data: async () => {
+        const t = widenHalf(h);
+        try {
+          return (await t.data()) as Float32Array;
+        } finally {
+          t.dispose();
+        }
+      },
+    });
+  }
   const copyFiles: string[] = [];
   if (model.dir && (options.copyAuxFiles ?? true)) {
     for (const f of AUX_FILES) {

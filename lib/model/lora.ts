@@ -64,8 +64,12 @@ function matches(module: string, targets: string[] | string): boolean {
  */
 export function loraTargets(model: CausalLM, targetModules: string[] | string): string[] {
   const out: string[] = [];
-  for (const [name, p] of Object.entries(model.params)) {
-    if (!name.endsWith(".weight") || p.shape.length !== 2 || name.startsWith("visual.")) continue;
+  const shapes: [string, number[]][] = [
+    ...Object.entries(model.params).map(([n, p]): [string, number[]] => [n, p.shape]),
+    ...Object.entries(model.half ?? {}).map(([n, h]): [string, number[]] => [n, h.shape]),
+  ];
+  for (const [name, shape] of shapes) {
+    if (!name.endsWith(".weight") || shape.length !== 2 || name.startsWith("visual.")) continue;
     const module = name.slice(0, -".weight".length);
     if (matches(module, targetModules)) out.push(module);
   }
@@ -126,7 +130,11 @@ export function addLora(model: CausalLM, options: LoraOptions = {}): Record<stri
   }
   const rng = new Rng(options.seed ?? 0);
   for (const module of modules) {
-    const [out, inp] = model.params[`${module}.weight`].shape as [number, number];
+    const [out, inp] =
+      (model.params[`${module}.weight`]?.shape ?? model.half?.[`${module}.weight`]?.shape) as [
+        number,
+        number,
+      ];
     const old = model.lora[module];
     if (old) tf.dispose([old.A, old.B]);
     const a = givenWeight(options.weights, module, "A", [r, inp]) ?? kaimingUniform(r, inp, rng);
@@ -250,6 +258,11 @@ export async function loadLora(
 export function mergeLora(model: CausalLM): void {
   for (const [module, ad] of Object.entries(model.lora) as [string, LoraAdapter][]) {
     const w = model.params[`${module}.weight`];
+    if (!w) {
+      throw new Error(
+        `mergeLora: ${module}.weight is kept at 2 bytes (weightsDtype); load the model with weightsDtype float32 to merge.`,
+      );
+    }
     tf.tidy(() => w.assign(w.add(tf.matMul(ad.B, ad.A).mul(ad.scale))));
     tf.dispose([ad.A, ad.B]);
   }

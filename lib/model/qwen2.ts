@@ -29,13 +29,14 @@ import type {
   ForwardOptions,
   GenerateOptions,
   GenerateResult,
+  HalfWeight,
   LoraAdapter,
   ModelConfig,
 } from "./types.ts";
 import { generate, type PrefillResult } from "./generate.ts";
 import type { KVCache } from "./kv_cache.ts";
 import { type LoadModelOptions, registerArchitecture } from "./registry.ts";
-import { loadTensors } from "./weights.ts";
+import { loadWeights, WEIGHTS_DTYPES, widenHalf } from "./weights.ts";
 
 export { disposeCache, emptyCache, selectCacheRows } from "./kv_cache.ts";
 export type { KVCache, PrefillResult };
@@ -46,6 +47,8 @@ export interface DecoderWeights {
   readonly config: ModelConfig;
   /** Parameters under Hub names. */
   readonly params: Record<string, tf.Variable>;
+  /** Frozen weights kept at 2 bytes per value, by Hub name (not in `params`). */
+  readonly half?: Record<string, HalfWeight>;
   /** LoRA adapters by module name. */
   lora: Record<string, LoraAdapter>;
   /** Whether the adapters apply. */
@@ -196,11 +199,25 @@ export function batchMatMul(a: tf.Tensor4D, b: tf.Tensor4D, transposeB = false):
 }
 
 /**
+ * The float32 weight `name`: the variable, or the widened copy of a 2-byte weight (a new tensor, freed
+ * by the caller's `tf.tidy`; the decoder's per-layer tidy frees a layer's widened weights with it).
+ */
+export function weightOf(
+  model: Pick<DecoderWeights, "params" | "half">,
+  name: string,
+): tf.Tensor | undefined {
+  const v = model.params[name];
+  if (v) return v;
+  const h = model.half?.[name];
+  return h ? widenHalf(h) : undefined;
+}
+
+/**
  * `y = x W^T + b` for the module `name` (weight `${name}.weight`, optional `${name}.bias`), plus
  * `scale * (x A^T) B^T` when a LoRA adapter is registered for `name` and enabled.
  */
 export function linear(model: DecoderWeights, x: tf.Tensor, name: string): tf.Tensor {
-  const w = model.params[`${name}.weight`];
+  const w = weightOf(model, `${name}.weight`);
   if (!w) throw new Error(`The model has no parameter ${name}.weight.`);
   const b = model.params[`${name}.bias`];
   const inDim = x.shape[x.shape.length - 1];
@@ -605,6 +622,8 @@ export interface Qwen2ModelOptions {
   dir?: string;
   /** The backend name to report (default: the active one). */
   backend?: string;
+  /** Frozen weights kept at 2 bytes per value (see `loadModel`'s `weightsDtype`). */
+  half?: Record<string, HalfWeight>;
 }
 
 /**
@@ -618,8 +637,10 @@ export class Qwen2Model implements CausalLM {
   readonly dir?: string;
   /** The tfjs backend in use. */
   readonly backend: string;
-  /** All parameters as float32 variables under Hub names. */
+  /** All parameters as float32 variables under Hub names (those in `half` excepted). */
   readonly params: Record<string, tf.Variable>;
+  /** Frozen weights kept at 2 bytes per value, by Hub name. */
+  readonly half: Record<string, HalfWeight>;
   /** LoRA adapters keyed by module name. */
   lora: Record<string, LoraAdapter> = {};
   /** When false, adapters are ignored. */
@@ -631,6 +652,7 @@ export class Qwen2Model implements CausalLM {
   constructor(config: ModelConfig, params: Record<string, tf.Variable>, options: Qwen2ModelOptions = {}) {
     this.config = config;
     this.params = params;
+    this.half = options.half ?? {};
     this.dir = options.dir;
     this.backend = options.backend ?? tf.getBackend();
   }
@@ -783,6 +805,7 @@ export class Qwen2Model implements CausalLM {
   /** Free every tensor the model holds (parameters and adapters). */
   dispose(): void {
     for (const v of Object.values(this.params)) v.dispose();
+    for (const h of Object.values(this.half)) h.packed.dispose();
     for (const a of Object.values(this.lora)) {
       a.A.dispose();
       a.B.dispose();
@@ -795,10 +818,31 @@ export class Qwen2Model implements CausalLM {
 export async function loadQwen2(
   dir: string,
   config: ModelConfig,
-  _options: LoadModelOptions = {},
+  options: LoadModelOptions = {},
 ): Promise<Qwen2Model> {
-  const params = await loadTensors(dir, expectedParams(config));
-  return new Qwen2Model(config, params, { dir, backend: tf.getBackend() });
+  const { params, half } = await loadWeights(dir, expectedParams(config), {
+    weightsDtype: checkWeightsDtype(options.weightsDtype),
+    half: isHalfCandidate,
+  });
+  return new Qwen2Model(config, params, { dir, backend: tf.getBackend(), half });
+}
+
+/**
+ * Which weights `weightsDtype` keeps at 2 bytes: the matrices of the decoder layers and of the vision
+ * tower. The embedding and the head stay float32: widening a 151936-row matrix per decoding step would
+ * cost more than the layers themselves; norms and biases are too small to matter.
+ */
+export function isHalfCandidate(name: string, shape: number[]): boolean {
+  return shape.length >= 2 && name.endsWith(".weight") && name !== "model.embed_tokens.weight" &&
+    name !== "lm_head.weight";
+}
+
+/** `loadModel`'s `weightsDtype`, checked (undefined = float32). */
+export function checkWeightsDtype(d: string | undefined): "float32" | "bfloat16" | "float16" | undefined {
+  if (d === undefined || (WEIGHTS_DTYPES as readonly string[]).includes(d)) {
+    return d as "float32" | "bfloat16" | "float16" | undefined;
+  }
+  throw new Error(`loadModel option weightsDtype '${d}' is not one of ${WEIGHTS_DTYPES.join(", ")}.`);
 }
 
 registerArchitecture("qwen2", loadQwen2);

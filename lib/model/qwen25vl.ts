@@ -19,9 +19,11 @@
 import { tf } from "../util/deps.ts";
 import type { ForwardOptions, GenerateOptions, GenerateResult, ModelConfig } from "./types.ts";
 import {
+  checkWeightsDtype,
   decoderForward,
   embedTokens,
   expectedParams,
+  isHalfCandidate,
   type KVCache,
   type PrefillResult,
   Qwen2Model,
@@ -29,12 +31,13 @@ import {
   ropeCosSin,
   toIdTensor,
   toMaskTensor,
+  weightOf,
 } from "./qwen2.ts";
 import { generate } from "./generate.ts";
 import { type RopeIndex, ropeIndex } from "./mrope.ts";
 import { injectiveGather, visionExpectedParams, visionForward } from "./vision.ts";
 import { type LoadModelOptions, registerArchitecture } from "./registry.ts";
-import { loadTensors } from "./weights.ts";
+import { loadWeights } from "./weights.ts";
 
 /** What {@linkcode Qwen25VLModel.ropeIndex} returns. */
 export interface VLRopeIndex {
@@ -90,7 +93,9 @@ export class Qwen25VLModel extends Qwen2Model {
    * ```
    */
   encodeImages(pixelValues: tf.Tensor2D, imageGridThw: number[][]): tf.Tensor2D {
-    return visionForward(this.params, this.config.vision!, pixelValues, imageGridThw, { eps: 1e-6 });
+    return visionForward((name) => weightOf(this, name), this.config.vision!, pixelValues, imageGridThw, {
+      eps: 1e-6,
+    });
   }
 
   /**
@@ -289,14 +294,17 @@ export function vlExpectedParams(config: ModelConfig): Record<string, number[]> 
 export async function loadQwen25VL(
   dir: string,
   config: ModelConfig,
-  _options: LoadModelOptions = {},
+  options: LoadModelOptions = {},
 ): Promise<Qwen25VLModel> {
   if (!config.vision) {
     throw new Error(`Config ${dir}/config.json has model_type ${config.modelType} but no vision_config.`);
   }
   if (config.imageTokenId === undefined) throw new Error(`Config ${dir}/config.json has no image_token_id.`);
-  const params = await loadTensors(dir, vlExpectedParams(config));
-  return new Qwen25VLModel(config, params, { dir, backend: tf.getBackend() });
+  const { params, half } = await loadWeights(dir, vlExpectedParams(config), {
+    weightsDtype: checkWeightsDtype(options.weightsDtype),
+    half: isHalfCandidate,
+  });
+  return new Qwen25VLModel(config, params, { dir, backend: tf.getBackend(), half });
 }
 
 registerArchitecture("qwen2_5_vl", loadQwen25VL);

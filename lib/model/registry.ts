@@ -11,6 +11,13 @@ import type { CausalLM, ModelConfig } from "./types.ts";
 export interface LoadModelOptions {
   /** tfjs backend (`auto`, `tensorflow`, `wasm`, `webgpu`, `cpu`); default `MEDTHINK_BACKEND`, else `auto`. */
   backend?: string;
+  /**
+   * How to keep the weights that are not trained: `float32` (default), or `bfloat16` / `float16` at 2
+   * bytes each, widened to float32 per layer as it runs (every linear weight of the decoder layers and
+   * of the vision tower; embeddings, head, norms and biases stay float32). Such weights cannot be
+   * trained: use LoRA (or inference) with them.
+   */
+  weightsDtype?: "float32" | "bfloat16" | "float16";
 }
 
 /** Builds a model of one `model_type` from a checkpoint folder and its parsed config (backend already selected). */

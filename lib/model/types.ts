@@ -101,6 +101,19 @@ export interface LoraAdapter {
   scale: number;
 }
 
+/**
+ * A frozen weight kept at 2 bytes per value (`loadModel`'s `weightsDtype`): int32 words holding two
+ * 16-bit codes each (element `2i` in the low half), widened to float32 just before each use.
+ */
+export interface HalfWeight {
+  /** `[size / 2]` int32 words. */
+  packed: tf.Tensor1D;
+  /** The logical shape. */
+  shape: number[];
+  /** Which 16-bit format the codes are. */
+  dtype: "bfloat16" | "float16";
+}
+
 /** Options of one forward pass. */
 export interface ForwardOptions {
   /** `[B, T]` 1 = real token, 0 = padding. Default all ones. */
@@ -155,6 +168,11 @@ export interface CausalLM {
   readonly backend: string;
   /** All parameters as float32 variables under their Hub names (`model.layers.0.self_attn.q_proj.weight`, ...). */
   readonly params: Record<string, tf.Variable>;
+  /**
+   * Frozen weights kept at 2 bytes per value (loaded with `weightsDtype` `bfloat16`/`float16`), by Hub
+   * name; these names are then not in `params`. Absent or empty for a float32 model.
+   */
+  readonly half?: Record<string, HalfWeight>;
   /** LoRA adapters keyed by module name (`model.layers.0.self_attn.q_proj`); empty when none. */
   lora: Record<string, LoraAdapter>;
   /** When false, adapters are ignored (the reference model of GRPO with LoRA). */

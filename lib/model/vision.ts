@@ -327,7 +327,7 @@ export interface VisionForwardOptions {
  * ```
  */
 export function visionForward(
-  params: Record<string, tf.Tensor>,
+  params: Record<string, tf.Tensor> | ((name: string) => tf.Tensor | undefined),
   config: VisionConfig,
   pixelValues: tf.Tensor2D,
   gridThw: number[][],
@@ -344,7 +344,7 @@ export function visionForward(
   }
   checkGrid(gridThw, config, pixelValues.shape[0]);
   const p = (name: string): tf.Tensor => {
-    const t = params[prefix + name];
+    const t = typeof params === "function" ? params(prefix + name) : params[prefix + name];
     if (!t) throw new Error(`The vision tower parameter '${prefix + name}' is missing.`);
     return t;
   };
@@ -373,21 +373,38 @@ export function visionForward(
     for (let i = 0; i < config.depth; i++) {
       const b = `blocks.${i}.`;
       const plan = config.fullattBlockIndexes.includes(i) ? fullPlan : windowPlan;
-      const h = rmsNorm(x, p(b + "norm1.weight"), eps);
-      const qkv = linear(h, p(b + "attn.qkv.weight"), p(b + "attn.qkv.bias"));
-      const [q, k, v] = tf.split(qkv, 3, 1) as tf.Tensor2D[];
-      const attn = segmentAttention(rope(q), rope(k), v, plan, heads, options.maxAttentionScores ?? 2 ** 25);
-      x = tf.add(x, linear(attn, p(b + "attn.proj.weight"), p(b + "attn.proj.bias")));
-      const h2 = rmsNorm(x, p(b + "norm2.weight"), eps);
-      const gate = activation(
-        config.hiddenAct,
-        linear(h2, p(b + "mlp.gate_proj.weight"), p(b + "mlp.gate_proj.bias")),
-      );
-      const up = linear(h2, p(b + "mlp.up_proj.weight"), p(b + "mlp.up_proj.bias"));
-      x = tf.add(
-        x,
-        linear(tf.mul(gate, up) as tf.Tensor2D, p(b + "mlp.down_proj.weight"), p(b + "mlp.down_proj.bias")),
-      );
+      const xIn = x;
+      // One tidy per block (as the decoder's per layer): a block's activations (and its weights, when
+      // widened from 2 bytes) are freed when it is done, not after all 32 blocks; memory then grows with
+      // one block's activations, linear in the patches for the windowed blocks. A gradient tape keeps
+      // what its backward pass needs by itself.
+      x = tf.tidy(() => {
+        const h = rmsNorm(xIn, p(b + "norm1.weight"), eps);
+        const qkv = linear(h, p(b + "attn.qkv.weight"), p(b + "attn.qkv.bias"));
+        const [q, k, v] = tf.split(qkv, 3, 1) as tf.Tensor2D[];
+        const attn = segmentAttention(
+          rope(q),
+          rope(k),
+          v,
+          plan,
+          heads,
+          options.maxAttentionScores ?? 2 ** 25,
+        );
+        const mid = tf.add(
+          xIn,
+          linear(attn, p(b + "attn.proj.weight"), p(b + "attn.proj.bias")),
+        ) as tf.Tensor2D;
+        const h2 = rmsNorm(mid, p(b + "norm2.weight"), eps);
+        const gate = activation(
+          config.hiddenAct,
+          linear(h2, p(b + "mlp.gate_proj.weight"), p(b + "mlp.gate_proj.bias")),
+        );
+        const up = linear(h2, p(b + "mlp.up_proj.weight"), p(b + "mlp.up_proj.bias"));
+        return tf.add(
+          mid,
+          linear(tf.mul(gate, up) as tf.Tensor2D, p(b + "mlp.down_proj.weight"), p(b + "mlp.down_proj.bias")),
+        ) as tf.Tensor2D;
+      });
     }
     if (options.returnLastHidden) return injectiveGather(x, inverse, order);
     const merged = tf.reshape(rmsNorm(x, p("merger.ln_q.weight"), eps), [N / unit, D * unit]) as tf.Tensor2D;
