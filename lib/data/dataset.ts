@@ -21,6 +21,8 @@
  * @module
  */
 import { arquero } from "../util/deps.ts";
+import { hubDatasetFiles } from "../hub/datasets.ts";
+import { parseHubRef } from "../hub/resolve.ts";
 import { decodeImage, imageBytes, sniffImageFormat } from "./images.ts";
 import { asText, fileTypeOf, type RawRecord, readRecords } from "./readers.ts";
 import type { ImageRef, Row } from "./types.ts";
@@ -73,6 +75,8 @@ export interface LoadDatasetOptions {
   onBadRow?: "error" | "skip";
   /** For a folder: load only files named `<split>.<ext>` or `<split>-*.<ext>` (Hugging Face shards). */
   split?: string;
+  /** For a Hub dataset (`hf://datasets/ORG/NAME`): the config (its top folder; default `data/`). */
+  config?: string;
   /** `datasetName` for rows whose data names none (default: the file's folder name; PubMedQA: `pubmedqa`). */
   datasetName?: string;
   /** PubMedQA: append the abstract's contexts to the question. Default true. */
@@ -632,6 +636,12 @@ export async function loadDataset(
   pathOrPaths: string | string[],
   options: LoadDatasetOptions = {},
 ): Promise<Table> {
+  if (typeof pathOrPaths === "string" && parseHubRef(pathOrPaths)) {
+    // A Hub dataset: its files come from the Hugging Face cache (downloaded there when missing).
+    const { config, ...rest } = options;
+    const hub = await hubDatasetFiles(pathOrPaths, { split: options.split, config });
+    return await loadDataset(hub.files, { ...rest, datasetName: options.datasetName ?? hub.name });
+  }
   const files = expandPaths(pathOrPaths, options.split);
   const onBad = options.onBadRow ?? "error";
   if (onBad !== "error" && onBad !== "skip") {

@@ -12,6 +12,7 @@
  * @module
  */
 import { importLenmlQwen3, transformers } from "../util/deps.ts";
+import { resolveModelDir } from "../hub/models.ts";
 
 /** A content part of a chat message: text, or an image / video placeholder. */
 export interface ChatContentPart {
@@ -438,7 +439,8 @@ function configureOffline(): void {
 
 /**
  * Loads a tokenizer: the model folder's own when `dir` holds `tokenizer.json` + `tokenizer_config.json`,
- * else the embedded Qwen2.5 default (written once to the cache). Nothing is read over the network.
+ * else the embedded Qwen2.5 default (written once to the cache). A Hub id (`org/name[@revision]`) names
+ * a model in the Hugging Face cache, whose tokenizer files are downloaded there when missing.
  *
  * @example
  * ```ts
@@ -452,6 +454,7 @@ export async function loadTokenizer(dir?: string, options: LoadTokenizerOptions 
   configureOffline();
   let embedded = true;
   let source = options.cacheDir ?? defaultTokenizerCacheDir();
+  if (dir !== undefined) dir = await resolveModelDir(dir, { purpose: "tokenizer" });
   if (dir !== undefined) {
     let isDir = false;
     try {

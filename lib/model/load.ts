@@ -17,6 +17,7 @@ import { widenHalf } from "./weights.ts";
 import "./architectures.ts"; // each built-in architecture adds itself to the registry
 import { ensureTinyModel, TINY_MODEL_NAME } from "./tiny.ts";
 import { ensureTinyVLModel, QWEN25VL_PREPROCESSOR, TINY_VL_MODEL_NAME } from "./tiny_vl.ts";
+import { resolveModelDir } from "../hub/models.ts";
 
 export {
   architectureFor,
@@ -31,7 +32,8 @@ export { loadQwen2 } from "./qwen2.ts";
  * Load a checkpoint folder (Hub layout: `config.json` + `model.safetensors` or shards with
  * `model.safetensors.index.json`) into float32 variables on the chosen backend.
  * `"medthink-tiny"` names the embedded default model (created in the cache on first use),
- * `"medthink-tiny-vl"` the embedded vision-language default.
+ * `"medthink-tiny-vl"` the embedded vision-language default. A Hub id (`org/name`, `org/name@revision`)
+ * names a model in the Hugging Face cache, downloaded there when missing; a folder that exists wins.
  *
  * @example
  * ```ts ignore
@@ -44,6 +46,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   await useBackend(options.backend);
   if (dir === TINY_MODEL_NAME) dir = await ensureTinyModel();
   if (dir === TINY_VL_MODEL_NAME) dir = await ensureTinyVLModel();
+  dir = await resolveModelDir(dir);
   const config = await readConfig(dir);
   const loader = architectureFor(config.modelType);
   if (!loader) {
