@@ -58,12 +58,15 @@ export function missingWeights(dir: string): string[] {
 }
 
 function modelPlan(ref: string, weights: boolean): SnapshotPlan {
+  let listed: string[] | undefined;
   return {
-    select: (files) => modelFiles(files, weights),
+    select: (files) => (listed = modelFiles(files, weights)),
     missing(dir) {
       const need = has(dir, "config.json") ? [] : ["config.json"];
       if (weights) return [...need, ...missingWeights(dir)];
-      // The tokenizer: its two files when the snapshot has no tokenizer file yet.
+      // The tokenizer, from the cache alone: its two files unless the snapshot has a tokenizer file. After
+      // the listing: the tokenizer files the repository has (none: loadTokenizer uses its embedded default).
+      if (listed) return [...need, ...listed.filter((f) => !has(dir, f))];
       const tok = listFiles(dir).some((f) => TOKENIZER_FILES.includes(f));
       return tok ? need : [...need, "tokenizer.json", "tokenizer_config.json"];
     },
