@@ -190,3 +190,15 @@ export type {
   EngineSampling,
 } from "./lib/engine/types.ts";
 export type { RemotePolicy } from "./lib/engine/policy_sync.ts";
+
+// Models and datasets by Hub id, through the Hugging Face cache (lib/hub; owner: hub).
+export { hubCacheDir, hubOffline } from "./lib/hub/cache.ts";
+export { filterFiles, snapshotDownload } from "./lib/hub/download.ts";
+export { resolveModelDir } from "./lib/hub/models.ts";
+export { hubDatasetFiles, selectDatasetFiles } from "./lib/hub/datasets.ts";
+export { formatHubRef, parseHubRef } from "./lib/hub/resolve.ts";
+export { hubEndpoint, hubToken } from "./lib/hub/api.ts";
+export type { SnapshotDownloadOptions } from "./lib/hub/download.ts";
+export type { ResolveModelOptions } from "./lib/hub/models.ts";
+export type { HubDatasetFiles, HubDatasetOptions } from "./lib/hub/datasets.ts";
+export type { HubRef } from "./lib/hub/resolve.ts";
