@@ -18,12 +18,16 @@
  * the op (`tf.matMul`), not on the kernel, so they are unaffected (their products qualify or not on
  * their own shapes).
  *
- * `useBackend("webgpu")` installs it unless `MEDTHINK_WEBGPU_MATMUL=tfjs`;
- * `MEDTHINK_WEBGPU_MATMUL_MAX_M` changes the row threshold.
+ * The same kernel runs the products with more rows (and those with `transposeA`) through the tiled
+ * program of lib/model/webgpu_tiled.ts.
+ *
+ * `useBackend("webgpu")` installs both unless `MEDTHINK_WEBGPU_MATMUL=tfjs` (neither) or `=small` (only
+ * the small-M program); `MEDTHINK_WEBGPU_MATMUL_MAX_M` changes the row threshold.
  *
  * @module
  */
 import { tf } from "../util/deps.ts";
+import { runTiled, tiledPlan } from "./webgpu_tiled.ts";
 
 /** Default largest M (rows of `a`, batch folded in where `b` has none) that the program takes. */
 export const SMALL_MATMUL_MAX_M = 32;
@@ -328,6 +332,11 @@ export interface SmallMatMulOptions {
    * program takes (default: `MEDTHINK_WEBGPU_MATMUL_MAX_M`, else {@linkcode SMALL_MATMUL_MAX_M}).
    */
   maxM?: number;
+  /**
+   * Whether the products the small-M program does not take run the tiled program of
+   * lib/model/webgpu_tiled.ts (default: true, unless `MEDTHINK_WEBGPU_MATMUL=small`).
+   */
+  tiled?: boolean;
 }
 
 /** Options of {@linkcode smallMatMulApplies}: the product's transposes, as `tf.matMul` takes them. */
@@ -404,7 +413,8 @@ let original: ReturnType<typeof tf.getKernel> | null = null;
 
 /**
  * Register the small-M program over tfjs-webgpu's `BatchMatMul` kernel: products that qualify
- * ({@linkcode smallMatMulApplies}) run it, every other call the original kernel. Returns whether it
+ * ({@linkcode smallMatMulApplies}) run it, other float32 products the tiled program
+ * (lib/model/webgpu_tiled.ts, unless `tiled` is false), every other call the original kernel. Returns whether it
  * is installed now. Does nothing when `MEDTHINK_WEBGPU_MATMUL=tfjs` (unless `opts` is given: the
  * bench switches it on and off), or when the webgpu backend's kernels are not registered.
  *
@@ -418,6 +428,7 @@ let original: ReturnType<typeof tf.getKernel> | null = null;
 export function installSmallMatMul(opts?: SmallMatMulOptions): boolean {
   if (!opts && envVar("MEDTHINK_WEBGPU_MATMUL") === "tfjs") return false;
   const maxM = maxRows(opts ?? {});
+  const tiled = opts?.tiled ?? envVar("MEDTHINK_WEBGPU_MATMUL") !== "small";
   uninstallSmallMatMul();
   const kernel = tf.getKernel("BatchMatMul", "webgpu");
   if (!kernel) return false;
@@ -432,6 +443,8 @@ export function installSmallMatMul(opts?: SmallMatMulOptions): boolean {
       if (a.dtype === "float32" && b.dtype === "float32") {
         const p = plan(a.shape, b.shape, attrs.transposeA, attrs.transposeB, maxM);
         if (p) return run(p, a, b, backend) as never;
+        const t = tiled ? tiledPlan(a.shape, b.shape, attrs.transposeA, attrs.transposeB) : null;
+        if (t) return runTiled(t, a, b, backend) as never;
       }
       return fallback(args);
     },

@@ -1,0 +1,319 @@
+/**
+ * Fused WGSL programs for what a decoder layer does between its matrix products, on tfjs-webgpu: each
+ * replaces several tfjs kernels (one dispatch each, plus the intermediate tensors) by one dispatch.
+ *
+ * - RMSNorm with its weight: one workgroup per row (tf ops: square, mean, add, rsqrt, mul, mul: 6).
+ * - SwiGLU `silu(gate) * up` (tf ops: sigmoid, mul, mul: 3).
+ * - Rotary embedding `x cos + [x2, x1] sinSigned`, factors broadcast over heads (split, concat, mul, mul,
+ *   add: 5).
+ * - Attention `softmax(q kᵀ + bias) v` for a layer, keys and values in place (the KV cache included):
+ *   one workgroup per query row walks the keys in chunks of 64 with an online softmax (a running maximum
+ *   and sum, rescaling the accumulated output as in FlashAttention), so that no `[rows, keys]` score
+ *   matrix is ever written. The same program serves a decode step (one row per query head) and a
+ *   prefill (every row); for long prefills a version that tiles queries too (each key read once per
+ *   tile of rows, not per row) would read K and V less often: not written.
+ *
+ * These are the forward passes only; lib/model/fused.ts wraps them with gradients made of tf ops and
+ * falls back to plain tf ops on other backends. All float32.
+ *
+ * @module
+ */
+import { tf } from "../util/deps.ts";
+
+// The parts of tfjs-webgpu's types used here, written out: the package is imported only by
+// lib/model/backend.ts, when the webgpu backend is chosen.
+interface TensorInfo {
+  dataId: object;
+  shape: number[];
+  dtype: string;
+}
+interface Uniform {
+  type: "int32" | "float32";
+  data: number[];
+}
+interface WebGPUBackendLike {
+  runWebGPUProgram(program: object, inputs: TensorInfo[], dtype: string, uniforms?: Uniform[]): TensorInfo;
+}
+
+/** Threads per workgroup of the elementwise programs. */
+const EW = 256;
+/** Workgroups along x before an elementwise dispatch wraps into y. */
+const EW_X = 32768;
+/** WebGPU's guaranteed maximum of workgroups per dispatch dimension. */
+const MAX_DISPATCH = 65535;
+/** Keys per chunk of the attention program (= its threads). */
+const ATT_WG = 64;
+/** Largest head dimension of the attention program (4 output values per thread). */
+export const ATTENTION_MAX_HEAD_DIM = 4 * ATT_WG;
+
+/** A program of this module: tfjs-webgpu's `WebGPUProgram` interface, duck-typed. */
+class Program {
+  outputShape: number[];
+  // Flat: tfjs calls `main(globalIndex)`; the programs compute their own indices from the workgroup ids.
+  dispatchLayout = { x: [0] };
+  dispatch: [number, number, number];
+  workgroupSize: [number, number, number];
+  uniforms: string;
+  shaderKey: string;
+
+  constructor(
+    public variableNames: string[],
+    outputShape: number[],
+    dispatch: [number, number, number],
+    workgroup: number,
+    uniforms: string,
+    key: string,
+    private code: string,
+  ) {
+    this.outputShape = outputShape;
+    this.dispatch = dispatch;
+    this.workgroupSize = [workgroup, 1, 1];
+    this.uniforms = uniforms;
+    this.shaderKey = key;
+  }
+
+  getUserCode(): string {
+    return this.code;
+  }
+}
+
+function backend(): WebGPUBackendLike {
+  if (tf.getBackend() !== "webgpu") {
+    throw new Error(`The fused programs run on the 'webgpu' backend, not on '${tf.getBackend()}'.`);
+  }
+  return tf.backend() as unknown as WebGPUBackendLike;
+}
+
+function run(program: Program, inputs: tf.Tensor[], uniforms: Uniform[]): tf.Tensor {
+  const out = backend().runWebGPUProgram(program, inputs as unknown as TensorInfo[], "float32", uniforms);
+  return tf.engine().makeTensorFromTensorInfo(out as never, tf.backend());
+}
+
+/** Workgroups for `n` elementwise outputs, wrapped into y past {@linkcode EW_X}. */
+function ewDispatch(n: number): [number, number, number] {
+  const groups = Math.max(1, Math.ceil(n / EW));
+  const x = Math.min(groups, EW_X);
+  return [x, Math.ceil(groups / x), 1];
+}
+
+const EW_INDEX = `let i = i32((workgroupId.y * numWorkgroups.x + workgroupId.x) * ${EW}u + localIndex);`;
+
+function float32(t: tf.Tensor, what: string): void {
+  if (t.dtype !== "float32") throw new Error(`${what} must be float32, not ${t.dtype}.`);
+}
+
+/**
+ * `w * x / sqrt(mean(x²) + eps)` over the last axis of `x`, in one dispatch (`w`: `[H]`). Rows past
+ * 65535 are an error: callers split them (lib/model/fused.ts falls back to tf ops).
+ */
+export function rmsNormProgram(x: tf.Tensor, w: tf.Tensor, eps: number): tf.Tensor {
+  float32(x, "rmsNorm's input");
+  const h = x.shape[x.shape.length - 1];
+  const rows = x.size / h;
+  if (w.size !== h) throw new Error(`rmsNorm's weight has ${w.size} values, the input's rows ${h}.`);
+  if (rows > MAX_DISPATCH) throw new Error(`rmsNormProgram takes at most ${MAX_DISPATCH} rows, not ${rows}.`);
+  const wg = 64;
+  const code = `
+    var<workgroup> part : array<f32, ${wg}>;
+    fn main(gIndex : i32) {
+      let t = i32(localId.x);
+      let base = i32(workgroupId.x) * uniforms.h;
+      var s = 0.0;
+      for (var j = t; j < uniforms.h; j += ${wg}) {
+        let v = f32(X[base + j]);
+        s += v * v;
+      }
+      part[t] = s;
+      workgroupBarrier();
+      for (var o = ${wg / 2}; o > 0; o = o / 2) {
+        if (t < o) { part[t] += part[t + o]; }
+        workgroupBarrier();
+      }
+      let r = inverseSqrt(part[0] / f32(uniforms.h) + uniforms.eps);
+      for (var j = t; j < uniforms.h; j += ${wg}) {
+        result[base + j] = f32(W[j]) * (f32(X[base + j]) * r);
+      }
+    }`;
+  const p = new Program(["X", "W"], x.shape, [rows, 1, 1], wg, "h : i32, eps : f32,", "fusedRmsNorm", code);
+  return run(p, [x, w], [{ type: "int32", data: [h] }, { type: "float32", data: [eps] }]);
+}
+
+/** `gate * sigmoid(gate) * up` (same shapes), in one dispatch. */
+export function swigluProgram(gate: tf.Tensor, up: tf.Tensor): tf.Tensor {
+  float32(gate, "swiglu's gate");
+  if (!tf.util.arraysEqual(gate.shape, up.shape)) {
+    throw new Error(`swiglu's gate [${gate.shape}] and up [${up.shape}] must have one shape.`);
+  }
+  const code = `
+    fn main(gIndex : i32) {
+      ${EW_INDEX}
+      if (i < uniforms.n) {
+        let g = f32(G[i]);
+        result[i] = g / (1.0 + exp(-g)) * f32(U[i]);
+      }
+    }`;
+  const p = new Program(["G", "U"], gate.shape, ewDispatch(gate.size), EW, "n : i32,", "fusedSwiglu", code);
+  return run(p, [gate, up], [{ type: "int32", data: [gate.size] }]);
+}
+
+/**
+ * Rotary embedding `x * cos + [x2, x1] * sinSigned` for `x` `[B, heads, T, D]` and factors
+ * `[B, 1, Tf, D]` with Tf = T, or Tf = 1 (broadcast over axes 1 and 2, as a decode step's
+ * `[B, KV, G, D]` queries), in one dispatch.
+ */
+export function rotaryProgram(x: tf.Tensor4D, cos: tf.Tensor, sinSigned: tf.Tensor): tf.Tensor4D {
+  float32(x, "applyRotary's input");
+  const [b, heads, t, d] = x.shape;
+  const tf_ = cos.shape[2];
+  const ok = cos.rank === 4 && tf.util.arraysEqual(cos.shape, sinSigned.shape) && cos.shape[0] === b &&
+    cos.shape[1] === 1 && (tf_ === t || tf_ === 1) && cos.shape[3] === d && d % 2 === 0;
+  if (!ok) {
+    throw new Error(
+      `applyRotary takes x [B, heads, T, D] and factors [B, 1, T or 1, D], not [${x.shape}] and [${cos.shape}].`,
+    );
+  }
+  const code = `
+    fn main(gIndex : i32) {
+      ${EW_INDEX}
+      if (i < uniforms.n) {
+        let d = i % uniforms.d;
+        let row = i / uniforms.d;
+        let t = row % uniforms.t;
+        let b = row / (uniforms.t * uniforms.heads);
+        let f = (b * uniforms.tf + t % uniforms.tf) * uniforms.d + d;
+        let half = uniforms.d / 2;
+        var partner = i + half;
+        if (d >= half) { partner = i - half; }
+        result[i] = f32(X[i]) * f32(C[f]) + f32(X[partner]) * f32(S[f]);
+      }
+    }`;
+  const p = new Program(
+    ["X", "C", "S"],
+    x.shape,
+    ewDispatch(x.size),
+    EW,
+    "n : i32, d : i32, t : i32, heads : i32, tf : i32,",
+    "fusedRotary",
+    code,
+  );
+  return run(p, [x, cos, sinSigned], [
+    { type: "int32", data: [x.size] },
+    { type: "int32", data: [d] },
+    { type: "int32", data: [t] },
+    { type: "int32", data: [heads] },
+    { type: "int32", data: [tf_] },
+  ]) as tf.Tensor4D;
+}
+
+/**
+ * `softmax(q kᵀ + bias) v` per key/value head, in one dispatch: `q` `[B, KV, R, D]` (R = G·T rows: the G
+ * query heads of a group stacked along the rows, row r being query position `r mod T`), `k` and `v`
+ * `[B, KV, S, D]`, `bias` `[B, 1, T, S]` (additive: 0 or -1e9). Returns `[B, KV, R, D]`. The scale
+ * 1/sqrt(D) is the caller's (folded into q).
+ */
+export function attentionProgram(
+  q: tf.Tensor4D,
+  k: tf.Tensor4D,
+  v: tf.Tensor4D,
+  bias: tf.Tensor4D,
+): tf.Tensor4D {
+  float32(q, "attention's queries");
+  const [b, kv, r, d] = q.shape;
+  const s = k.shape[2];
+  const t = bias.shape[2];
+  const ok = tf.util.arraysEqual(k.shape, [b, kv, s, d]) && tf.util.arraysEqual(v.shape, [b, kv, s, d]) &&
+    tf.util.arraysEqual(bias.shape, [b, 1, t, s]) && r % t === 0 && d <= ATTENTION_MAX_HEAD_DIM &&
+    r <= MAX_DISPATCH && kv <= MAX_DISPATCH && b <= MAX_DISPATCH;
+  if (!ok) {
+    throw new Error(
+      `attention takes q [B, KV, R, D], k and v [B, KV, S, D], bias [B, 1, T, S] (R a multiple of T, ` +
+        `D <= ${ATTENTION_MAX_HEAD_DIM}), not [${q.shape}], [${k.shape}], [${v.shape}], [${bias.shape}].`,
+    );
+  }
+  const per = Math.ceil(d / ATT_WG); // output values per thread
+  const accs = Array.from({ length: per }, (_, c) => `var acc${c} = 0.0;`).join("\n");
+  const update = Array.from({ length: per }, (_, c) => `
+        {
+          let dd = tid + ${c * ATT_WG};
+          if (dd < D) {
+            var o = acc${c} * scale;
+            for (var j = 0; j < cn; j++) { o += ps[j] * f32(V[kvBase + (c0 + j) * D + dd]); }
+            acc${c} = o;
+          }
+        }`).join("");
+  const write = Array.from({ length: per }, (_, c) => `
+      {
+        let dd = tid + ${c * ATT_WG};
+        if (dd < D) { result[qBase + dd] = acc${c} / l; }
+      }`).join("");
+  const code = `
+    var<workgroup> qs : array<f32, ${ATTENTION_MAX_HEAD_DIM}>;
+    var<workgroup> ps : array<f32, ${ATT_WG}>;
+    var<workgroup> red : array<f32, ${ATT_WG}>;
+    fn main(gIndex : i32) {
+      let tid = i32(localId.x);
+      let row = i32(workgroupId.x);
+      let h = i32(workgroupId.y);
+      let bb = i32(workgroupId.z);
+      let D = uniforms.d;
+      let S = uniforms.s;
+      let qBase = ((bb * uniforms.kv + h) * uniforms.r + row) * D;
+      let kvBase = (bb * uniforms.kv + h) * S * D;
+      let biasBase = (bb * uniforms.t + row % uniforms.t) * S;
+      for (var j = tid; j < D; j += ${ATT_WG}) { qs[j] = f32(Q[qBase + j]); }
+      workgroupBarrier();
+      var m = -3.0e38;
+      var l = 0.0;
+      ${accs}
+      for (var c0 = 0; c0 < S; c0 += ${ATT_WG}) {
+        let cn = min(${ATT_WG}, S - c0);
+        // This thread's key: its score, with the bias added as tf.add would.
+        var sc = -3.0e38;
+        if (tid < cn) {
+          let kb = kvBase + (c0 + tid) * D;
+          var dotv = 0.0;
+          for (var j = 0; j < D; j++) { dotv += qs[j] * f32(K[kb + j]); }
+          sc = dotv + f32(BIAS[biasBase + c0 + tid]);
+        }
+        red[tid] = sc;
+        workgroupBarrier();
+        for (var o = ${ATT_WG / 2}; o > 0; o = o / 2) {
+          if (tid < o) { red[tid] = max(red[tid], red[tid + o]); }
+          workgroupBarrier();
+        }
+        let mNew = max(m, red[0]);
+        workgroupBarrier();
+        var p = 0.0;
+        if (tid < cn) { p = exp(sc - mNew); }
+        ps[tid] = p;
+        red[tid] = p;
+        workgroupBarrier();
+        for (var o = ${ATT_WG / 2}; o > 0; o = o / 2) {
+          if (tid < o) { red[tid] += red[tid + o]; }
+          workgroupBarrier();
+        }
+        let scale = exp(m - mNew);
+        l = l * scale + red[0];
+        m = mNew;
+        ${update}
+        workgroupBarrier();
+      }
+      ${write}
+    }`;
+  const p = new Program(
+    ["Q", "K", "V", "BIAS"],
+    q.shape,
+    [r, kv, b],
+    ATT_WG,
+    "d : i32, s : i32, kv : i32, r : i32, t : i32,",
+    `fusedAttention_${per}`,
+    code,
+  );
+  return run(p, [q, k, v, bias], [
+    { type: "int32", data: [d] },
+    { type: "int32", data: [s] },
+    { type: "int32", data: [kv] },
+    { type: "int32", data: [r] },
+    { type: "int32", data: [t] },
+  ]) as tf.Tensor4D;
+}
