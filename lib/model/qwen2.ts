@@ -33,6 +33,14 @@ import type {
   LoraAdapter,
   ModelConfig,
 } from "./types.ts";
+import {
+  applyRotary,
+  attention as fusedAttention,
+  attentionFusable,
+  fusedOn,
+  rmsNorm as fusedRmsNorm,
+  swiglu,
+} from "./fused.ts";
 import { generate, type PrefillResult } from "./generate.ts";
 import type { KVCache } from "./kv_cache.ts";
 import { type LoadModelOptions, registerArchitecture } from "./registry.ts";
@@ -120,6 +128,7 @@ export function linearModules(config: ModelConfig): string[] {
 
 /** RMSNorm: `w * x / sqrt(mean(x^2) + eps)` over the last axis. */
 export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps: number): tf.Tensor {
+  if (fusedOn()) return fusedRmsNorm(x, weight, eps); // one dispatch on webgpu (lib/model/fused.ts)
   const variance = tf.mean(tf.square(x), -1, true);
   return tf.mul(weight, tf.mul(x, tf.rsqrt(tf.add(variance, eps))));
 }
@@ -374,6 +383,7 @@ function ropeFactors(cos3: tf.Tensor3D, sin3: tf.Tensor3D, headDim: number): Rop
  * is the same bits, with one kernel fewer). x `[B, heads, T, d]`, factors `[B, 1, T, d]`.
  */
 function applyRope(x: tf.Tensor4D, cos: tf.Tensor, sinSigned: tf.Tensor): tf.Tensor4D {
+  if (fusedOn()) return applyRotary(x, cos, sinSigned); // one dispatch on webgpu (lib/model/fused.ts)
   const d = x.shape[3];
   const [x1, x2] = tf.split(x, [d / 2, d / 2], 3);
   return tf.add(tf.mul(x, cos), tf.mul(tf.concat([x2, x1], 3), sinSigned)) as tf.Tensor4D;
@@ -442,7 +452,11 @@ function selfAttention(
   }
   const S = k.shape[2];
   let out: tf.Tensor;
-  if (T === 1) {
+  if (attentionFusable(q.shape)) {
+    // webgpu: scores, masked softmax and the values in one dispatch (lib/model/fused.ts), same layouts.
+    const context = fusedAttention(T === 1 ? q : tf.reshape(q, [B, KV, G * T, D]) as tf.Tensor4D, k, v, bias);
+    out = T === 1 ? context : tf.transpose(tf.reshape(context, [B, NH, T, D]), [0, 2, 1, 3]);
+  } else if (T === 1) {
     // Scores [B, KV, G, S]: the bias [B, 1, 1, S] broadcasts over groups and heads as it is.
     const probs = tf.softmax(tf.add(batchMatMul(q, k, true), bias)) as tf.Tensor4D;
     out = batchMatMul(probs, v);
@@ -460,7 +474,7 @@ function mlp(model: DecoderWeights, layer: number, x: tf.Tensor): tf.Tensor {
   const p = `model.layers.${layer}.mlp`;
   const gate = linear(model, x, `${p}.gate_proj`);
   const up = linear(model, x, `${p}.up_proj`);
-  return linear(model, tf.mul(tf.mul(gate, tf.sigmoid(gate)), up), `${p}.down_proj`);
+  return linear(model, swiglu(gate, up), `${p}.down_proj`); // silu(gate) * up: one dispatch on webgpu
 }
 
 /**
