@@ -22,7 +22,12 @@
 
 // Backends and tensors
 export { tf } from "./lib/util/deps.ts";
-export { BACKEND_NAMES, backendAvailable, backendUnavailableReason, useBackend } from "./lib/model/backend.ts";
+export {
+  BACKEND_NAMES,
+  backendAvailable,
+  backendUnavailableReason,
+  useBackend,
+} from "./lib/model/backend.ts";
 export type { UseBackendOptions } from "./lib/model/backend.ts";
 
 // Models
@@ -47,7 +52,12 @@ export { readSafetensors, readSafetensorsHeader, writeSafetensors } from "./lib/
 
 // Tokenizer and data
 export { expandImageTokens, loadTokenizer, Tokenizer } from "./lib/data/tokenizer.ts";
-export type { ChatContentPart, ChatMessage, ChatTemplateOptions, EncodedBatch } from "./lib/data/tokenizer.ts";
+export type {
+  ChatContentPart,
+  ChatMessage,
+  ChatTemplateOptions,
+  EncodedBatch,
+} from "./lib/data/tokenizer.ts";
 export { loadDataset, loadReport, tableRows } from "./lib/data/dataset.ts";
 export type { DatasetFormat, LoadDatasetOptions, LoadReport } from "./lib/data/dataset.ts";
 export type { ImageRef, Row } from "./lib/data/types.ts";
@@ -84,8 +94,23 @@ export { sft } from "./lib/train/sft.ts";
 export type { SftOptions, SftResult } from "./lib/train/sft.ts";
 export { groupAdvantages, grpoLoss, perTokenLogps } from "./lib/train/grpo_loss.ts";
 export type { GrpoBatch, GrpoLossOptions, GrpoLossType } from "./lib/train/grpo_loss.ts";
-export { grpo, GRPO_PRESETS, MEDVLTHINKER_GRPO } from "./lib/train/grpo.ts";
-export type { GrpoOptions, GrpoResult, GrpoStepMetrics } from "./lib/train/grpo.ts";
+export {
+  epochSampler,
+  grpo,
+  GRPO_DEFAULTS,
+  GRPO_PRESETS,
+  MEDVLTHINKER_GRPO,
+  resolveGrpoConfig,
+} from "./lib/train/grpo.ts";
+export type {
+  GrpoConfig,
+  GrpoOptions,
+  GrpoResult,
+  GrpoStepMetrics,
+  PromptSampler,
+} from "./lib/train/grpo.ts";
+export { describeConfig } from "./lib/train/trainer.ts";
+export type { StepLogger, StepMetrics, TrainResult } from "./lib/train/trainer.ts";
 
 // Probe, filter, evaluate
 export { probe } from "./lib/eval/probe.ts";

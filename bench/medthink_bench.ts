@@ -278,10 +278,10 @@ async function benchGrpo(a: Args): Promise<Record<string, unknown>> {
   const t0 = now();
   await grpo(clockedModel(model, clock), rows, {
     tokenizer: wordTokenizer,
-    prompt: (row) => row.question,
+    promptText: (row) => row.question,
     // Any non-constant reward (speed does not depend on the values).
     rewards: [["hash", (c: string) => (c.length * 2654435761 % 997) / 997]],
-    steps: 1,
+    maxSteps: 1,
     numGenerations: a.generations,
     promptsPerStep: a.prompts,
     miniBatchPrompts: a.prompts,
@@ -293,7 +293,7 @@ async function benchGrpo(a: Args): Promise<Record<string, unknown>> {
     lossType: "dapo",
     epsilonLow: 0.2,
     epsilonHigh: 0.2,
-    lr: 1e-6,
+    learningRate: 1e-6,
     weightDecay: 0.01,
     maxGradNorm: 1,
     // TRL skips the old-log-prob pass when generation and update are aligned (one iteration): so do we.
@@ -311,7 +311,7 @@ async function benchGrpo(a: Args): Promise<Record<string, unknown>> {
     generation_s: clock.gen,
     logprob_s: logprob,
     update_s: total - clock.gen - logprob,
-    generated_tokens: metrics ? metrics.completion_length_mean * a.prompts * a.generations : NaN,
+    generated_tokens: metrics ? metrics.completion_length * a.prompts * a.generations : NaN,
     completions: a.prompts * a.generations,
     micro: a.micro,
     metrics,

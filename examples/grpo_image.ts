@@ -20,7 +20,6 @@
  * @module
  */
 import {
-  buildPrompt,
   evaluate,
   type EvaluateOptions,
   grpo,
@@ -130,8 +129,15 @@ if (textOnly.length === 0) throw new Error(`${dataPath} holds no text-only quest
 // scaled down to two CPU cores: short completions, few prompts per step. The recipe's full sizes
 // are in examples/configs/grpo_image.yaml.
 const small: Partial<GrpoOptions> = args.quick
-  ? { steps: 2, numGenerations: 4, promptsPerStep: 4, microBatchSize: 16, maxNewTokens: 24 }
-  : { steps: 8, numGenerations: 8, promptsPerStep: 8, microBatchSize: 32, maxNewTokens: 48, lr: 1e-5 };
+  ? { maxSteps: 2, numGenerations: 4, promptsPerStep: 4, microBatchSize: 16, maxNewTokens: 24 }
+  : {
+    maxSteps: 8,
+    numGenerations: 8,
+    promptsPerStep: 8,
+    microBatchSize: 32,
+    maxNewTokens: 48,
+    learningRate: 1e-5,
+  };
 
 // Image questions for GRPO: benchmark rows after the evaluated ones, one at the head of each of the
 // first generation batches (unshuffled), so that those batches mix image and text rows.
@@ -163,14 +169,13 @@ const result = await grpo(model, grpoRows, {
   ...grpoConfig,
   images,
   tokenizer,
-  prompt: (row) => tokenizer.applyChatTemplate(buildPrompt(row), { addGenerationPrompt: true }),
   rewards: [namedReward("medvlthinker", rewardByName("medvlthinker"))],
-  outDir: out,
+  outputDir: out,
   progress: false,
   onStep: (m) =>
     console.log(
       `step ${m.step}  reward ${m.reward.toFixed(3)}  kl ${m.kl.toExponential(2)}  ` +
-        `length ${m.completion_length_mean.toFixed(1)}  clip ${m.clip_ratio_region.toFixed(3)}`,
+        `length ${m.completion_length.toFixed(1)}  clip ${m.clip_ratio.toFixed(3)}`,
     ),
 });
 console.log(

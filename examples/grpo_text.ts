@@ -98,8 +98,8 @@ const GRPO: Partial<GrpoOptions> = embedded
     microBatchSize: 64,
     maxNewTokens: 16,
     temperature: 1,
-    lr: 1e-3,
-    lrScheduleType: "constant",
+    learningRate: 1e-3,
+    lrSchedulerType: "constant",
     warmupRatio: 0.1,
     weightDecay: 0,
     maxGradNorm: 1,
@@ -112,7 +112,7 @@ const GRPO: Partial<GrpoOptions> = embedded
     epsilonHigh: 0.28,
     scaleRewards: "group",
     recomputeOldLogps: false,
-    steps: quick ? 4 : 90,
+    maxSteps: quick ? 4 : 90,
   }
   : {
     ...MEDVLTHINKER_GRPO,
@@ -120,7 +120,7 @@ const GRPO: Partial<GrpoOptions> = embedded
     promptsPerStep: 16,
     miniBatchPrompts: 8,
     microBatchSize: 8,
-    steps: 50,
+    maxSteps: 50,
   };
 for (const [k, v] of Object.entries(grpoConfig)) {
   if (k !== "max_seconds") (GRPO as Record<string, unknown>)[camel(k)] = v;
@@ -342,19 +342,19 @@ const snapshot = Object.fromEntries(Object.entries(model.params).map(([k, v]) =>
 
 // 2. GRPO.
 log(
-  `2/3 GRPO: up to ${GRPO.steps} steps or ${GRPO_SECONDS}s, ${GRPO.promptsPerStep} prompts x ${GRPO.numGenerations} completions, ` +
-    `lr ${GRPO.lr}, loss ${GRPO.lossType}, beta ${GRPO.beta}`,
+  `2/3 GRPO: up to ${GRPO.maxSteps} steps or ${GRPO_SECONDS}s, ${GRPO.promptsPerStep} prompts x ${GRPO.numGenerations} completions, ` +
+    `lr ${GRPO.learningRate}, loss ${GRPO.lossType}, beta ${GRPO.beta}`,
 );
 const grpoRows = [...train.slice(warmCursor), ...train.slice(0, warmCursor)];
 const grpoRun = await grpo(model, grpoRows, {
   shuffle: false, // the demo's rows are already random; real tables keep their curriculum order
   ...GRPO,
   tokenizer: tok,
-  prompt,
+  promptText: prompt,
   rewards: [["medvlthinker", medvlthinkerRewardFn, 1]],
   seed,
   maxSeconds: GRPO_SECONDS,
-  outDir: `${out}/grpo`,
+  outputDir: `${out}/grpo`,
 } as GrpoOptions);
 const evalGrpo = await evaluateHeldOut("grpo");
 log(`GRPO done: ${grpoRun.steps} steps in ${grpoRun.seconds.toFixed(0)}s; held-out ${describe(evalGrpo)}`);

@@ -50,14 +50,14 @@ Deno.test({
       };
       const base: GrpoOptions = {
         tokenizer,
-        prompt: (row) => tokenizer.applyChatTemplate(buildPrompt(row), { addGenerationPrompt: true }),
+        promptText: (row) => tokenizer.applyChatTemplate(buildPrompt(row), { addGenerationPrompt: true }),
         // a reward with spread: the character count of the completion, modulo 5
         rewards: [(text: string) => text.length % 5],
-        steps: 3,
+        maxSteps: 3,
         numGenerations: 3,
         promptsPerStep: 2,
         maxNewTokens: 5,
-        lr: 0.05,
+        learningRate: 0.05,
         beta: 0.04,
         seed: 7,
         progress: false,
@@ -82,7 +82,7 @@ Deno.test({
       notDeepStrictEqual(servedPerStep[2], servedPerStep[1]);
       // same seeds -> same completions -> the same losses and rewards as rollouts from model.generate
       const pick = (h: GrpoStepMetrics[]) =>
-        h.map((m) => [m.reward, m.reward_std, m.completion_length_mean, m.completion_length_max]);
+        h.map((m) => [m.reward, m.reward_std, m.completion_length, m.completion_length_max]);
       assertEquals(pick(remoteRun.history), pick(localRun.history));
       for (const [i, m] of remoteRun.history.entries()) {
         const want = localRun.history[i].loss;
@@ -231,9 +231,9 @@ Deno.test({
           };
           const run = await grpo(policy, rows, {
             tokenizer,
-            prompt: (row) => tokenizer.applyChatTemplate(buildPrompt(row), { addGenerationPrompt: true }),
+            promptText: (row) => tokenizer.applyChatTemplate(buildPrompt(row), { addGenerationPrompt: true }),
             rewards: [(text: string) => text.length % 5],
-            steps: 1,
+            maxSteps: 1,
             numGenerations: 3,
             promptsPerStep: 2,
             maxNewTokens: 4,

@@ -3,7 +3,7 @@
  * `grpo()` steps raise the probability of that set. Runs the whole loop (generation, rewards,
  * advantages, reference snapshot with beta > 0, mini-batches, micro-batch accumulation, metrics files).
  */
-import { ok as assert } from "node:assert/strict";
+import { ok as assert, rejects as assertRejects } from "node:assert/strict";
 import { tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
 import type { CausalLM } from "../lib/model/types.ts";
@@ -50,21 +50,21 @@ Deno.test("grpo raises the probability of rewarded tokens (1-token completions)"
   const out = await Deno.makeTempDir();
   const result = await grpo(model, rows, {
     tokenizer,
-    prompt: (r) => r.question,
+    promptText: (r) => r.question,
     rewards: [["good_token", (c: string) => (GOOD.has(Number(c)) ? 1 : 0), 1]],
-    steps: 6,
+    maxSteps: 6,
     numGenerations: 8,
     promptsPerStep: 8,
     miniBatchPrompts: 4, // 2 updates per step
     microBatchSize: 12, // accumulation over uneven micro-batches
     maxNewTokens: 1,
     temperature: 1,
-    lr: 2e-2,
+    learningRate: 2e-2,
     weightDecay: 0,
     beta: 0.04,
     lossType: "dapo",
     seed: 3,
-    outDir: out,
+    outputDir: out,
     progress: false,
     onStep: () => {
       liveAfterStep.push(tf.memory().numTensors);
@@ -88,10 +88,10 @@ Deno.test("grpo raises the probability of rewarded tokens (1-token completions)"
       "kl",
       "clip_ratio_low",
       "clip_ratio_high",
-      "completion_length_mean",
+      "completion_length",
       "truncated_ratio",
       "entropy",
-      "lr",
+      "learning_rate",
       "grad_norm",
       "gen_seconds",
       "train_seconds",
@@ -102,6 +102,16 @@ Deno.test("grpo raises the probability of rewarded tokens (1-token completions)"
     (await Deno.readTextFile(`${out}/completions.jsonl`)).trim().split("\n").length >= 6,
     "sampled completions",
   );
+  // The resolved configuration is written next to the outputs, functions described by name.
+  const config = JSON.parse(await Deno.readTextFile(`${out}/config.json`));
+  assert(result.files.config === `${out}/config.json`, JSON.stringify(result.files));
+  assert(config.trainer === "grpo" && config.learningRate === 2e-2 && config.maxSteps === 6, "config values");
+  assert(config.epsilonHigh === 0.2 && config.miniBatchPrompts === 4 && config.seed === 3, "derived values");
+  assert(
+    config.onStep === "[function onStep]" && config.tokenizer.encode === "[function encode]",
+    "functions",
+  );
+  assert(JSON.stringify(config.rewards).includes("good_token"), "rewards named");
   // The live tensor count must not grow from step to step (generation, reference swap, accumulation).
   assert(liveAfterStep.every((n) => n === liveAfterStep[0]), `live tensors per step: ${liveAfterStep}`);
   await Deno.remove(out, { recursive: true });
@@ -112,14 +122,14 @@ Deno.test("grpo drops zero-std groups and refills the batch; preset spells out t
   const model = await loadModel(DIR, { backend: "wasm" });
   const result = await grpo(model, rows, {
     tokenizer,
-    prompt: (r) => r.question,
+    promptText: (r) => r.question,
     // Rewards depend on the prompt only: every group is flat, so every round is dropped.
     rewards: [(_c: string, row: Row) => (row.id === "p1" ? 1 : 0)],
-    steps: 1,
+    maxSteps: 1,
     numGenerations: 2,
     promptsPerStep: 4,
     maxNewTokens: 1,
-    lr: 1e-3,
+    learningRate: 1e-3,
     beta: 0,
     dropZeroStdGroups: true,
     maxRefillRounds: 3,
@@ -129,7 +139,8 @@ Deno.test("grpo drops zero-std groups and refills the batch; preset spells out t
   assert(m.frac_reward_zero_std === 1 && m.updates === 0, JSON.stringify(m));
   const p = GRPO_PRESETS.medvlthinker;
   assert(
-    p.numGenerations === 8 && p.lr === 1e-6 && p.lossType === "dapo" && p.beta === 0.01 && p.klClamp === 10,
+    p.numGenerations === 8 && p.learningRate === 1e-6 && p.lossType === "dapo" && p.beta === 0.01 &&
+      p.klClamp === 10,
   );
   assert(p.promptsPerStep! / p.miniBatchPrompts! === 2 && p.epsilonLow === 0.2 && p.epsilonHigh === 0.2);
   model.dispose();
@@ -139,27 +150,31 @@ Deno.test("grpo resumed from a checkpoint repeats the remaining steps of an unin
   const dir = await Deno.makeTempDir();
   const opts = {
     tokenizer,
-    prompt: (r: Row) => r.question,
+    promptText: (r: Row) => r.question,
     rewards: [["good_token", (c: string) => (GOOD.has(Number(c)) ? 1 : 0), 1]] as [
       string,
       (c: string) => number,
       number,
     ][],
-    steps: 4,
+    maxSteps: 4,
     numGenerations: 4,
     promptsPerStep: 4,
     maxNewTokens: 1,
-    lr: 1e-2,
+    learningRate: 1e-2,
     weightDecay: 0,
     beta: 0,
     seed: 5,
     progress: false,
   };
   const a = await loadModel(DIR, { backend: "wasm" });
-  const full = await grpo(a, rows, { ...opts, outDir: `${dir}/a`, saveSteps: 2 });
+  const full = await grpo(a, rows, { ...opts, outputDir: `${dir}/a`, saveSteps: 2 });
   a.dispose();
   const b = await loadModel(DIR, { backend: "wasm" });
-  const resumed = await grpo(b, rows, { ...opts, outDir: `${dir}/b`, resumeFrom: `${dir}/a/checkpoint-2` });
+  const resumed = await grpo(b, rows, {
+    ...opts,
+    outputDir: `${dir}/b`,
+    resumeFrom: `${dir}/a/checkpoint-2`,
+  });
   b.dispose();
   assert(
     resumed.history.length === 4 && resumed.history[2].step === 3,
@@ -176,4 +191,27 @@ Deno.test("grpo resumed from a checkpoint repeats the remaining steps of an unin
   const lines = (await Deno.readTextFile(`${dir}/b/metrics.jsonl`)).trim().split("\n");
   assert(lines.length === 4, `resumed metrics.jsonl has ${lines.length} lines`);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("grpo options: unknown keys name the closest known one; out-of-range values name the key", async () => {
+  const model = await loadModel(DIR, { backend: "wasm" });
+  const base = { tokenizer, promptText: (r: Row) => r.question, rewards: () => 1, progress: false };
+  await assertRejects(
+    () => grpo(model, rows, { ...base, learning_rate: 0.5 } as never),
+    { message: "Unknown key 'learning_rate' in grpo options: did you mean 'learningRate'?" },
+  );
+  await assertRejects(() => grpo(model, rows, { ...base, outDir: "x" } as never), /did you mean 'outputDir'/);
+  await assertRejects(
+    () => grpo(model, rows, { ...base, topP: 2 }),
+    /topP must be a number within \[0, 1\], got 2/,
+  );
+  await assertRejects(
+    () => grpo(model, rows, { ...base, microBatchSize: 0 }),
+    /microBatchSize must be an integer/,
+  );
+  await assertRejects(
+    () => grpo(model, rows, { ...base, lossType: "ppo" as never }),
+    /lossType must be one of/,
+  );
+  model.dispose();
 });

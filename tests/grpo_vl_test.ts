@@ -40,12 +40,12 @@ function base(images?: ImageInputBuilder): GrpoOptions {
     images,
     // Completion lengths vary between samples, so every group has a reward spread (non-zero advantages).
     rewards: [["length", (c: string) => (c.length % 5) / 4, 1]],
-    steps: 1,
+    maxSteps: 1,
     numGenerations: 2,
     promptsPerStep: 4,
     microBatchSize: 8,
     maxNewTokens: 4,
-    lr: 1e-3,
+    learningRate: 1e-3,
     weightDecay: 0, // no decay: a tensor without gradient must not move
     beta: 0.01,
     shuffle: false,
@@ -231,7 +231,7 @@ Deno.test("grpo lora: adapters on the language model only, vision and base weigh
   try {
     const res = await grpo(model, ROWS, {
       ...base(await smallImages(model)),
-      lr: 1e-2,
+      learningRate: 1e-2,
       // gate/up/down_proj also name the vision tower's MLP linears: they must not get adapters
       lora: { r: 4, alpha: 8, targetModules: ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"] },
     });
