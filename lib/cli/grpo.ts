@@ -117,7 +117,7 @@ export const GRPO_COMMAND = defineCommand({
       const result = await grpo(model, rows, {
         tokenizer,
         rewards,
-        steps,
+        maxSteps: steps,
         numGenerations: config.numGenerations,
         promptsPerStep: config.promptsPerStep,
         miniBatchPrompts: config.miniBatchPrompts,
@@ -128,8 +128,8 @@ export const GRPO_COMMAND = defineCommand({
         topK: config.topK,
         maxNewTokens: config.maxNewTokens,
         maxPromptLength: config.maxPromptLength,
-        lr: config.lr,
-        lrScheduleType: config.lrScheduleType as ScheduleType,
+        learningRate: config.lr,
+        lrSchedulerType: config.lrScheduleType as ScheduleType,
         warmupRatio: config.warmupRatio,
         weightDecay: config.weightDecay,
         maxGradNorm: config.maxGradNorm,
@@ -147,7 +147,7 @@ export const GRPO_COMMAND = defineCommand({
           ? { lora: { r: config.loraRank, alpha: config.loraAlpha ?? config.loraRank } }
           : {}),
         freezeVision: config.freezeVision,
-        outDir: out,
+        outputDir: out,
         saveSteps: config.saveSteps,
         samplesPerStep: config.samplesPerStep,
         ...(config.maxSeconds !== undefined ? { maxSeconds: config.maxSeconds } : {}),
