@@ -86,6 +86,14 @@ PY=($PYTHON bench/pytorch_bench.py --model $MODEL --device $DEV --runs 5)
 MT=("${RUN[@]}" bench/gpu_device.ts run --model $MODEL --backend webgpu --runs 3)
 GRPO=(--prompts 8 --generations 8 --prompt-len 32 --max-new 128)
 # Most wanted first: the budget may end the list early.
+# Issue #22: dispatches per decoder layer and wall time, tfjs / before (small-M only) / after (tiled and
+# fused programs), then many-row products tfjs against tiled (bench/gpu_dispatches.ts).
+measure probe float32 150 "${RUN[@]}" bench/gpu_probe.ts --model $MODEL --mode dispatches
+# The model's workloads with the programs of issue #22 off (the "before" of the medthink rows below).
+BEFORE=(env MEDTHINK_WEBGPU_FUSED=0 MEDTHINK_WEBGPU_MATMUL=small)
+measure medthink-before float32 90 "${BEFORE[@]}" "${MT[@]}" --workload prefill --tokens 512
+measure medthink-before float32 90 "${BEFORE[@]}" "${MT[@]}" --workload decode --batch 1 --prompt 64 --new-tokens 64
+measure medthink-before float32 120 "${BEFORE[@]}" "${MT[@]}" --workload sft --batch 4 --tokens 256 --runs 2
 # Raw WebGPU and tfjs costs on this card, then the model step by step (bench/gpu_probe.ts).
 measure probe float32 "${PROBE_LIMIT:-150}" "${RUN[@]}" bench/gpu_probe.ts --model $MODEL --seconds "$(( ${PROBE_LIMIT:-150} - 15 ))"
 measure pytorch float32 120 "${PY[@]}" --dtype float32 --rows load,prefill,decode-b1,decode-b8,decode-b32,sft

@@ -13,6 +13,12 @@
  * timestamps); then decode b1/b8/b32 of the model with the program installed and not. `SMOKE=1`: small
  * shapes (for llvmpipe).
  *
+ * `--mode dispatches` (`PROBE_MODE=dispatches`): dispatches per decoder layer and wall time of a decode
+ * step, a prefill and a training step, with tfjs's kernels only, with the small-M product only (before
+ * issue #22) and with the tiled product and the fused programs (after): bench/gpu_dispatches.ts, on the
+ * `--model` (default: medthink-tiny); then many-row products through tfjs's kernel against the tiled
+ * program (wall time of 20 back-to-back products with one readback). `SMOKE=1`: small shapes.
+ *
  * @module
  */
 import { parseArgs } from "node:util";
@@ -21,6 +27,7 @@ import { uploadNow, useBackend } from "../lib/model/backend.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { installSmallMatMul, uninstallSmallMatMul } from "../lib/model/webgpu_matmul.ts";
 import { main as runWorkload, tokenIds } from "./medthink_bench.ts";
+import { countDispatches } from "./gpu_dispatches.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -286,6 +293,56 @@ async function matmulProbe(): Promise<void> {
     model.dispose();
   }
   installSmallMatMul(); // as useBackend leaves it
+}
+
+/** `--mode dispatches`: per-layer dispatch counts before and after, then tiled against tfjs products. */
+async function dispatchProbe(): Promise<void> {
+  const smoke = Deno.env.get("SMOKE") === "1";
+  const model = await loadModel(values.model ?? "medthink-tiny", { backend: "webgpu" });
+  // deno-lint-ignore no-explicit-any
+  say(`dispatches: adapter ${(tf.backend() as any).device.adapterInfo?.description ?? "?"}`);
+  for (const batch of smoke ? [1] : [1, 8]) {
+    await countDispatches(model, { batch, past: 64, tokens: smoke ? 32 : 256, say });
+  }
+  model.dispose();
+  const shapes: [number, number, number, boolean, boolean][] = smoke
+    ? [[256, 128, 352, false, true], [256, 352, 128, false, false], [352, 256, 128, true, false]]
+    : [[512, 896, 4864, false, true], [512, 4864, 896, false, false], [4864, 512, 896, true, false]];
+  for (const [m, k, n, tA, tB] of shapes) {
+    const a = gpuRandom(tA ? k : m, tA ? m : k, 1), b = gpuRandom(tB ? n : k, tB ? k : n, 2);
+    const parts: string[] = [];
+    for (const tiled of [false, true]) {
+      installSmallMatMul({ tiled });
+      const run = () => {
+        let y = tf.matMul(a, b, tA, tB);
+        for (let i = 1; i < 20; i++) {
+          y.dispose();
+          y = tf.matMul(a, b, tA, tB);
+        }
+        return y;
+      };
+      const warm = run();
+      await warm.data();
+      warm.dispose();
+      const t0 = performance.now();
+      const y = run();
+      await y.data();
+      const t = (performance.now() - t0) / 20;
+      y.dispose();
+      parts.push(
+        `${tiled ? "tiled" : "tfjs"} ${t.toFixed(2)} ms (${((2 * m * k * n) / t / 1e6).toFixed(2)} GFLOP/s)`,
+      );
+    }
+    say(`dispatches: product [${m}x${k}]${tA ? "ᵀ" : ""} x [${k}x${n}]${tB ? "ᵀ" : ""}: ${parts.join(", ")}`);
+    tf.dispose([a, b]);
+  }
+  installSmallMatMul(); // as useBackend leaves it
+}
+
+if (values.mode === "dispatches") {
+  await dispatchProbe();
+  say("done");
+  Deno.exit(0);
 }
 
 if (values.mode === "matmul") {
