@@ -11,6 +11,7 @@ import { snapshotDownload } from "../lib/hub/download.ts";
 import { hubDatasetFiles } from "../lib/hub/datasets.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { loadDataset } from "../lib/data/dataset.ts";
+import { resolveBenchmarks } from "../lib/eval/evaluate.ts";
 
 const enc = new TextEncoder();
 const MODEL_FILES = Object.fromEntries(
@@ -346,6 +347,8 @@ Deno.test("hub: a dataset by id downloads its parquet files, by split and config
         "no config 'x'",
         "default, other",
       ]);
+      const [bench] = await resolveBenchmarks(["hf://datasets/test-org/vqa_rad_closed"], { limit: 3 });
+      assertEquals([bench.name, bench.rows.length], ["vqa_rad_closed", 3]);
       const one = await loadDataset(
         "hf://datasets/test-org/vqa_rad_closed/other/test-00000-of-00001.parquet",
         { limit: 2 },
@@ -368,5 +371,47 @@ Deno.test("hub: a dataset by id downloads its parquet files, by split and config
     });
   } finally {
     await hub.close();
+  }
+});
+
+Deno.test("hub: one progress line per file off a terminal, none when quiet", async () => {
+  const { hub } = serve();
+  const cache = await Deno.makeTempDir({ prefix: "medthink-hub-" });
+  const script = `import { snapshotDownload } from "${
+    new URL("../lib/hub/download.ts", import.meta.url).href
+  }";
+    await snapshotDownload("test-org/qwen2-tiny", { allowPatterns: ["*.safetensors", "config.json"] });`;
+  let runs = 0;
+  const run = async (env: Record<string, string>) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", script],
+      env: {
+        HF_ENDPOINT: hub.url,
+        HF_HUB_CACHE: `${cache}/${++runs}`,
+        HF_HUB_OFFLINE: "",
+        HF_HUB_DISABLE_PROGRESS_BARS: "",
+        ...env,
+      },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert(out.success, new TextDecoder().decode(out.stderr));
+    return new TextDecoder().decode(out.stderr);
+  };
+  try {
+    const lines = (await run({})).trim().split("\n");
+    assertEquals(lines.length, 3, lines.join("\n"));
+    const shard = MODEL_FILES["model-00002-of-00002.safetensors"].length;
+    assert(
+      lines.some((l) =>
+        l.startsWith(`model-00002-of-00002.safetensors [####################] `) &&
+        l.includes(`/${(shard / 1000).toFixed(1)} KB`)
+      ),
+      lines.join("\n"),
+    );
+    assertEquals(await run({ HF_HUB_DISABLE_PROGRESS_BARS: "1" }), "");
+  } finally {
+    await hub.close();
+    await Deno.remove(cache, { recursive: true });
   }
 });

@@ -642,6 +642,9 @@ export async function loadDataset(
     const hub = await hubDatasetFiles(pathOrPaths, { split: options.split, config });
     return await loadDataset(hub.files, { ...rest, datasetName: options.datasetName ?? hub.name });
   }
+  if (Array.isArray(pathOrPaths) && pathOrPaths.some((p) => p.startsWith("hf://"))) {
+    throw new Error("loadDataset takes a Hub dataset (hf://datasets/...) alone, not in a list of paths.");
+  }
   const files = expandPaths(pathOrPaths, options.split);
   const onBad = options.onBadRow ?? "error";
   if (onBad !== "error" && onBad !== "skip") {

@@ -190,7 +190,9 @@ export async function resolveBenchmarks(
   for (const b of benchmarks) {
     let spec: BenchmarkSpec;
     if (typeof b === "string") {
-      const found = BENCHMARKS.get(b);
+      // A Hub dataset by id (hf://datasets/ORG/NAME): its parquet files, named by the repository.
+      const found = BENCHMARKS.get(b) ??
+        (b.startsWith("hf://datasets/") ? { name: b.slice(14).split(/[/@]/)[1] ?? b, path: b } : undefined);
       if (!found) {
         throw new Error(
           `Unknown benchmark '${b}'; known: ${[...BENCHMARKS.keys()].join(", ")} (or give {name, path}).`,
@@ -203,7 +205,9 @@ export async function resolveBenchmarks(
     if (spec.table) rows = tableRows(spec.table);
     else if (spec.path) {
       const paths = (Array.isArray(spec.path) ? spec.path : [spec.path]).map((p) =>
-        p.startsWith("/") || /^[A-Za-z]:[\\/]/.test(p) ? p : `${dataDir.replace(/\/$/, "")}/${p}`
+        p.startsWith("/") || p.startsWith("hf://") || /^[A-Za-z]:[\\/]/.test(p)
+          ? p
+          : `${dataDir.replace(/\/$/, "")}/${p}`
       );
       // Reading stops at the limit, unless rows are picked or split by dataset name afterwards.
       const early = !spec.splitByDatasetName && spec.datasetName === undefined && Number.isFinite(limit);

@@ -155,8 +155,20 @@ export async function ensureSnapshot(
     if (rc.hasFile(info.sha, path)) continue;
     const meta = await fileMetadata(repo, info.sha, path);
     if (!fileExists(rc.blobPath(meta.etag))) {
-      await downloadBlob(rc, repo, path, meta, mode);
-      downloaded.push(path);
+      // huggingface_hub's lock file for this blob, so that two downloaders (medthink or Python) never
+      // append to the same .incomplete file.
+      const lockPath = `${cacheDir}/.locks/${rc.root.slice(cacheDir.length + 1)}/${meta.etag}.lock`;
+      Deno.mkdirSync(lockPath.slice(0, lockPath.lastIndexOf("/")), { recursive: true });
+      const lock = await Deno.open(lockPath, { create: true, write: true });
+      try {
+        await lock.lock(true);
+        if (!fileExists(rc.blobPath(meta.etag))) {
+          await downloadBlob(rc, repo, path, meta, mode);
+          downloaded.push(path);
+        }
+      } finally {
+        lock.close(); // closing releases the lock
+      }
     }
     rc.linkBlob(info.sha, path, meta.etag);
   }
