@@ -42,7 +42,7 @@ export function hfHome(): string {
  * The hub cache folder: `HF_HUB_CACHE`, else `HUGGINGFACE_HUB_CACHE`, else `$HF_HOME/hub`.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { hubCacheDir } from "./cache.ts";
  * console.log(hubCacheDir()); // e.g. /home/me/.cache/huggingface/hub
  * ```
