@@ -1,8 +1,8 @@
 // Frozen weights at 2 bytes (loadModel's weightsDtype): the widening is exact for all 65536 codes on
-// cpu, wasm and tensorflow (webgpu refuses the option, with the way out); the BF16 fixtures loaded as bfloat16 give the float32 path's logits (the weights are
+// cpu, wasm, tensorflow and webgpu; the BF16 fixtures loaded as bfloat16 give the float32 path's logits (the weights are
 // the same numbers) and float16 within 1e-3 of the golden ones, with the golden greedy tokens; LoRA on a
 // half base trains; a BF16 checkpoint loads in about half the memory (peak RSS in a child process).
-import { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { tf } from "../lib/util/deps.ts";
 import { loadModel, saveModel } from "../lib/model/load.ts";
 import { addLora, loraParams } from "../lib/model/lora.ts";
@@ -44,18 +44,8 @@ function referenceValue(code: number, dtype: "bfloat16" | "float16"): number {
   return e === 0 ? s * m * 2 ** -24 : s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
-backendTest(
-  "webgpu: weightsDtype bfloat16 is refused with the way out (int32 arithmetic is float32 there)",
-  "webgpu",
-  async () => {
-    await assertRejects(
-      () => loadModel(QWEN2_TINY, { backend: "webgpu", weightsDtype: "bfloat16" }),
-      /webgpu backend yet: use weightsDtype float32/,
-    );
-  },
-);
-
-const HALF_BACKENDS = ["cpu", "wasm", "tensorflow"] as const;
+// webgpu widens with a WGSL program of bit operations (lib/model/webgpu_fused.ts).
+const HALF_BACKENDS = ["cpu", "wasm", "tensorflow", "webgpu"] as const;
 
 function halfBackendsTest(name: string, fn: (backend: typeof HALF_BACKENDS[number]) => Promise<void>): void {
   for (const backend of HALF_BACKENDS) backendTest(name, backend, () => fn(backend));
@@ -152,7 +142,7 @@ halfBackendsTest(
   },
 );
 
-for (const backend of ["cpu", "tensorflow"] as const) {
+for (const backend of ["cpu", "tensorflow", "webgpu"] as const) {
   backendTest(
     "LoRA on a bfloat16 base with checkpointing: the float32 base's adapter gradients",
     backend,

@@ -317,3 +317,43 @@ export function attentionProgram(
     { type: "int32", data: [t] },
   ]) as tf.Tensor4D;
 }
+
+/**
+ * The float32 values of 16-bit codes packed two per int32 word (element 2i in the low half of word i),
+ * `bfloat16` or `float16`, in one dispatch: exact for every code (bit operations only, no float
+ * arithmetic on the codes, so none of tfjs-webgpu's float32-emulated int32 kernels), subnormals and
+ * signed zeros included. Needs no `shader-f16`.
+ */
+export function widenHalfProgram(
+  packed: tf.Tensor,
+  shape: number[],
+  dtype: "bfloat16" | "float16",
+): tf.Tensor {
+  const n = shape.reduce((p, d) => p * d, 1);
+  if (packed.dtype !== "int32" || packed.size * 2 !== n) {
+    throw new Error(
+      `widenHalfProgram takes ${n / 2} int32 words for [${shape}], not a ${packed.dtype} [${packed.shape}].`,
+    );
+  }
+  const widen = dtype === "bfloat16" ? `return bitcast<f32>(c << 16u);` : `let s = (c & 0x8000u) << 16u;
+       let e = (c >> 10u) & 0x1fu;
+       let m = c & 0x3ffu;
+       if (e == 0u) { return bitcast<f32>(bitcast<u32>(f32(m) * 5.9604644775390625e-8) | s); }
+       if (e == 31u) { return bitcast<f32>(s | 0x7f800000u | (m << 13u)); }
+       return bitcast<f32>(s | ((e + 112u) << 23u) | (m << 13u));`;
+  const code = `
+    fn widen(c : u32) -> f32 {
+      ${widen}
+    }
+    fn main(gIndex : i32) {
+      ${EW_INDEX}
+      if (i < uniforms.n) {
+        let word = bitcast<u32>(P[i / 2]);
+        var c = word & 0xffffu;
+        if (i % 2 == 1) { c = word >> 16u; }
+        result[i] = widen(c);
+      }
+    }`;
+  const p = new Program(["P"], shape, ewDispatch(n), EW, "n : i32,", `widenHalf_${dtype}`, code);
+  return run(p, [packed], [{ type: "int32", data: [n] }]);
+}

@@ -7,6 +7,7 @@
 import { tf } from "../util/deps.ts";
 import { uploadNow } from "./backend.ts";
 import type { HalfWeight } from "./types.ts";
+import { widenHalfProgram } from "./webgpu_fused.ts";
 import {
   checkpointFiles,
   decodeTensorBytes,
@@ -76,13 +77,6 @@ export async function loadWeights(
   const out: Record<string, tf.Variable> = {};
   const halfOut: Record<string, HalfWeight> = {};
   const halfDtype = options.weightsDtype && options.weightsDtype !== "float32" ? options.weightsDtype : null;
-  if (halfDtype && tf.getBackend() === "webgpu") {
-    // Widening needs exact int32 arithmetic on the packed words, which tfjs-webgpu's elementwise kernels
-    // compute in float32 (measured: 30720 of the 65536 bf16 codes came out wrong).
-    throw new Error(
-      `loadModel option weightsDtype '${halfDtype}' is not available on the webgpu backend yet: use weightsDtype float32 there (or the tensorflow, wasm or cpu backend).`,
-    );
-  }
   const isHalf = (name: string, shape: number[]) =>
     halfDtype !== null && shape.reduce((a, d) => a * d, 1) % 2 === 0 &&
     (options.half?.(name, shape) ?? false);
@@ -265,6 +259,9 @@ function tablesFor(dtype: "bfloat16" | "float16"): [tf.Tensor1D, tf.Tensor1D] {
 export function widenHalf(w: HalfWeight): tf.Tensor {
   const be = nativeTensorflow();
   if (be) return nativeWiden(be, w);
+  // tfjs-webgpu's int32 kernels compute in float32 (30720 of the 65536 bf16 codes came out wrong through
+  // the tf ops below): a WGSL program of bit operations widens exactly (lib/model/webgpu_fused.ts).
+  if (tf.getBackend() === "webgpu") return widenHalfProgram(w.packed, w.shape, w.dtype);
   return tf.tidy(() => {
     const words = w.packed;
     const base = tf.scalar(65536, "int32");
