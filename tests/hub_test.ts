@@ -10,6 +10,7 @@ import { resolveModelDir } from "../lib/hub/models.ts";
 import { snapshotDownload } from "../lib/hub/download.ts";
 import { hubDatasetFiles } from "../lib/hub/datasets.ts";
 import { loadModel } from "../lib/model/load.ts";
+import { ensureTinyModel } from "../lib/model/tiny.ts";
 import { loadDataset } from "../lib/data/dataset.ts";
 import { resolveBenchmarks } from "../lib/eval/evaluate.ts";
 
@@ -414,4 +415,55 @@ Deno.test("hub: one progress line per file off a terminal, none when quiet", asy
     await hub.close();
     await Deno.remove(cache, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "hub: cli.ts evaluate takes a model id and a benchmark id (hf://datasets/...)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const hub = new HubServer();
+    hub.addCommit("model", "test-org/medthink-tiny", folderFiles(await ensureTinyModel()));
+    hub.addCommit("dataset", "test-org/medqa", {
+      "data/test.jsonl": Deno.readFileSync(new URL("../data/medqa_4opt/test.jsonl", import.meta.url)),
+    });
+    const tmp = await Deno.makeTempDir({ prefix: "medthink-hub-cli-" });
+    try {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../cli.ts", import.meta.url).pathname,
+          "evaluate",
+          "--model",
+          "test-org/medthink-tiny",
+          "--benchmarks",
+          "hf://datasets/test-org/medqa",
+          "--limit",
+          "2",
+          "--max-new-tokens",
+          "2",
+          "--out",
+          `${tmp}/eval`,
+        ],
+        env: {
+          HF_ENDPOINT: hub.url,
+          HF_HUB_CACHE: `${tmp}/cache`,
+          HF_HUB_DISABLE_PROGRESS_BARS: "1",
+          HF_HUB_OFFLINE: "",
+        },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      assert(out.success, text);
+      const report = JSON.parse(Deno.readTextFileSync(`${tmp}/eval/report.json`));
+      assert(JSON.stringify(report).includes('"medqa"'), JSON.stringify(report).slice(0, 500));
+      assert(Deno.statSync(`${tmp}/cache/models--test-org--medthink-tiny/refs/main`).isFile);
+      assert(Deno.statSync(`${tmp}/cache/datasets--test-org--medqa/refs/main`).isFile);
+    } finally {
+      await hub.close();
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
 });
