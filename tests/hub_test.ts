@@ -467,3 +467,35 @@ Deno.test({
     }
   },
 });
+
+const DEV_FULL = (() => {
+  try {
+    return Deno.statSync("/dev/full").isCharDevice === true;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name: "hub: a full disk stops the download with one sentence and leaves no partial file (needs /dev/full)",
+  ignore: !DEV_FULL,
+}, async () => {
+  const { hub, sha } = serve();
+  const shard = "model-00001-of-00002.safetensors";
+  const oid = sha256(MODEL_FILES[shard]);
+  try {
+    await withHub(hub, async (cache) => {
+      // The partial file is /dev/full: every write fails with ENOSPC, as on a full disk.
+      const blobs = `${cache}/models--test-org--qwen2-tiny/blobs`;
+      Deno.mkdirSync(blobs, { recursive: true });
+      Deno.symlinkSync("/dev/full", `${blobs}/${oid}.incomplete`);
+      await rejects(resolveModelDir("test-org/qwen2-tiny"), ["No space left", shard, "HF_HUB_CACHE"]);
+      const t = tree(`${cache}/models--test-org--qwen2-tiny`);
+      assert(!(`blobs/${oid}.incomplete` in t) && !(`blobs/${oid}` in t), JSON.stringify(t));
+      assert(!(`snapshots/${sha}/${shard}` in t));
+      assert((await resolveModelDir("test-org/qwen2-tiny")).endsWith(sha)); // room again: it completes
+    });
+  } finally {
+    await hub.close();
+  }
+});
