@@ -9,8 +9,8 @@
  *   deno run -A bench/real_bench.ts --model DIR --workload grpo --prompts 2 --generations 4 --max-new 64
  *
  * The image is the first VQA-RAD row's (data/vqa_rad_closed), resized by the processor to about
- * `--pixels` pixels (`min_pixels = max_pixels = pixels`; `--pixels max`: the processor's default
- * `max_pixels`, 12845056, i.e. the largest image it lets through).
+ * `--pixels` pixels (`min_pixels = max_pixels = pixels`), or with `--pixels default` by the processor's
+ * own settings (`min_pixels` 3136, `max_pixels` 12845056: the image keeps about its own size).
  *
  * @module
  */
@@ -59,7 +59,7 @@ async function imageRows(n: number) {
 
 async function processorFor(dir: string) {
   const cfg = await readImageProcessorConfig(dir);
-  if (a.pixels === "max") return { ...cfg, minPixels: cfg.minPixels };
+  if (a.pixels === "default") return cfg;
   const px = Number(a.pixels);
   return { ...cfg, minPixels: px, maxPixels: px };
 }

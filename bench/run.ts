@@ -7,6 +7,9 @@
  *   deno task bench --quick              # smoke test: prefill, decode b1/b8, load; one run each
  *   deno task bench --rows sft,grpo      # chosen rows (prefill, decode-b1, decode-b8, decode-b32, sft, grpo, load)
  *   deno task bench --runs 5 --backend wasm --no-pytorch --out /tmp/R.md
+ *   deno task bench --rows real          # Qwen2.5-VL-3B/7B real sizes (bench/real_rows.ts; never in CI):
+ *                                        # needs ~21 GiB free and 25 GB of disk; --real-size smoke checks the
+ *                                        # code path, --real-only "real 3b load,..." picks rows
  *
  * Each workload runs in its own process (bench/medthink_bench.ts, bench/pytorch_bench.py,
  * bench/trl_grpo_bench.py), one after the other, so that its peak RSS is its own and the two sides
@@ -20,6 +23,7 @@
 import { parseArgs } from "node:util";
 import { ensureBenchModel } from "./random_checkpoint.ts";
 import { keptSections } from "./sections.ts";
+import { runRealRows } from "./real_rows.ts";
 
 const BENCH = new URL(".", import.meta.url).pathname.replace(/\/$/, "");
 const ROOT = BENCH.replace(/\/bench$/, "");
@@ -172,7 +176,7 @@ async function pythonReady(): Promise<string | null> {
   const check = async () => {
     try {
       const o = await new Deno.Command(PY, {
-        args: ["-c", "import torch, transformers, trl, safetensors"],
+        args: ["-c", "import torch, transformers, trl, safetensors, peft, PIL"],
         stdout: "null",
         stderr: "null",
       }).output();
@@ -263,15 +267,30 @@ async function main(): Promise<void> {
       render: { type: "boolean", default: false },
       "grpo-micro": { type: "string", default: "4" },
       model: { type: "string" },
+      "real-size": { type: "string" },
+      "real-only": { type: "string" },
       out: { type: "string", default: `${BENCH}/RESULTS.md` },
       help: { type: "boolean", default: false },
     },
   });
   if (values.help) {
     console.log(
-      "deno task bench [--quick] [--rows prefill,decode-b1,decode-b8,decode-b32,sft,grpo,load] [--runs N] " +
+      "deno task bench [--quick] [--rows prefill,decode-b1,decode-b8,decode-b32,sft,grpo,load | real] [--runs N] " +
         "[--backend auto|tensorflow|wasm|webgpu|cpu] [--no-pytorch] [--model DIR] [--out FILE]",
     );
+    return;
+  }
+  if (values.rows?.split(",").map((s) => s.trim()).includes("real")) {
+    // The real-size rows (Qwen2.5-VL-3B/7B): their own checkpoints, processes and report section.
+    const skip = values["no-pytorch"] ? "PyTorch baseline skipped (--no-pytorch)" : await pythonReady();
+    await runRealRows({
+      python: skip ? null : PY,
+      skipPeer: skip,
+      backend: values.backend!,
+      out: values.out!,
+      size: values["real-size"],
+      only: values["real-only"]?.split(",").map((s) => s.trim()),
+    });
     return;
   }
   const keys = values.rows
