@@ -12,6 +12,7 @@ import { hubDatasetFiles } from "../lib/hub/datasets.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { ensureTinyModel } from "../lib/model/tiny.ts";
 import { loadDataset } from "../lib/data/dataset.ts";
+import { loadTokenizer } from "../lib/data/tokenizer.ts";
 import { resolveBenchmarks } from "../lib/eval/evaluate.ts";
 
 const enc = new TextEncoder();
@@ -494,6 +495,29 @@ Deno.test({
       assert(!(`blobs/${oid}.incomplete` in t) && !(`blobs/${oid}` in t), JSON.stringify(t));
       assert(!(`snapshots/${sha}/${shard}` in t));
       assert((await resolveModelDir("test-org/qwen2-tiny")).endsWith(sha)); // room again: it completes
+    });
+  } finally {
+    await hub.close();
+  }
+});
+
+Deno.test("hub: loadTokenizer by id fetches the tokenizer files alone and uses them", async () => {
+  const embedded = await loadTokenizer(); // writes the embedded Qwen2.5 files into the medthink cache
+  const files = folderFiles(embedded.dir);
+  delete files["medthink.json"];
+  const hub = new HubServer();
+  hub.addCommit("model", "test-org/qwen-tok", {
+    ...files,
+    "config.json": MODEL_FILES["config.json"],
+    "model.safetensors": enc.encode("weights that the tokenizer never fetches"),
+  });
+  try {
+    await withHub(hub, async () => {
+      const tok = await loadTokenizer("test-org/qwen-tok");
+      assert(!tok.embedded && tok.dir.includes("/models--test-org--qwen-tok/snapshots/"), tok.dir);
+      assertEquals(Object.keys(tree(tok.dir)).sort(), [...Object.keys(files), "config.json"].sort());
+      assert(!hub.requests.some((r) => r.path.includes("model.safetensors")));
+      assertEquals(tok.encode("<think>fever?</think>"), embedded.encode("<think>fever?</think>"));
     });
   } finally {
     await hub.close();
