@@ -251,6 +251,7 @@ Deno.test("hub: unknown repository or revision (404) and a gated repository (401
   try {
     await withHub(hub, async (cache) => {
       await rejects(resolveModelDir("test-org/nope"), [
+        "No folder test-org/nope exists here",
         "model test-org/nope does not exist",
         hub.url,
         "HF_TOKEN",

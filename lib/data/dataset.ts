@@ -636,7 +636,7 @@ export async function loadDataset(
   pathOrPaths: string | string[],
   options: LoadDatasetOptions = {},
 ): Promise<Table> {
-  if (typeof pathOrPaths === "string" && parseHubRef(pathOrPaths)) {
+  if (typeof pathOrPaths === "string" && pathOrPaths.startsWith("hf://") && parseHubRef(pathOrPaths)) {
     // A Hub dataset: its files come from the Hugging Face cache (downloaded there when missing).
     const { config, ...rest } = options;
     const hub = await hubDatasetFiles(pathOrPaths, { split: options.split, config });

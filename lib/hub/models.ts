@@ -112,10 +112,21 @@ export async function resolveModelDir(dirOrId: string, options: ResolveModelOpti
     );
   }
   const { purpose, ...rest } = options;
-  const snap = await ensureSnapshot(ref.repoId, modelPlan(formatHubRef(ref), purpose !== "tokenizer"), {
-    ...rest,
-    repoType: "model",
-    revision: ref.revision,
-  });
-  return snap.dir;
+  try {
+    const snap = await ensureSnapshot(ref.repoId, modelPlan(formatHubRef(ref), purpose !== "tokenizer"), {
+      ...rest,
+      repoType: "model",
+      revision: ref.revision,
+    });
+    return snap.dir;
+  } catch (e) {
+    // `org/name` may have been meant as a relative folder: say that none exists before the Hub's answer.
+    const msg = (e as Error).message;
+    if (!dirOrId.startsWith("hf://") && /does not exist on|Cannot reach the Hub/.test(msg)) {
+      throw new Error(
+        `No folder ${dirOrId} exists here, and as a Hub id: ${msg[0].toLowerCase()}${msg.slice(1)}`,
+      );
+    }
+    throw e;
+  }
 }
