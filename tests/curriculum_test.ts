@@ -1,0 +1,105 @@
+/** The adaptive GRPO curriculum: its Beta estimator's arithmetic, sampling inside the band, revisiting, determinism. */
+import { deepEqual, ok as assert, throws } from "node:assert/strict";
+import { AdaptiveCurriculum, betaMoment, mixedProbability } from "../lib/train/curriculum.ts";
+
+const close = (a: number, b: number, tol = 1e-12) => Math.abs(a - b) <= tol;
+
+Deno.test("curriculum: Beta moments and P(mixed) equal their closed forms", () => {
+  // Uniform prior: E[p^k] = 1 / (k + 1), so P(mixed) = 1 - 2 / (n + 1).
+  for (const n of [2, 4, 8]) {
+    assert(close(betaMoment(1, 1, n), 1 / (n + 1)));
+    assert(close(mixedProbability(1, 1, n), 1 - 2 / (n + 1)));
+  }
+  // Beta(2, 3): E[p^2] = a(a+1) / ((a+b)(a+b+1)) = 6 / 30.
+  assert(close(betaMoment(2, 3, 2), 0.2));
+  // A point mass near p = 1/2 approaches the binomial 1 - 2 * 0.5^n.
+  assert(close(mixedProbability(1e6, 1e6, 4), 1 - 2 / 16, 1e-5));
+  // Nearly certain all-right: almost no chance of a mixed group.
+  assert(mixedProbability(1e6, 1e-6, 8) < 1e-5);
+});
+
+Deno.test("curriculum: observed rewards update the posterior, and the evidence halves every halfLife steps", () => {
+  const c = new AdaptiveCurriculum(3, { numGenerations: 4, prior: [1, 1], halfLife: 10 });
+  let e = c.estimate(0, 0);
+  assert(e.a === 1 && e.b === 1 && e.visits === 0 && close(e.pMixed, 1 - 2 / 5));
+  c.observe(0, [1, 1, 0, 1], 5); // 3 of 4
+  e = c.estimate(0, 5);
+  assert(e.a === 4 && e.b === 2 && e.visits === 1 && close(e.mean, 4 / 6));
+  e = c.estimate(0, 15); // 10 steps later: evidence x 0.5
+  assert(close(e.a, 1 + 1.5) && close(e.b, 1 + 0.5), JSON.stringify(e));
+  c.observe(0, [0, 0, 0, 0], 15);
+  e = c.estimate(0, 15);
+  assert(close(e.a, 2.5) && close(e.b, 1 + 0.5 + 4) && e.visits === 2, JSON.stringify(e));
+  // Rewards outside [0, 1] are clamped (a weighted or shaped reward still counts as at most one success).
+  c.observe(1, [2, -1, 0.5, 0.5], 0);
+  e = c.estimate(1, 0);
+  assert(close(e.a, 1 + 2) && close(e.b, 1 + 2));
+  // Band: expected pass count n * mean inside [1, n - 1].
+  c.observe(2, [1, 1, 1, 1], 0);
+  assert(!c.estimate(2, 0).inBand && c.estimate(1, 0).inBand);
+});
+
+Deno.test("curriculum: questions inside the band are drawn more often than all-right and all-wrong ones", () => {
+  const n = 8;
+  const c = new AdaptiveCurriculum(300, { numGenerations: n, seed: 3, halfLife: 1e9, floor: 0.05 });
+  // 100 all-right, 100 all-wrong, 100 half-right, each observed twice.
+  for (let i = 0; i < 300; i++) {
+    const r = i < 100 ? 1 : i < 200 ? 0 : -1;
+    const group = Array.from({ length: n }, (_, j) => (r === -1 ? j % 2 : r));
+    c.observe(i, group, 0);
+    c.observe(i, group, 0);
+  }
+  const counts = [0, 0, 0];
+  for (let s = 1; s <= 200; s++) for (const i of c.next(30, s)) counts[Math.floor(i / 100)]++;
+  assert(counts[2] > 3 * counts[0] && counts[2] > 3 * counts[1], `draws per kind ${counts}`);
+  // The floor: settled questions are still drawn.
+  assert(counts[0] > 0 && counts[1] > 0, `draws per kind ${counts}`);
+  const st = c.stats(200);
+  assert(close(st.band_occupancy, 1 / 3) && st.visited_fraction === 1, JSON.stringify(st));
+});
+
+Deno.test("curriculum: a settled question is revisited as its evidence goes stale", () => {
+  const c = new AdaptiveCurriculum(2, { numGenerations: 8, halfLife: 5, floor: 0 });
+  for (let k = 0; k < 3; k++) c.observe(0, new Array(8).fill(1), 0); // settled: all right, three times
+  const fresh = c.weight(0, 0);
+  const later = c.weight(0, 50); // 10 half-lives later: back near the prior
+  const prior = c.weight(1, 50);
+  assert(fresh < 0.2 && later > 0.9 * prior, `weights ${fresh}, ${later}, prior ${prior}`);
+  // Drawing one of the two: rare while settled, about as often as the unseen one once stale.
+  const drawn = (step: number) => {
+    const c2 = new AdaptiveCurriculum(2, { numGenerations: 8, halfLife: 5, floor: 0, seed: 7 });
+    for (let k = 0; k < 3; k++) c2.observe(0, new Array(8).fill(1), 0);
+    let hits = 0;
+    for (let t = 0; t < 400; t++) if (c2.next(1, step)[0] === 0) hits++;
+    return hits / 400;
+  };
+  const early = drawn(0);
+  const stale = drawn(50);
+  assert(early < 0.25 && stale > 0.4, `share of draws: ${early} while settled, ${stale} once stale`);
+});
+
+Deno.test("curriculum: the same seed and rewards give the same draws; another seed does not", () => {
+  const run = (seed: number) => {
+    const c = new AdaptiveCurriculum(50, { numGenerations: 4, seed });
+    const drawn: number[][] = [];
+    for (let s = 0; s < 10; s++) {
+      const picked = c.next(6, s);
+      drawn.push(picked);
+      assert(new Set(picked).size === picked.length, "draws within a step are distinct");
+      for (const i of picked) c.observe(i, [i % 2, (i >> 1) % 2, 1, 0].slice(0, 4), s);
+    }
+    return drawn;
+  };
+  deepEqual(run(11), run(11));
+  assert(JSON.stringify(run(11)) !== JSON.stringify(run(12)));
+  deepEqual(new AdaptiveCurriculum(3, { seed: 1 }).next(5, 0).sort(), [0, 1, 2]);
+});
+
+Deno.test("curriculum: bad options and indices are errors that name them", () => {
+  throws(() => new AdaptiveCurriculum(4, { halflife: 3 } as never), /halfLife/);
+  throws(() => new AdaptiveCurriculum(0), /at least one question/);
+  throws(() => new AdaptiveCurriculum(4, { numGenerations: 1 }), /numGenerations/);
+  const c = new AdaptiveCurriculum(4);
+  throws(() => c.observe(4, [1], 0), /outside 0\.\.3/);
+  throws(() => c.observe(1, [], 0), /no rewards/);
+});
