@@ -1,6 +1,11 @@
 /** The adaptive GRPO curriculum: its Beta estimator's arithmetic, sampling inside the band, revisiting, determinism. */
 import { deepEqual, ok as assert, throws } from "node:assert/strict";
-import { AdaptiveCurriculum, betaMoment, mixedProbability } from "../lib/train/curriculum.ts";
+import {
+  AdaptiveCurriculum,
+  betaMoment,
+  curriculumSampler,
+  mixedProbability,
+} from "../lib/train/curriculum.ts";
 
 const close = (a: number, b: number, tol = 1e-12) => Math.abs(a - b) <= tol;
 
@@ -102,4 +107,39 @@ Deno.test("curriculum: bad options and indices are errors that name them", () =>
   const c = new AdaptiveCurriculum(4);
   throws(() => c.observe(4, [1], 0), /outside 0\.\.3/);
   throws(() => c.observe(1, [], 0), /no rewards/);
+});
+
+Deno.test("curriculum: the sampler over rows draws rows, learns from groups, and resumes exactly from its state", () => {
+  const rows = Array.from({ length: 40 }, (_, i) => ({ id: `q${i}`, easy: i < 20 }));
+  const play = (
+    sampler: ReturnType<typeof curriculumSampler<(typeof rows)[0]>>,
+    from: number,
+    to: number,
+  ) => {
+    const drawn: string[] = [];
+    for (let s = from; s < to; s++) {
+      const batch = sampler.next(8, s);
+      drawn.push(...batch.map((r) => r.id));
+      // Easy rows: all right; the rest: half right.
+      sampler.observe(batch.map((row) => ({ row, rewards: row.easy ? [1, 1, 1, 1] : [1, 0, 1, 0] })), s);
+    }
+    return drawn;
+  };
+  const whole = curriculumSampler(rows, { numGenerations: 4, seed: 5 });
+  const all = play(whole, 0, 30);
+  const first = curriculumSampler(rows, { numGenerations: 4, seed: 5 });
+  const head = play(first, 0, 12);
+  const resumed = curriculumSampler(rows, { numGenerations: 4, seed: 5 });
+  resumed.restore(JSON.parse(JSON.stringify(first.state())));
+  deepEqual([...head, ...play(resumed, 12, 30)], all);
+  // After the first visits, the half-right rows dominate the draws.
+  const late = all.slice(8 * 15).map((id) => Number(id.slice(1)));
+  assert(late.filter((i) => i >= 20).length > 2 * late.filter((i) => i < 20).length, `late draws ${late}`);
+  const m = whole.metrics();
+  assert(m.visited_fraction === 1 && close(m.band_occupancy, 0.5), JSON.stringify(m));
+  throws(
+    () => whole.observe([{ row: { id: "x", easy: true }, rewards: [1] }], 30),
+    /not one of the curriculum's rows/,
+  );
+  throws(() => new AdaptiveCurriculum(3).restore(whole.state()), /over 3 questions/);
 });

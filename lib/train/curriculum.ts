@@ -20,7 +20,6 @@
  * @module
  */
 
-import { seededRandom } from "../model/rng.ts";
 import { checkOptionKeys } from "../util/options.ts";
 
 /** Options of {@linkcode AdaptiveCurriculum}. */
@@ -131,7 +130,7 @@ export class AdaptiveCurriculum {
   readonly #decay: number;
   readonly #floor: number;
   readonly #band: [number, number];
-  readonly #rand: () => number;
+  #rng: number; // Mulberry32 state (lib/model/rng.ts's seededRandom), kept here so that state() can save it
   readonly #succ: Float64Array;
   readonly #fail: Float64Array;
   readonly #last: Float64Array; // step of the last observation (decay reference)
@@ -169,11 +168,19 @@ export class AdaptiveCurriculum {
     this.#decay = 0.5 ** (1 / o.halfLife);
     this.#floor = o.floor;
     this.#band = [band[0], band[1]];
-    this.#rand = seededRandom((o.seed * 2654435761 + 0x9e3779b9) >>> 0);
+    this.#rng = (o.seed * 2654435761 + 0x9e3779b9) >>> 0;
     this.#succ = new Float64Array(size);
     this.#fail = new Float64Array(size);
     this.#last = new Float64Array(size);
     this.#visits = new Uint32Array(size);
+  }
+
+  #rand(): number {
+    this.#rng = (this.#rng + 0x6d2b79f5) >>> 0;
+    let t = this.#rng;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   }
 
   #check(index: number): void {
@@ -234,6 +241,36 @@ export class AdaptiveCurriculum {
     this.#visits[index]++;
   }
 
+  /** A JSON-safe copy of the estimates and the generator (for checkpoints). */
+  state(): Record<string, unknown> {
+    return {
+      size: this.size,
+      rng: this.#rng,
+      succ: [...this.#succ],
+      fail: [...this.#fail],
+      last: [...this.#last],
+      visits: [...this.#visits],
+    };
+  }
+
+  /** Restore what {@linkcode AdaptiveCurriculum.state} returned (a resumed run draws as the uninterrupted one). */
+  restore(state: Record<string, unknown>): void {
+    const arrays = ["succ", "fail", "last", "visits"].map((k) => state[k]);
+    if (
+      state.size !== this.size || !Number.isInteger(state.rng) ||
+      !arrays.every((a) => Array.isArray(a) && a.length === this.size)
+    ) {
+      throw new Error(
+        `curriculum: the saved state is not one of a curriculum over ${this.size} questions (was the dataset changed?).`,
+      );
+    }
+    this.#rng = state.rng as number;
+    this.#succ.set(arrays[0] as number[]);
+    this.#fail.set(arrays[1] as number[]);
+    this.#last.set(arrays[2] as number[]);
+    this.#visits.set(arrays[3] as number[]);
+  }
+
   /** Band occupancy and coverage as of `step`. */
   stats(step: number): CurriculumStats {
     let seen = 0;
@@ -253,4 +290,67 @@ export class AdaptiveCurriculum {
       mean_pass_rate: seen ? pass / seen : 0,
     };
   }
+}
+
+/** The shape of a GRPO prompt sampler (`PromptSampler` of the trainer), over rows of type `R`. */
+export interface CurriculumSampler<R> {
+  /** The next `count` rows (distinct within a call) for step `step`. */
+  next(count: number, step: number): R[];
+  /** Every group's row and its completions' rewards, after scoring. */
+  observe(groups: { row: R; rewards: number[] }[], step: number): void;
+  /** A JSON-safe state for checkpoints. */
+  state(): Record<string, unknown>;
+  /** Restore a state from `state()`. */
+  restore(state: Record<string, unknown>): void;
+  /** The curriculum's metrics as of the last step observed (merged into GRPO's per-step metrics). */
+  metrics(): CurriculumStats;
+  /** The underlying estimator. */
+  curriculum: AdaptiveCurriculum;
+}
+
+/**
+ * An adaptive curriculum over `rows` as a GRPO prompt sampler: `grpo(model, rows, { sampler:
+ * curriculumSampler(rows, { numGenerations: 8, seed }) })`. Rows are the questions; duplicates (same
+ * object) are one question.
+ *
+ * @example
+ * ```ts
+ * import { curriculumSampler } from "./curriculum.ts";
+ * const rows = [{ id: "a" }, { id: "b" }, { id: "c" }];
+ * const sampler = curriculumSampler(rows, { numGenerations: 2 });
+ * const batch = sampler.next(2, 0);
+ * sampler.observe(batch.map((row) => ({ row, rewards: [1, 0] })), 0);
+ * console.assert(sampler.metrics().visited_fraction === 2 / 3);
+ * ```
+ */
+export function curriculumSampler<R extends object>(
+  rows: R[],
+  options: CurriculumOptions = {},
+): CurriculumSampler<R> {
+  const curriculum = new AdaptiveCurriculum(rows.length, options);
+  const index = new Map<R, number>();
+  rows.forEach((r, i) => {
+    if (!index.has(r)) index.set(r, i);
+  });
+  let lastStep = 0;
+  return {
+    curriculum,
+    next: (count, step) => curriculum.next(count, step).map((i) => rows[i]),
+    observe: (groups, step) => {
+      for (const { row, rewards } of groups) {
+        const i = index.get(row);
+        if (i === undefined) {
+          throw new Error("curriculum: observe() got a row that is not one of the curriculum's rows.");
+        }
+        curriculum.observe(i, rewards, step);
+      }
+      lastStep = step;
+    },
+    state: () => ({ ...curriculum.state(), lastStep }),
+    restore: (state) => {
+      curriculum.restore(state);
+      lastStep = Number(state.lastStep ?? 0);
+    },
+    metrics: () => curriculum.stats(lastStep + 1),
+  };
 }
