@@ -71,7 +71,7 @@ export {
   sftTarget,
 } from "./lib/data/prompt.ts";
 export type { PromptOptions } from "./lib/data/prompt.ts";
-export { classifyLabValue, labTaskSplits } from "./lib/data/lab_task.ts";
+export { classifyLabValue, LAB_DEMO_ANALYTES, labCompactPrompt, labTaskSplits } from "./lib/data/lab_task.ts";
 
 // Rewards
 export { lenientGrade } from "./lib/reward/lenient.ts";
@@ -111,6 +111,19 @@ export type {
 } from "./lib/train/grpo.ts";
 export { describeConfig } from "./lib/train/trainer.ts";
 export type { StepLogger, StepMetrics, TrainResult } from "./lib/train/trainer.ts";
+export {
+  AdaptiveCurriculum,
+  betaMoment,
+  CURRICULUM_DEFAULTS,
+  curriculumSampler,
+  mixedProbability,
+} from "./lib/train/curriculum.ts";
+export type {
+  CurriculumOptions,
+  CurriculumSampler,
+  CurriculumStats,
+  PassRateEstimate,
+} from "./lib/train/curriculum.ts";
 
 // Probe, filter, evaluate
 export { probe } from "./lib/eval/probe.ts";

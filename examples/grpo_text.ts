@@ -8,43 +8,52 @@
  *     --data m23k_filtered.parquet --config examples/configs/grpo_text.yaml
  *
  * Embedded default: `medthink-tiny` (random init, the real Qwen vocabulary) on the built-in lab-value
- * task (is a lab value low / normal / high for its analyte's reference range? 3-option multiple
- * choice, graded by the recipe's reward). Three stages on the same held-out questions:
+ * task (is a lab value low / normal / high for its analyte's reference range? 3-option multiple choice,
+ * graded by the recipe's reward). Three stages, all bounded by steps (never by the clock, so the numbers
+ * do not depend on the machine's speed), on the same held-out questions:
  *
- * 1. a short SFT warm-up that teaches the answer format (`<think> ... </think>\n<answer> X </answer>`)
- *    with an uninformative reasoning, so the format is right but the answers are not yet;
- * 2. GRPO from the warm-up with the recipe's binary reward (90 steps of 16 prompts x 4 completions, two
- *    updates per step, a small KL penalty to the warm-up policy that keeps the format from drifting);
- * 3. for the recipe's RL-versus-SFT comparison, SFT from the same warm-up given the same wall-clock
- *    time as the GRPO stage.
+ * 1. an SFT warm-up that teaches the answer FORMAT only (`<think> ... </think>\n<answer> X </answer>`):
+ *    its answer letters are drawn at random, independent of the question, so it cannot teach the task
+ *    and its held-out accuracy is at chance (1/3) on every processor and backend;
+ * 2. GRPO from the warm-up with the recipe's binary reward: whatever it gains over chance it learned
+ *    from the reward alone;
+ * 3. a control, "SFT on the answer key": SFT from the same warm-up on the same number of training
+ *    questions as GRPO saw, with the right answer as the target.
  *
- * The demo uses a COMPACT prompt (no system prompt, no instruction: about 30 tokens instead of the
+ * Built on the public API (`mod.ts`): `sft()`, `grpo()`, `evaluate()`, `compareReports()`, `probe()`.
+ * The demo uses a COMPACT prompt (no system prompt, no instruction: about 25 tokens instead of the
  * recipe's 100+) because every token costs time on two CPU cores; `--model`/`--data` runs use the
- * recipe's prompt exactly. Prints held-out accuracy (lenient grader, the recipe's evaluation) and the
- * format rate of each stage with 95% intervals, and where everything was written.
+ * recipe's prompt. Prints held-out accuracy with 95% intervals, the paired gains, and what they mean.
  *
  * @module
  */
-import { tf } from "../lib/util/deps.ts";
-import { loadModel } from "../lib/model/load.ts";
-import { loadTokenizer } from "../lib/data/tokenizer.ts";
-import type { Row } from "../lib/data/types.ts";
-import { DEMO_ANALYTES, labCompactPrompt, type LabRow, labTaskSplits } from "../lib/data/lab_task.ts";
-import { loadDataset } from "../lib/data/dataset.ts";
-import { buildPrompt } from "../lib/data/prompt.ts";
-import { formatScore, medvlthinkerRewardFn } from "../lib/reward/medvlthinker.ts";
-import { lenientGrade } from "../lib/reward/lenient.ts";
-import { sftLoss } from "../lib/train/losses.ts";
-import { adamw, clipGradNorm, valueAndGrads } from "../lib/train/optimizer.ts";
-import { grpo, type GrpoOptions, type GrpoStepMetrics, MEDVLTHINKER_GRPO } from "../lib/train/grpo.ts";
-import { pairedBootstrapCI, seededRandom, wilsonInterval } from "../lib/eval/stats.ts";
-import { lineChart, passCountHistogram, writeSvg } from "../lib/eval/plot.ts";
-import { probe } from "../lib/eval/probe.ts";
-import { arquero } from "../lib/util/deps.ts";
+import * as arquero from "npm:arquero@8.0.3";
+import {
+  compareReports,
+  type EvalReport,
+  evaluate,
+  grpo,
+  type GrpoOptions,
+  type GrpoStepMetrics,
+  LAB_DEMO_ANALYTES,
+  labCompactPrompt,
+  type LabRow,
+  labTaskSplits,
+  loadDataset,
+  loadModel,
+  loadTokenizer,
+  MEDVLTHINKER_GRPO,
+  medvlthinkerReward,
+  plot,
+  probe,
+  type Row,
+  sft,
+  tf,
+} from "../mod.ts";
 import { outDir, parseExampleArgs, readYamlConfig, section, since } from "./_common.ts";
 
 const USAGE = `
-examples/grpo_text.ts: SFT warm-up, GRPO, and an equal-compute SFT-only baseline, evaluated on held-out questions.
+examples/grpo_text.ts: a format-only SFT warm-up, GRPO, and SFT on the answer key, evaluated on held-out questions.
 
   --model DIR      checkpoint folder (Hub layout); default: the embedded medthink-tiny on the lab-value task
   --data FILE      RL questions (parquet/JSONL/JSON/CSV); default: the built-in lab-value task
@@ -77,17 +86,11 @@ const log = (msg: string) => console.log(`[${since(t0).padStart(6)}s] ${msg}`);
 const quick = args.quick;
 const num = (o: Record<string, unknown>, k: string, d: number) => (o[k] === undefined ? d : Number(o[k]));
 const WARMUP = {
-  // 200, not fewer: after 70 steps GRPO learned on some seeds and processors and not on others (Intel Xeon
-  // seed 0 and AMD EPYC seed 1 stayed at 33.3%). After 200 it learned on each of seeds 0, 1, 2 (Intel Xeon,
-  // 2026-11-26; warm-up -> 90 GRPO steps: 33.3 -> 66.7%, 33.3 -> 66.7%, 62.5 -> 86.3%): the longer warm-up
-  // leaves the sampled answers depending on the value a little, which the reward can then amplify.
-  steps: num(warmConfig, "steps", embedded ? (quick ? 30 : 200) : 0),
+  steps: num(warmConfig, "steps", embedded ? (quick ? 60 : 80) : 0),
   batchSize: num(warmConfig, "batch_size", 16),
   lr: num(warmConfig, "lr", embedded ? 4e-3 : 1e-5),
+  // The same words for every question: the warm-up must not say anything about the value.
   reasoning: (warmConfig.reasoning as string | undefined) ?? "compare",
-  // `correct`: the warm-up's answer letter is the right one; `random`: a letter drawn at random per example,
-  // which teaches the format while keeping the policy's answers spread out (groups with mixed rewards).
-  answers: (warmConfig.answers as string | undefined) ?? "correct",
 };
 const GRPO: Partial<GrpoOptions> = embedded
   ? {
@@ -122,12 +125,7 @@ const GRPO: Partial<GrpoOptions> = embedded
     microBatchSize: 8,
     maxSteps: 50,
   };
-for (const [k, v] of Object.entries(grpoConfig)) {
-  if (k !== "max_seconds") (GRPO as Record<string, unknown>)[camel(k)] = v;
-}
-// GRPO is bounded by steps (results do not depend on the machine's speed); the time cap only keeps a slow
-// machine within the demo's 15 minutes.
-const GRPO_SECONDS = num(grpoConfig, "max_seconds", embedded ? (quick ? 60 : 380) : Infinity);
+for (const [k, v] of Object.entries(grpoConfig)) (GRPO as Record<string, unknown>)[camel(k)] = v;
 const BASELINE = {
   enabled: baseConfig.enabled === undefined ? true : Boolean(baseConfig.enabled),
   lr: num(baseConfig, "lr", WARMUP.lr),
@@ -157,27 +155,11 @@ log(
 let train: Row[];
 let test: Row[];
 let prompt: (row: Row) => string;
-// `warmup`: the warm-up's target (its answers may be random letters); `supervised`: the right answer.
-let target: (row: Row, kind: "warmup" | "supervised") => string;
 if (embedded) {
-  const splits = labTaskSplits({ train: 20000, test: EVAL.size, seed, analytes: DEMO_ANALYTES });
+  const splits = labTaskSplits({ train: 20000, test: EVAL.size, seed, analytes: LAB_DEMO_ANALYTES });
   train = splits.train.map((r) => ({ ...r, images: [] }));
   test = splits.test.map((r) => ({ ...r, images: [] }));
   prompt = (row) => labCompactPrompt(row as unknown as LabRow);
-  // The warm-up's reasoning says nothing about the value: it teaches the format, not the answer.
-  const letters = ["A", "B", "C"];
-  const rand = seededRandom(seed * 7919 + 101); // the project's seeded PRNG, its own stream per seed
-  const randomLetter = () => letters[Math.floor(rand() * letters.length)];
-  // `{analyte}`, `{value}` and `{unit}` in the reasoning template restate the question's finding.
-  const reasoning = (row: Row) => {
-    const lab = row as unknown as LabRow;
-    return WARMUP.reasoning.replaceAll("{analyte}", lab.analyte).replaceAll("{value}", lab.valueText)
-      .replaceAll("{unit}", lab.unit);
-  };
-  target = (row, kind) =>
-    `<think> ${reasoning(row)} </think>\n<answer> ${
-      kind === "warmup" && WARMUP.answers === "random" ? randomLetter() : row.answerLabel
-    } </answer>`;
 } else {
   const table = await loadDataset(dataPath!);
   const rows = (table.objects() as Row[]).filter((r) => !r.images?.length);
@@ -187,256 +169,179 @@ if (embedded) {
   const nTest = Math.min(EVAL.size, Math.floor(rows.length / 5));
   test = rows.slice(0, nTest);
   train = rows.slice(nTest);
-  prompt = (row) => tok.applyChatTemplate(buildPrompt(row), { addGenerationPrompt: true });
-  target = (row) => `<think> ${row.reasoning ?? ""} </think>\n<answer> ${row.answerLabel} </answer>`;
+  prompt = (row) =>
+    tok.applyChatTemplate([{ role: "user", content: defaultUserTurn(row) }], {
+      addGenerationPrompt: true,
+    });
 }
 log(`data: ${train.length} training rows, ${test.length} held-out questions; results in ${out}`);
 
-// ---------------------------------------------------------------------------------------------
-// SFT steps (warm-up and the SFT-only baseline): loss on the assistant turn only.
-let trainCursor = 0;
-function nextRows(n: number): Row[] {
-  const rows: Row[] = [];
-  for (let i = 0; i < n; i++) rows.push(train[(trainCursor++) % train.length]);
-  return rows;
+function defaultUserTurn(row: Row): string {
+  const opts = Object.entries(row.options).map(([k, v]) => `${k}. ${v}`).join("\n");
+  return `${row.question}\n${opts}\nAnswer with <think> ... </think> then <answer> letter </answer>.`;
 }
 
-async function sftStage(
-  name: string,
-  options: {
-    steps?: number;
-    seconds?: number;
-    lr: number;
-    batchSize: number;
-    target: "warmup" | "supervised";
-  },
-): Promise<{ steps: number; seconds: number }> {
-  const opt = adamw({ params: model.params, lr: options.lr, betas: [0.9, 0.95], weightDecay: 0 });
-  const file = `${out}/${name}.jsonl`;
-  await Deno.writeTextFile(file, "");
+// A tokenizer view whose chat template is the identity on our already-rendered prompt: evaluate() and
+// probe() build chat messages, and this hands them the compact prompt unchanged.
+const promptTokenizer = {
+  applyChatTemplate: (messages: { content: unknown }[]) => String(messages[0].content),
+  encodeBatch: tok.encodeBatch.bind(tok),
+  decode: tok.decode.bind(tok),
+};
+const asMessages = (row: Row) => [{ role: "user" as const, content: prompt(row) }];
+
+// ---------------------------------------------------------------------------------------------
+// SFT (the warm-up and the answer-key control) through sft() on pre-tokenized rows: the prompt, then the
+// target `<think> {reasoning} </think>\n<answer> {letter} </answer><|im_end|>` with the loss on the target.
+const LETTERS = ["A", "B", "C", "D", "E"];
+// The warm-up's letter for a row: a seeded hash of (seed, row id, position), not the row's answer, so the
+// warm-up data carry no information about the task on any machine.
+function randomLetter(row: Row, position: number): string {
+  const letters = Object.keys(row.options).filter((k) => LETTERS.includes(k));
+  let h = 2166136261 ^ seed;
+  for (const ch of `${row.id}#${position}`) h = Math.imul(h ^ ch.charCodeAt(0), 16777619);
+  return letters[(h >>> 0) % letters.length];
+}
+
+function sftRows(rows: Row[], letter: (row: Row, i: number) => string, reasoning: (row: Row) => string) {
+  return rows.map((r, i) => {
+    const p = tok.encode(prompt(r));
+    const c = tok.encode(`<think> ${reasoning(r)} </think>\n<answer> ${letter(r, i)} </answer><|im_end|>`);
+    return { inputIds: [...p, ...c], labels: [...p.map(() => -100), ...c] };
+  });
+}
+
+async function sftStage(name: string, rows: ReturnType<typeof sftRows>, lr: number, batchSize: number) {
   const start = performance.now();
-  let step = 0;
-  try {
-    for (;; step++) {
-      if (options.steps !== undefined && step >= options.steps) break;
-      if (options.seconds !== undefined && (performance.now() - start) / 1000 >= options.seconds) break;
-      const rows = nextRows(options.batchSize);
-      const seqs = rows.map((r) => {
-        const p = tok.encode(prompt(r));
-        const c = tok.encode(target(r, options.target) + "<|im_end|>");
-        return { ids: [...p, ...c], np: p.length };
-      });
-      const L = Math.max(...seqs.map((q) => q.ids.length));
-      const padL = (q: { ids: number[] }) => L - q.ids.length;
-      const inputIds = seqs.map((q) => [...new Array(padL(q)).fill(tok.padTokenId), ...q.ids]);
-      const attentionMask = seqs.map((q) => [...new Array(padL(q)).fill(0), ...q.ids.map(() => 1)]);
-      const labels = seqs.map((
-        q,
-      ) => [...new Array(padL(q)).fill(-100), ...q.ids.map((t, i) => (i < q.np ? -100 : t))]);
-      const { value, grads } = valueAndGrads(
-        () => sftLoss(model, { inputIds, attentionMask, labels }),
-        model.params,
-      );
-      const gradNorm = await clipGradNorm(grads, 1);
-      opt.step(grads);
-      tf.dispose(Object.values(grads));
-      const loss = (await value.data())[0];
-      value.dispose();
-      const line = {
-        step: step + 1,
-        loss,
-        grad_norm: gradNorm,
-        lr: options.lr,
-        seconds: (performance.now() - start) / 1000,
-      };
-      await Deno.writeTextFile(file, JSON.stringify(line) + "\n", { append: true });
-    }
-  } finally {
-    opt.dispose();
-  }
-  return { steps: step, seconds: (performance.now() - start) / 1000 };
+  const result = await sft(model, rows, {
+    maxSteps: Math.floor(rows.length / batchSize),
+    batchSize,
+    microBatchSize: batchSize,
+    lr,
+    scheduler: "constant",
+    warmupRatio: 0,
+    weightDecay: 0,
+    shuffle: false, // the rows are already in a random order
+    seed,
+    padTokenId: tok.padTokenId,
+    logFile: `${out}/${name}.jsonl`,
+    progress: false,
+  });
+  return { steps: result.losses.length, seconds: (performance.now() - start) / 1000 };
 }
 
 // ---------------------------------------------------------------------------------------------
-// Held-out evaluation: greedy decoding, the recipe's lenient grader for accuracy, its format check.
-interface EvalResult {
-  accuracy: number;
-  low: number;
-  high: number;
-  format: number;
-  correct: number[];
-  seconds: number;
+// Held-out evaluation: evaluate() with greedy decoding, the recipe's lenient grader.
+const heldOut = { name: "lab_task", table: arquero.from(test) };
+async function evaluateHeldOut(name: string): Promise<EvalReport> {
+  return await evaluate(model, [heldOut], {
+    tokenizer: promptTokenizer,
+    prompt: asMessages,
+    maxNewTokens: EVAL.maxNewTokens,
+    batchSize: EVAL.batchSize,
+    seed,
+    outDir: `${out}/eval_${name}`,
+    overwrite: true,
+    modelName: name,
+    progress: false,
+  });
 }
 
-async function evaluateHeldOut(name: string): Promise<EvalResult> {
-  const start = performance.now();
-  const correct: number[] = [];
-  let formatted = 0;
-  const lines: string[] = [];
-  for (let i = 0; i < test.length; i += EVAL.batchSize) {
-    const rows = test.slice(i, i + EVAL.batchSize);
-    const enc = rows.map((r) => tok.encode(prompt(r)));
-    const L = Math.max(...enc.map((e) => e.length));
-    const ids = enc.map((e) => [...new Array(L - e.length).fill(tok.padTokenId), ...e]);
-    const mask = enc.map((e) => [...new Array(L - e.length).fill(0), ...e.map(() => 1)]);
-    const res = await model.generate(ids, {
-      attentionMask: mask,
-      temperature: 0,
-      maxNewTokens: EVAL.maxNewTokens,
-    });
-    res.tokens.forEach((t, k) => {
-      const text = tok.decode(t, { skipSpecialTokens: true });
-      const g = lenientGrade(text, rows[k]);
-      correct.push(g.correct);
-      formatted += formatScore(text);
-      lines.push(
-        JSON.stringify({
-          id: rows[k].id,
-          completion: text,
-          predicted: g.predictedLabel,
-          answer: rows[k].answerLabel,
-        }),
-      );
-    });
-  }
-  await Deno.writeTextFile(`${out}/predictions_${name}.jsonl`, lines.join("\n") + "\n");
-  const hits = correct.reduce((a, b) => a + b, 0);
-  const ci = wilsonInterval(hits, correct.length);
-  return {
-    accuracy: ci.estimate,
-    low: ci.low,
-    high: ci.high,
-    format: formatted / correct.length,
-    correct,
-    seconds: (performance.now() - start) / 1000,
-  };
+const pct = (x: number) => (100 * x).toFixed(1);
+function describe(r: EvalReport): string {
+  const b = r.benchmarks[0];
+  return `accuracy ${pct(b.accuracy)}% [95% CI ${pct(b.ci.low)}-${pct(b.ci.high)}], format ${
+    pct(b.formatRate ?? 0)
+  }%`;
 }
-
-function pct(x: number): string {
-  return (100 * x).toFixed(1);
-}
-
-function describe(e: EvalResult): string {
-  return `accuracy ${pct(e.accuracy)}% [95% CI ${pct(e.low)}-${pct(e.high)}], format ${pct(e.format)}%`;
+function signed(x: number): string {
+  return `${x >= 0 ? "+" : ""}${pct(x)}`;
 }
 
 // ---------------------------------------------------------------------------------------------
-// 1. Warm-up.
+// 1. Warm-up: the format only.
+let cursor = 0;
+const take = (n: number) => Array.from({ length: n }, () => train[(cursor++) % train.length]);
+const warmRows = take(WARMUP.steps * WARMUP.batchSize);
 log(
-  `1/3 SFT warm-up: ${WARMUP.steps} steps x ${WARMUP.batchSize} examples, lr ${WARMUP.lr}, reasoning "${WARMUP.reasoning}"`,
+  `1/3 SFT warm-up (format only: random answer letters): ${WARMUP.steps} steps x ${WARMUP.batchSize} examples, lr ${WARMUP.lr}`,
 );
-const warm = await sftStage("sft_warmup", {
-  steps: WARMUP.steps,
-  lr: WARMUP.lr,
-  batchSize: WARMUP.batchSize,
-  target: "warmup",
-});
+const warm = await sftStage(
+  "sft_warmup",
+  sftRows(warmRows, randomLetter, () => WARMUP.reasoning),
+  WARMUP.lr,
+  WARMUP.batchSize,
+);
 const evalWarm = await evaluateHeldOut("warmup");
-log(
-  `warm-up done in ${warm.seconds.toFixed(0)}s; held-out ${describe(evalWarm)} (eval ${
-    evalWarm.seconds.toFixed(0)
-  }s)`,
-);
-const warmCursor = trainCursor;
+log(`warm-up done in ${warm.seconds.toFixed(0)}s; held-out ${describe(evalWarm)}`);
 const snapshot = Object.fromEntries(Object.entries(model.params).map(([k, v]) => [k, tf.keep(v.clone())]));
 
-// 2. GRPO.
+// 2. GRPO from the warm-up, on the training questions the warm-up did not use first.
 log(
-  `2/3 GRPO: up to ${GRPO.maxSteps} steps or ${GRPO_SECONDS}s, ${GRPO.promptsPerStep} prompts x ${GRPO.numGenerations} completions, ` +
+  `2/3 GRPO: ${GRPO.maxSteps} steps, ${GRPO.promptsPerStep} prompts x ${GRPO.numGenerations} completions, ` +
     `lr ${GRPO.learningRate}, loss ${GRPO.lossType}, beta ${GRPO.beta}`,
 );
-const grpoRows = [...train.slice(warmCursor), ...train.slice(0, warmCursor)];
+const grpoRows = [...train.slice(cursor), ...train.slice(0, cursor)];
 const grpoRun = await grpo(model, grpoRows, {
   shuffle: false, // the demo's rows are already random; real tables keep their curriculum order
   ...GRPO,
   tokenizer: tok,
   promptText: prompt,
-  rewards: [["medvlthinker", medvlthinkerRewardFn, 1]],
+  rewards: [["medvlthinker", (text: string, row: Row) => medvlthinkerReward(text, row).reward, 1]],
   seed,
-  maxSeconds: GRPO_SECONDS,
   outputDir: `${out}/grpo`,
 } as GrpoOptions);
 const evalGrpo = await evaluateHeldOut("grpo");
 log(`GRPO done: ${grpoRun.steps} steps in ${grpoRun.seconds.toFixed(0)}s; held-out ${describe(evalGrpo)}`);
+const grpoQuestions = grpoRun.steps * (GRPO.promptsPerStep ?? 16);
 
-// The recipe's difficulty probe, run on models that have learned something (the GRPO policy, and the
-// SFT-only policy below) on held-out questions: n samples each at temperature 1, graded by the same reward.
-// The mean pass rate should sit near the policy's measured accuracy (sampling at T = 1 rather than greedy
-// makes it somewhat lower), and the pass-count histogram shows how sure the policy is per question.
+// The recipe's difficulty probe of the GRPO policy on held-out questions (n samples at temperature 1):
+// the pass-count histogram shows how sure the policy is per question.
 const PROBE = { size: Math.min(test.length, quick ? 40 : 200), n: 4 };
-const probeRows = test.slice(0, PROBE.size);
-// The demo's compact prompt is already chat markup: hand it to probe() as is.
-const rawPromptTokenizer = {
-  applyChatTemplate: (messages: { content: unknown }[]) => String(messages[0].content),
-  encodeBatch: tok.encodeBatch.bind(tok),
-  decode: tok.decode.bind(tok),
-};
-
-interface ProbeSummary {
-  questions: number;
-  n: number;
-  histogram: number[];
-  passRate: number;
-  greedyAccuracy: number;
-}
-
-async function probePolicy(name: string, label: string, greedy: EvalResult): Promise<ProbeSummary> {
-  const probed = await probe(model, arquero.from(probeRows), {
+async function probePolicy(name: string, label: string) {
+  const probed = await probe(model, arquero.from(test.slice(0, PROBE.size)), {
     n: PROBE.n,
     temperature: 1,
     maxNewTokens: EVAL.maxNewTokens,
     seed,
-    tokenizer: rawPromptTokenizer,
-    prompt: (row) => [{ role: "user", content: prompt(row) }],
+    tokenizer: promptTokenizer,
+    prompt: asMessages,
     out: `${out}/probe_${name}.jsonl`,
     overwrite: true,
     progress: false,
   });
   const passCounts = probed.array("passCount") as number[];
   const histogram = Array.from({ length: PROBE.n + 1 }, (_, k) => passCounts.filter((p) => p === k).length);
-  const passRate = passCounts.reduce((a, b) => a + b, 0) / (passCounts.length * PROBE.n);
-  const onSame = greedy.correct.slice(0, PROBE.size);
-  const greedyAccuracy = onSame.reduce((a, b) => a + b, 0) / onSame.length;
-  await writeSvg(
+  await plot.writeSvg(
     `${out}/probe_histogram_${name}.svg`,
-    passCountHistogram(passCounts, {
+    plot.passCountHistogram(passCounts, {
       n: PROBE.n,
       title: `Probe of the ${label} policy (${PROBE.size} held-out, n=${PROBE.n})`,
     }),
   );
-  log(
-    `probe of the ${label} policy: pass counts 0..${PROBE.n} = [${histogram.join(", ")}], mean pass rate ${
-      pct(passRate)
-    }% (greedy accuracy on the same questions ${pct(greedyAccuracy)}%)`,
-  );
-  return { questions: PROBE.size, n: PROBE.n, histogram, passRate, greedyAccuracy };
+  return histogram;
 }
+const probeGrpo = await probePolicy("grpo", "GRPO");
 
-function describeProbe(label: string, p: ProbeSummary): string {
-  return `probe of the ${label} policy (${p.questions} questions x ${p.n} samples, T=1): pass counts [${
-    p.histogram.join(", ")
-  }], mean pass rate ${pct(p.passRate)}% vs greedy accuracy ${pct(p.greedyAccuracy)}%`;
-}
-
-const probeGrpo = await probePolicy("grpo", "GRPO", evalGrpo);
-
-// 3. SFT-only baseline from the same warm-up, the same wall-clock time as the GRPO stage.
-let evalSft: EvalResult | null = null;
+// 3. The control: SFT on the answer key from the same warm-up, as many training questions as GRPO saw.
+let evalSft: EvalReport | null = null;
 let base: { steps: number; seconds: number } | null = null;
-let probeSft: ProbeSummary | null = null;
 if (BASELINE.enabled) {
   for (const [k, v] of Object.entries(model.params)) v.assign(snapshot[k]);
-  trainCursor = warmCursor;
-  log(`3/3 SFT-only: ${grpoRun.seconds.toFixed(0)}s (the GRPO stage's time), lr ${BASELINE.lr}`);
-  base = await sftStage("sft_only", {
-    seconds: grpoRun.seconds,
-    lr: BASELINE.lr,
-    batchSize: BASELINE.batchSize,
-    target: "supervised", // the SFT-only baseline learns from the right answers
-  });
-  evalSft = await evaluateHeldOut("sft_only");
-  log(`SFT-only done: ${base.steps} steps in ${base.seconds.toFixed(0)}s; held-out ${describe(evalSft)}`);
-  probeSft = await probePolicy("sft_only", "SFT-only", evalSft);
+  const keyRows = grpoRows.slice(0, grpoQuestions);
+  log(`3/3 SFT on the answer key: the ${keyRows.length} questions GRPO saw, right answers as targets`);
+  base = await sftStage(
+    "sft_answer_key",
+    sftRows(keyRows, (r) => r.answerLabel, () => WARMUP.reasoning),
+    BASELINE.lr,
+    BASELINE.batchSize,
+  );
+  evalSft = await evaluateHeldOut("sft_answer_key");
+  log(
+    `SFT on the answer key done: ${base.steps} steps in ${base.seconds.toFixed(0)}s; held-out ${
+      describe(evalSft)
+    }`,
+  );
 }
 tf.dispose(Object.values(snapshot));
 
@@ -447,67 +352,109 @@ const curve = grpoRun.history.map((m: GrpoStepMetrics, i, all) => {
   return { step: m.step, reward: m.reward, reward_mean5: w.reduce((s, x) => s + x.reward, 0) / w.length };
 });
 const plotPath = `${out}/reward_curve.svg`;
-await writeSvg(
+await plot.writeSvg(
   plotPath,
-  lineChart(curve, {
+  plot.lineChart(curve, {
     x: "step",
     y: "reward_mean5",
     yLabel: "mean reward (5-step window)",
     title: "GRPO reward (training batches)",
   }),
 );
-const gain = pairedBootstrapCI(evalGrpo.correct, evalWarm.correct, { seed });
+const gain = compareReports(evalGrpo, evalWarm, { seed }).benchmarks[0].diff;
+const keyVsGrpo = evalSft ? compareReports(evalSft, evalGrpo, { seed }).benchmarks[0].diff : null;
+const acc = (r: EvalReport) => r.benchmarks[0].accuracy;
+const chance = embedded ? 1 / 3 : NaN;
+const stoppedEarly = grpoRun.steps < (GRPO.maxSteps ?? 0);
+
+function verdict(): string {
+  const learned = gain.low > 0;
+  const lines = [
+    learned
+      ? `GRPO raised held-out accuracy by ${signed(gain.estimate)} points over the format-only warm-up ` +
+        `(paired 95% CI ${signed(gain.low)} to ${signed(gain.high)}): the policy learned the task from the ` +
+        `reward alone, since the warm-up's answers carried no information about it.`
+      : `GRPO did not raise held-out accuracy reliably (${signed(gain.estimate)} points, paired 95% CI ${
+        signed(gain.low)
+      } to ${signed(gain.high)}).`,
+  ];
+  if (evalSft && keyVsGrpo) {
+    const d = keyVsGrpo.estimate;
+    const same = keyVsGrpo.low <= 0 && keyVsGrpo.high >= 0;
+    const control = `SFT on the answer key (the control: the same ${grpoQuestions} training questions, ` +
+      `each with its right answer as the target)`;
+    const meaning = same
+      ? `on this task the two teachers are indistinguishable at this budget.`
+      : d > 0
+      ? `with a known answer key, supervision states the answer in every example while GRPO must find it ` +
+        `by sampling and gets one bit of reward per completion, so SFT is the stronger teacher here.`
+      : `at this budget the reward taught more than the answer key did; the answer key is the denser ` +
+        `signal, so this says more about this small budget than about the two methods.`;
+    lines.push(
+      `${control} scored ${
+        same ? "about the same as" : `${pct(Math.abs(d))} points ${d > 0 ? "above" : "below"}`
+      } ` +
+        `GRPO (paired 95% CI ${signed(keyVsGrpo.low)} to ${signed(keyVsGrpo.high)}): ${meaning} ` +
+        `What this toy shows is that RL with a verifiable reward learns a task from no demonstrations; it ` +
+        `cannot test the paper's finding (on medical VQA, RL beat SFT on reasoning traces distilled from a ` +
+        `larger model), since it has no distilled traces and no pretrained model.`,
+    );
+  }
+  return lines.join("\n");
+}
+
 const results = {
   seed,
   backend: model.backend,
   model: modelName,
   heldOut: test.length,
-  warmup: {
-    ...warm,
-    accuracy: evalWarm.accuracy,
-    ci: [evalWarm.low, evalWarm.high],
-    format: evalWarm.format,
-  },
+  chance,
+  warmup: { ...warm, accuracy: acc(evalWarm), ci: evalWarm.benchmarks[0].ci },
   grpo: {
     steps: grpoRun.steps,
+    stepsRequested: GRPO.maxSteps,
+    questions: grpoQuestions,
     seconds: grpoRun.seconds,
-    accuracy: evalGrpo.accuracy,
-    ci: [evalGrpo.low, evalGrpo.high],
-    format: evalGrpo.format,
+    accuracy: acc(evalGrpo),
+    ci: evalGrpo.benchmarks[0].ci,
   },
-  sftOnly: evalSft && base
-    ? { ...base, accuracy: evalSft.accuracy, ci: [evalSft.low, evalSft.high], format: evalSft.format }
-    : null,
+  sftAnswerKey: evalSft && base ? { ...base, accuracy: acc(evalSft), ci: evalSft.benchmarks[0].ci } : null,
   grpoMinusWarmup: { estimate: gain.estimate, ci: [gain.low, gain.high] },
-  probeOfGrpo: probeGrpo,
-  probeOfSftOnly: probeSft,
-
+  sftAnswerKeyMinusGrpo: keyVsGrpo
+    ? { estimate: keyVsGrpo.estimate, ci: [keyVsGrpo.low, keyVsGrpo.high] }
+    : null,
+  probeOfGrpo: { questions: PROBE.size, n: PROBE.n, histogram: probeGrpo },
   totalSeconds: (performance.now() - t0) / 1000,
 };
 await Deno.writeTextFile(`${out}/results.json`, JSON.stringify(results, null, 2) + "\n");
 
 console.log(`
 == GRPO on ${embedded ? "the lab-value task" : dataPath} (${modelName}, ${model.backend}, seed ${seed}) ==
-held-out questions: ${test.length}
-after SFT warm-up (${warm.steps} steps, ${warm.seconds.toFixed(0)}s):   ${describe(evalWarm)}
-after GRPO (${grpoRun.steps} steps, ${grpoRun.seconds.toFixed(0)}s):        ${describe(evalGrpo)}
+held-out questions: ${test.length}${embedded ? " (chance: 33.3%)" : ""}
+after SFT warm-up, format only (${warm.steps} steps):  ${describe(evalWarm)}
+after GRPO, reward only (${grpoRun.steps} steps, ${grpoQuestions} questions):  ${describe(evalGrpo)}${
+  stoppedEarly ? `\nGRPO STOPPED EARLY: ${grpoRun.steps} OF ${GRPO.maxSteps} STEPS RAN.` : ""
+}
 ${
   evalSft && base
-    ? `after SFT-only, same time (${base.steps} steps, ${base.seconds.toFixed(0)}s): ${describe(evalSft)}`
-    : "SFT-only baseline: off"
+    ? `control, SFT on the answer key (same ${grpoQuestions} questions, ${base.steps} steps): ${
+      describe(evalSft)
+    }`
+    : "control (SFT on the answer key): off"
 }
-${describeProbe("GRPO", probeGrpo)}${probeSft ? "\n" + describeProbe("SFT-only", probeSft) : ""}
-GRPO - warm-up: ${gain.estimate >= 0 ? "+" : ""}${pct(gain.estimate)} points [95% CI ${pct(gain.low)} to ${
-  pct(gain.high)
+probe of the GRPO policy (${PROBE.size} held-out x ${PROBE.n} samples, T=1): pass counts 0..${PROBE.n} = [${
+  probeGrpo.join(", ")
 }]
+GRPO - warm-up: ${signed(gain.estimate)} points [paired 95% CI ${signed(gain.low)} to ${signed(gain.high)}]
+${verdict()}
 total time ${since(t0)}s
 
 written:
   ${plotPath}  (reward curve)
   ${out}/grpo/metrics.jsonl  (one line per GRPO step)
   ${out}/grpo/completions.jsonl  (sampled completions)
-  ${out}/sft_warmup.jsonl, ${out}/sft_only.jsonl  (SFT steps)
-  ${out}/predictions_{warmup,grpo,sft_only}.jsonl  (every held-out answer)
-  ${out}/probe_{grpo,sft_only}.jsonl, ${out}/probe_histogram_{grpo,sft_only}.svg  (probes of the trained policies)
+  ${out}/sft_warmup.jsonl, ${out}/sft_answer_key.jsonl  (SFT steps)
+  ${out}/eval_{warmup,grpo,sft_answer_key}/  (every held-out answer, reports, bar charts)
+  ${out}/probe_grpo.jsonl, ${out}/probe_histogram_grpo.svg  (probe of the GRPO policy)
   ${out}/results.json`);
 model.dispose();

@@ -56,8 +56,8 @@ Deno.test("lab task: the recipe's reward grades it; compact prompt has no system
 });
 
 Deno.test("lab task: demo analytes share one shape and a leading-digit rule that depends on the analyte", async () => {
-  const { DEMO_ANALYTES } = await import("../lib/data/lab_task.ts");
-  const { train, test } = labTaskSplits({ train: 2000, test: 600, seed: 0, analytes: DEMO_ANALYTES });
+  const { LAB_DEMO_ANALYTES } = await import("../lib/data/lab_task.ts");
+  const { train, test } = labTaskSplits({ train: 2000, test: 600, seed: 0, analytes: LAB_DEMO_ANALYTES });
   const rule = new Map<string, string>();
   for (const r of [...train, ...test]) {
     assert(/^\d\.\d\d$/.test(r.valueText) && r.unit === "mmol/L", r.question);

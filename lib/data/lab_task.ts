@@ -103,7 +103,7 @@ export const LAB_ANALYTES: LabAnalyte[] = [
  * model can discover by trial and error in minutes). Each analyte maps the same digit differently
  * (3.xx is low glucose but normal potassium and urea), so the analyte must be read too.
  */
-export const DEMO_ANALYTES: LabAnalyte[] = [
+export const LAB_DEMO_ANALYTES: LabAnalyte[] = [
   {
     name: "Potassium",
     unit: "mmol/L",
