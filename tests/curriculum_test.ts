@@ -143,3 +143,51 @@ Deno.test("curriculum: the sampler over rows draws rows, learns from groups, and
   );
   throws(() => new AdaptiveCurriculum(3).restore(whole.state()), /over 3 questions/);
 });
+
+Deno.test("curriculum: grpo(..., { curriculum: 'adaptive' }) wastes fewer groups than the epoch order and logs band occupancy", async () => {
+  const { loadModel } = await import("../lib/model/load.ts");
+  const { grpo } = await import("../lib/train/grpo.ts");
+  const dir = new URL("./fixtures/qwen2-tiny", import.meta.url).pathname;
+  // The fixture model has a 300-token vocabulary and no tokenizer: a prompt is its ids written out.
+  const tokenizer = {
+    padTokenId: 0,
+    encode: (text: string) => text.split(" ").map(Number),
+    decode: (ids: number[]) => ids.join(" "),
+  };
+  // Rows 0-11 are always right (every group flat); rows 12-15 are right for odd tokens (mostly mixed groups).
+  const rows = Array.from({ length: 16 }, (_, i) => ({
+    id: `p${i}`,
+    question: [5 + i, 40 + 2 * i, 77].join(" "),
+    options: {},
+    answerLabel: "",
+    answer: "",
+    images: [],
+  }));
+  const reward = (c: string, row: { id: string }) => (Number(row.id.slice(1)) < 12 ? 1 : Number(c) % 2);
+  const run = async (curriculum: boolean) => {
+    const model = await loadModel(dir, { backend: "wasm" });
+    const result = await grpo(model, rows, {
+      tokenizer,
+      promptText: (r) => r.question,
+      rewards: [["parity", reward, 1]],
+      maxSteps: 12,
+      numGenerations: 4,
+      promptsPerStep: 4,
+      maxNewTokens: 1,
+      learningRate: 0, // a fixed policy: only the choice of prompts differs
+      beta: 0,
+      seed: 3,
+      progress: false,
+      ...(curriculum ? { curriculum: "adaptive" as const } : {}),
+    });
+    model.dispose();
+    return result.history;
+  };
+  const plain = await run(false);
+  const adaptive = await run(true);
+  const wasted = (h: typeof plain) =>
+    h.slice(4).reduce((s, m) => s + m.frac_reward_zero_std, 0) / (h.length - 4);
+  assert(wasted(adaptive) < wasted(plain) - 0.1, `zero-std fraction ${wasted(adaptive)} vs ${wasted(plain)}`);
+  assert(adaptive.every((m) => typeof m.band_occupancy === "number") && !("band_occupancy" in plain[0]));
+  assert(adaptive.at(-1)!.visited_fraction === 1, JSON.stringify(adaptive.at(-1)));
+});

@@ -302,8 +302,8 @@ export interface CurriculumSampler<R> {
   state(): Record<string, unknown>;
   /** Restore a state from `state()`. */
   restore(state: Record<string, unknown>): void;
-  /** The curriculum's metrics as of the last step observed (merged into GRPO's per-step metrics). */
-  metrics(): CurriculumStats;
+  /** The curriculum's metrics ({@linkcode CurriculumStats}) as of the last step observed (merged into GRPO's per-step metrics). */
+  metrics(): Record<string, number>;
   /** The underlying estimator. */
   curriculum: AdaptiveCurriculum;
 }
@@ -351,6 +351,6 @@ export function curriculumSampler<R extends object>(
       curriculum.restore(state);
       lastStep = Number(state.lastStep ?? 0);
     },
-    metrics: () => curriculum.stats(lastStep + 1),
+    metrics: () => ({ ...curriculum.stats(lastStep + 1) }),
   };
 }

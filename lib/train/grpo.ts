@@ -24,6 +24,7 @@ import { addLora, loraParams } from "../model/lora.ts";
 import { type NamedReward, normalizeRewards } from "../reward/types.ts";
 import { type AdamW, adamw, clipScale, valueAndGrads } from "./optimizer.ts";
 import { lrSchedule } from "./schedule.ts";
+import { curriculumSampler } from "./curriculum.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import {
   groupAdvantages,
@@ -192,7 +193,13 @@ function setUp(model: CausalLM, rows: Row[], c: GrpoConfig): GrpoRun {
     : Object.fromEntries(Object.entries(model.params).filter(([, v]) => v.trainable));
   const updatesPerStep = (c.promptsPerStep / c.miniBatchPrompts) * c.numIterations;
   const rewards = normalizeRewards(c.rewards);
-  const sampler = c.sampler ?? epochSampler(rows, { seed: c.seed, shuffle: c.shuffle });
+  const sampler = c.sampler ?? (c.curriculum
+    ? curriculumSampler(rows, {
+      numGenerations: c.numGenerations,
+      seed: c.seed,
+      ...(c.curriculum === "adaptive" ? {} : c.curriculum),
+    })
+    : epochSampler(rows, { seed: c.seed, shuffle: c.shuffle }));
   const snapshot = c.beta !== 0 && !c.reference && !lora ? new WeightSnapshot(model.params) : undefined;
   const refPass = (m: CausalLM, b: GrpoBatch) =>
     perTokenLogps(m, b, { temperature: c.temperature, chunkSize: c.chunkSize });
@@ -497,6 +504,7 @@ function stepMetrics(run: GrpoRun, step: number, batch: ScoredBatch, s: UpdateSt
     metrics[`reward/${r.name}/mean`] = meanOf(xs);
     metrics[`reward/${r.name}/std`] = stdOf(xs);
   }
+  Object.assign(metrics, run.sampler.metrics?.());
   return metrics;
 }
 

@@ -17,6 +17,7 @@ import type { RemotePolicy } from "../engine/policy_sync.ts";
 import type { ImageInputBuilder } from "../engine/vision_inputs.ts";
 import type { ScheduleType } from "./schedule.ts";
 import type { GrpoLossType, ScaleRewards } from "./grpo_loss.ts";
+import type { CurriculumOptions } from "./curriculum.ts";
 import { check, checkTrainerKeys, type StepLogger, type StepMetrics, withDefaults } from "./trainer.ts";
 
 /** What `grpo` needs from a tokenizer (the `Tokenizer` of `lib/data/tokenizer.ts` has it). */
@@ -46,6 +47,8 @@ export interface PromptSampler {
   observe?(groups: { row: Row; rewards: number[] }[], step: number): void | Promise<void>;
   /** A JSON-safe state stored in checkpoints. */
   state(): Record<string, unknown>;
+  /** Sampler metrics merged into each step's metrics (an adaptive curriculum's band occupancy). */
+  metrics?(): Record<string, number>;
   /** Restore a state from `state()` (resuming a run). */
   restore(state: Record<string, unknown>): void;
 }
@@ -124,6 +127,12 @@ export interface GrpoOptions {
   seed?: number;
   /** Chooses each round's rows (an adaptive curriculum). Default: seeded per-epoch permutations (`shuffle`, `seed`). */
   sampler?: PromptSampler;
+  /**
+   * `"adaptive"` (or its options): draw prompts with `curriculumSampler` of `curriculum.ts`, a live
+   * pass-rate estimate per question from the groups themselves, favouring questions likely to give mixed
+   * rewards; its band occupancy joins the step metrics. Ignored when `sampler` is given. Default: none.
+   */
+  curriculum?: "adaptive" | CurriculumOptions;
   /**
    * A frozen reference model (full fine-tuning). Default: with LoRA adapters the same model with
    * adapters off; without, a snapshot of the weights at the start, swapped in for the reference pass.
@@ -261,6 +270,7 @@ export const GRPO_DEFAULTS = Object.freeze(
     shuffle: true,
     seed: 42,
     sampler: undefined,
+    curriculum: undefined,
     reference: undefined,
     recomputeOldLogps: true,
     chunkSize: 256,
