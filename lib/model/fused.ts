@@ -15,7 +15,14 @@ import {
   rmsNormProgram,
   rotaryProgram,
   swigluProgram,
+  widenHalfProgram,
 } from "./webgpu_fused.ts";
+import {
+  type HalfDtype,
+  smallMatMulApplies,
+  smallMatMulHalfBT,
+  smallMatMulInstalled,
+} from "./webgpu_matmul.ts";
 
 function envVar(name: string): string | undefined {
   try {
@@ -251,4 +258,42 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: 
     return attentionFused(q, k, v, bias) as tf.Tensor4D;
   }
   return tf.matMul(attentionProbs(q, k, bias), v) as tf.Tensor4D;
+}
+
+/** A weight kept as 16-bit codes, two per int32 word (the shape of lib/model/types.ts's `HalfWeight`). */
+export interface PackedHalf {
+  /** `[size / 2]` int32 words, element 2i in the low half of word i. */
+  packed: tf.Tensor;
+  /** The logical shape, `[N, K]`. */
+  shape: number[];
+  /** The 16-bit format. */
+  dtype: HalfDtype;
+}
+
+/**
+ * `x Wᵀ` for `x` `[M, K]` and a packed 16-bit weight `W` `[N, K]`, read as it is stored by the small-M
+ * program on webgpu (decode-sized M, K a multiple of 4, the program installed), differentiable in `x`
+ * (the weight is frozen). Null where that does not apply: the caller widens the weight and multiplies.
+ *
+ * @example
+ * ```ts
+ * import { tf } from "../util/deps.ts";
+ * import { halfMatMulBT } from "./fused.ts";
+ * const w = { packed: tf.zeros([4], "int32"), shape: [2, 4], dtype: "bfloat16" as const };
+ * console.log(halfMatMulBT(tf.ones([1, 4]) as tf.Tensor2D, w)); // null on cpu
+ * ```
+ */
+export function halfMatMulBT(x: tf.Tensor2D, w: PackedHalf): tf.Tensor2D | null {
+  if (tf.getBackend() !== "webgpu" || !smallMatMulInstalled() || x.dtype !== "float32") return null;
+  if (
+    w.shape.length !== 2 || w.shape[1] % 4 !== 0 ||
+    !smallMatMulApplies(x.shape, w.shape, { transposeB: true })
+  ) {
+    return null;
+  }
+  const f = customGrad((xx: tf.Tensor) => ({
+    value: smallMatMulHalfBT(xx, w.packed, w.shape, w.dtype)!,
+    gradFunc: (dy: tf.Tensor) => tf.matMul(dy, widenHalfProgram(w.packed, w.shape, w.dtype)),
+  }));
+  return f(x) as tf.Tensor2D;
 }

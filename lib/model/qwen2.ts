@@ -38,6 +38,7 @@ import {
   attention as fusedAttention,
   attentionFusable,
   fusedOn,
+  halfMatMulBT,
   rmsNorm as fusedRmsNorm,
   swiglu,
 } from "./fused.ts";
@@ -226,21 +227,24 @@ export function weightOf(
  * `scale * (x A^T) B^T` when a LoRA adapter is registered for `name` and enabled.
  */
 export function linear(model: DecoderWeights, x: tf.Tensor, name: string): tf.Tensor {
-  const w = weightOf(model, `${name}.weight`);
-  if (!w) throw new Error(`The model has no parameter ${name}.weight.`);
   const b = model.params[`${name}.bias`];
   const inDim = x.shape[x.shape.length - 1];
   // 2-D inputs (the decoder keeps its hidden states as [B*T, H]) need no reshapes: each is a kernel
   // call with its own overhead on every backend.
   const x2 = (x.rank === 2 ? x : tf.reshape(x, [-1, inDim])) as tf.Tensor2D;
-  let y: tf.Tensor = matMulBT(x2, w as tf.Tensor2D);
+  // webgpu, decode-sized x: a 2-byte weight is read as stored, without a widened copy (lib/model/fused.ts).
+  const hw = model.half?.[`${name}.weight`];
+  const direct = hw ? halfMatMulBT(x2, hw) : null;
+  const w = direct ? null : weightOf(model, `${name}.weight`);
+  if (!direct && !w) throw new Error(`The model has no parameter ${name}.weight.`);
+  let y: tf.Tensor = direct ?? matMulBT(x2, w as tf.Tensor2D);
   if (b) y = tf.add(y, b);
   const ad = model.loraEnabled ? model.lora[name] : undefined;
   if (ad) {
     const low = matMulBT(x2, ad.A as tf.Tensor2D);
     y = tf.add(y, tf.mul(matMulBT(low, ad.B as tf.Tensor2D), ad.scale));
   }
-  return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), w.shape[0]]);
+  return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), y.shape[1] as number]);
 }
 
 /**

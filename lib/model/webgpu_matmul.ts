@@ -58,9 +58,14 @@ interface KernelArgs {
   attrs: { transposeA: boolean; transposeB: boolean };
 }
 
+/** The 16-bit formats of packed weights (lib/model/types.ts's `HalfWeight`). */
+export type HalfDtype = "bfloat16" | "float16";
+
 /** How one product runs: the shapes the program sees and its compile-time parameters. */
 interface Plan {
   transposeB: boolean;
+  /** `b` is 16-bit codes in this format, packed two per int32 word (`a bᵀ` only, K a multiple of 4). */
+  half?: HalfDtype;
   batch: number;
   m: number;
   k: number;
@@ -146,11 +151,29 @@ function plan(
   return p;
 }
 
+/** WGSL widening 4 packed codes (`vec2<i32>`) to `vec4<f32>`; bit operations, or `unpack2x16float`. */
+function widenSource(half: HalfDtype): string {
+  const two = half === "bfloat16"
+    ? "return vec2<f32>(bitcast<f32>(u << 16u), bitcast<f32>(u & 0xffff0000u));"
+    : "return unpack2x16float(u);";
+  return `
+    fn widen2(u : u32) -> vec2<f32> {
+      ${two}
+    }
+    fn widen4(w : vec2<i32>) -> vec4<f32> {
+      return vec4<f32>(widen2(bitcast<u32>(w.x)), widen2(bitcast<u32>(w.y)));
+    }`;
+}
+
 // Reads convert to f32: a float32 tensor may sit in an int32 buffer (tfjs-webgpu casts int32 to float32
 // without touching the data), and the pipeline is compiled for the buffers' types.
 
-/** WGSL of `a bᵀ`: workgroups of `rows` rows of `b`, `tpr` threads per row, vectors of `c` floats. */
-function sourceBT(m: number, c: number, tpr: number): string {
+/**
+ * WGSL of `a bᵀ`: workgroups of `rows` rows of `b`, `tpr` threads per row, vectors of `c` floats. With
+ * `half`, `b` is 16-bit codes packed two per int32 word (element 2i in the low half), read as `vec2<i32>`
+ * (4 codes) and widened in registers: half the bytes of a float32 weight.
+ */
+function sourceBT(m: number, c: number, tpr: number, half?: HalfDtype): string {
   const rows = WG / tpr;
   const vec = c === 4 ? "vec4<f32>" : "f32";
   const mul = (x: string, y: string) => (c === 4 ? `dot(${x}, ${y})` : `${x} * ${y}`);
@@ -163,6 +186,7 @@ function sourceBT(m: number, c: number, tpr: number): string {
   const fma = Array.from({ length: m }, (_, i) => `acc${i} += ${mul(`${vec}(A[a${i} + kk])`, "w")};`).join(
     "\n",
   );
+  const load = half ? `let w = widen4(B[bBase + kk]);` : `let w = ${vec}(B[bBase + kk]);`;
   const sums: string[] = [];
   for (let m0 = 0; m0 < m; m0 += chunk) {
     const mc = Math.min(chunk, m - m0);
@@ -188,6 +212,7 @@ function sourceBT(m: number, c: number, tpr: number): string {
       workgroupBarrier();`);
   }
   return `
+    ${half ? widenSource(half) : ""}
     var<workgroup> red : array<f32, ${chunk * WG}>;
     fn main() {
       let t = i32(localId.x);
@@ -205,7 +230,7 @@ function sourceBT(m: number, c: number, tpr: number): string {
       ${acc}
       if (row < n) {
         for (var kk = lane; kk < kv; kk += ${tpr}) {
-          let w = ${vec}(B[bBase + kk]);
+          ${load}
           ${fma}
         }
       }
@@ -291,11 +316,11 @@ class SmallMatMulProgram {
     if (p.transposeB) {
       const c = p.k % 4 === 0 ? 4 : 1;
       const tpr = threadsPerRow(p.k / c);
-      this.variableComponents = [c, c];
+      this.variableComponents = [c, p.half ? 2 : c];
       this.outputComponent = 1;
       this.dispatch = [Math.ceil(p.n / (WG / tpr)), 1, p.batch];
-      this.shaderKey = `smallMatMulBT_${rowBucket(p.m)}_${c}_${tpr}`;
-      this.source = () => sourceBT(rowBucket(p.m), c, tpr);
+      this.shaderKey = `smallMatMulBT_${rowBucket(p.m)}_${c}_${tpr}_${p.half ?? "f32"}`;
+      this.source = () => sourceBT(rowBucket(p.m), c, tpr, p.half);
     } else {
       const c = p.n % 4 === 0 ? 4 : 1;
       const nt = threadsAcross(p.n / c);
@@ -409,6 +434,42 @@ export function smallMatMul(a: tf.Tensor, b: tf.Tensor, opts: { transposeB?: boo
   return tf.engine().makeTensorFromTensorInfo(out as never, tf.backend());
 }
 
+/**
+ * `a Wᵀ` for a float32 `a` `[M, K]` and a weight `W` `[N, K]` kept as 16-bit codes packed two per int32
+ * word (`packed` `[N * K / 2]`, a `HalfWeight`'s), widened in registers by the small-M program: half the
+ * bytes of a float32 weight and no widened copy. Null when it does not apply (not on `webgpu`, M above
+ * the row threshold, K not a multiple of 4, shapes that do not match): then widen and multiply. No
+ * gradient (lib/model/fused.ts's `halfLinear` adds one).
+ *
+ * @example
+ * ```ts ignore
+ * import { smallMatMulHalfBT } from "./webgpu_matmul.ts";
+ * const y = smallMatMulHalfBT(x, w.packed, w.shape, w.dtype) ?? tf.matMul(x, widenHalf(w), false, true);
+ * ```
+ */
+export function smallMatMulHalfBT(
+  a: tf.Tensor,
+  packed: tf.Tensor,
+  shape: number[],
+  dtype: HalfDtype,
+  opts: SmallMatMulOptions = {},
+): tf.Tensor | null {
+  if (
+    tf.getBackend() !== "webgpu" || a.dtype !== "float32" || packed.dtype !== "int32" || shape.length !== 2
+  ) {
+    return null;
+  }
+  const [n, k] = shape;
+  if (a.rank !== 2 || a.shape[1] !== k || k % 4 !== 0 || packed.size * 2 !== n * k) return null;
+  const p = plan(a.shape, shape, false, true, maxRows(opts));
+  if (!p) return null;
+  p.half = dtype;
+  p.b3 = [1, n, k / 2];
+  const backend = tf.backend() as unknown as WebGPUBackendLike;
+  const out = run(p, a as unknown as TensorInfo, packed as unknown as TensorInfo, backend);
+  return tf.engine().makeTensorFromTensorInfo(out as never, tf.backend());
+}
+
 let original: ReturnType<typeof tf.getKernel> | null = null;
 
 /**
@@ -450,6 +511,20 @@ export function installSmallMatMul(opts?: SmallMatMulOptions): boolean {
     },
   });
   return true;
+}
+
+/**
+ * Whether the small-M program is installed now (by `useBackend("webgpu")` unless
+ * `MEDTHINK_WEBGPU_MATMUL=tfjs`, or by {@linkcode installSmallMatMul}).
+ *
+ * @example
+ * ```ts
+ * import { smallMatMulInstalled } from "./webgpu_matmul.ts";
+ * console.log(smallMatMulInstalled());
+ * ```
+ */
+export function smallMatMulInstalled(): boolean {
+  return original !== null;
 }
 
 /**
