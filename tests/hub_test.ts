@@ -350,6 +350,13 @@ Deno.test("hub: a dataset by id downloads its parquet files, by split and config
         "no config 'x'",
         "default, other",
       ]);
+      // Without a split only the listing can tell that every split is here: one request, nothing refetched.
+      const m = hub.requests.length;
+      const all = await hubDatasetFiles("hf://datasets/test-org/vqa_rad_closed");
+      assertEquals(all.files.length, 3);
+      assertEquals(hub.requests.slice(m).map((r) => r.path), [
+        "/api/datasets/test-org/vqa_rad_closed/revision/main",
+      ]);
       const [bench] = await resolveBenchmarks(["hf://datasets/test-org/vqa_rad_closed"], { limit: 3 });
       assertEquals([bench.name, bench.rows.length], ["vqa_rad_closed", 3]);
       const one = await loadDataset(

@@ -137,9 +137,12 @@ export async function hubDatasetFiles(
     }
     : {
       select: (files) => (chosen = selectDatasetFiles(files, label, split, config)),
-      missing(dir) {
+      missing(dir, offline) {
         const have = existing(dir);
         if (chosen) return chosen.filter((f) => !have.includes(f));
+        // Without a split, only the listing tells whether every split is here (one request; cached files
+        // are not fetched again); offline, what the cache holds is the dataset.
+        if (split === undefined && !offline) return ["(the repository's file listing)"];
         // From the cache alone: the selection among what is there, complete by its shard counts.
         try {
           const sel = selectDatasetFiles(have, label, split, config);

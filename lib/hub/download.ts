@@ -77,8 +77,11 @@ export function filterFiles(files: string[], patterns?: string[]): string[] {
 export interface SnapshotPlan {
   /** The files to fetch, from the repository's listing. */
   select(files: string[]): string[];
-  /** The files a snapshot folder still lacks for this use (empty: complete, no request needed). */
-  missing(dir: string): string[];
+  /**
+   * The files a snapshot folder still lacks for this use (empty: complete, no request needed). `offline`:
+   * the cache is all there is, so judge by what it holds.
+   */
+  missing(dir: string, offline?: boolean): string[];
   /** Checked after the listing: an error sentence when the repository cannot serve this use. */
   check?(selected: string[], all: string[]): string | undefined;
 }
@@ -127,7 +130,7 @@ export async function ensureSnapshot(
   const cached = rc.commitFor(revision);
   if (cached && (offline || !options.refresh || isCommitHash(revision))) {
     const dir = rc.snapshotDir(cached);
-    const missing = plan.missing(dir);
+    const missing = plan.missing(dir, offline);
     if (!missing.length) return { dir, commit: cached, downloaded: [] };
     if (offline) {
       throw new Error(
@@ -139,7 +142,7 @@ export async function ensureSnapshot(
     throw new Error(
       `HF_HUB_OFFLINE is set and the cache (${cacheDir}) has no snapshot of the ${describe(repo, revision)}` +
         ` (needed: ${
-          plan.missing(`${rc.root}/snapshots/-`).join(", ")
+          plan.missing(`${rc.root}/snapshots/-`, true).join(", ")
         }); download it once with network access.`,
     );
   }
@@ -208,6 +211,7 @@ async function downloadBlob(
   const sameHost = new URL(meta.location).host === new URL(repo.endpoint ?? hubEndpoint()).host;
   const headers: Record<string, string> = sameHost ? hubHeaders(repo.token) : {};
   if (meta.size === undefined || have < meta.size) {
+    headers["accept-encoding"] = "identity"; // byte offsets must be the file's, for Range and for the size
     if (have > 0) headers.range = `bytes=${have}-`;
     let res: Response;
     try {
