@@ -109,8 +109,6 @@ async function benchGenerate(): Promise<Record<string, unknown>> {
 
 async function benchGrpo(): Promise<Record<string, unknown>> {
   const model = await loadModel(a.model!, { backend: a.backend, weightsDtype }) as Qwen25VLModel;
-  // The model's switch: the trainers' own `gradientCheckpointing` option comes with the GRPO split.
-  model.gradientCheckpointing = !a["no-checkpointing"];
   const tokenizer = await loadTokenizer();
   const prompts = Number(a.prompts);
   const rows = await imageRows(prompts);
@@ -125,7 +123,8 @@ async function benchGrpo(): Promise<Record<string, unknown>> {
     lora: { r: Number(a["lora-r"]), alpha: 2 * Number(a["lora-r"]), targetModules: LINEAR },
     // Any non-constant reward (speed and memory do not depend on the values).
     rewards: [["hash", (c: string) => (c.length * 2654435761 % 997) / 997]],
-    steps: 1,
+    maxSteps: 1,
+    gradientCheckpointing: !a["no-checkpointing"],
     numGenerations: Number(a.generations),
     promptsPerStep: prompts,
     miniBatchPrompts: prompts,
@@ -133,11 +132,11 @@ async function benchGrpo(): Promise<Record<string, unknown>> {
     maxNewTokens: Number(a["max-new"]),
     temperature: 1,
     beta: 0.04,
-    lr: 1e-5,
+    learningRate: 1e-5,
     shuffle: false,
     progress: false,
     onStep: (m) => {
-      completionMean = m.completion_length_mean;
+      completionMean = m.completion_length;
       phases.push(`step done, peak RSS ${(peakRssMb() / 1024).toFixed(2)} GiB`);
     },
   });

@@ -83,3 +83,36 @@ for (const backend of ["cpu", "tensorflow"] as const) {
     }
   }
 }
+
+Deno.test("sft({ gradientCheckpointing: true }) takes the same steps as without (losses and gradient norms)", async () => {
+  const { sft } = await import("../lib/train/sft.ts");
+  const rows = Array.from({ length: 4 }, (_, i) => {
+    const n = 8 + (i % 2) * 4;
+    const inputIds = Array.from({ length: n }, (_, t) => 3 + ((i * 37 + t * 11) % 290));
+    return { inputIds, labels: inputIds.map((x, t) => (t < n / 2 ? -100 : x)) };
+  });
+  const runs: { losses: number[]; gradNorms: number[] }[] = [];
+  for (const gradientCheckpointing of [false, true]) {
+    const model = await loadModel(QWEN2_TINY, { backend: "cpu" });
+    try {
+      const r = await sft(model, rows, {
+        batchSize: 2,
+        maxSteps: 2,
+        lr: 1e-2,
+        seed: 7,
+        progress: false,
+        gradientCheckpointing,
+      });
+      check(model.gradientCheckpointing === gradientCheckpointing, "the option reaches the model");
+      runs.push(r);
+    } finally {
+      model.dispose();
+    }
+  }
+  for (const k of ["losses", "gradNorms"] as const) {
+    runs[0][k].forEach((v: number, i: number) => {
+      const w = runs[1][k][i];
+      check(Math.abs(v - w) <= 1e-5 * Math.abs(v), `${k}[${i}]: ${w} vs ${v}`);
+    });
+  }
+});

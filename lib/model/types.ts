@@ -177,6 +177,11 @@ export interface CausalLM {
   lora: Record<string, LoraAdapter>;
   /** When false, adapters are ignored (the reference model of GRPO with LoRA). */
   loraEnabled: boolean;
+  /**
+   * Activation checkpointing in training: each decoder layer keeps only its input for the backward pass
+   * and is recomputed there (less memory, one more forward per layer). Default false.
+   */
+  gradientCheckpointing?: boolean;
   /** Final-norm hidden states `[B, T, H]` (differentiable; no logits materialised). */
   hidden(inputIds: number[][] | tf.Tensor2D, options?: ForwardOptions): tf.Tensor3D;
   /** The output projection `[V, H]` (the embedding matrix when tied). */

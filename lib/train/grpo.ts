@@ -168,6 +168,7 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
 
 /** The trainable tensors, optimizer, schedule, reference and rollout generator of a run. */
 function setUp(model: CausalLM, rows: Row[], c: GrpoConfig): GrpoRun {
+  if (c.gradientCheckpointing) model.gradientCheckpointing = true;
   if (c.lora) {
     if (Object.keys(model.lora ?? {}).length === 0) addLora(model, { seed: c.seed, ...c.lora });
     model.loraEnabled = true;

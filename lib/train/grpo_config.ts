@@ -193,6 +193,8 @@ export interface GrpoOptions {
    * some. Adapters go on the language model only; the vision tower's weights stay as they are.
    */
   lora?: LoraOptions;
+  /** Activation checkpointing: recompute each decoder layer in the backward pass (less memory). */
+  gradientCheckpointing?: boolean;
 }
 
 /** One step's metrics (also the JSON line written to `metrics.jsonl`), under TRL's names. */
@@ -288,6 +290,7 @@ export const GRPO_DEFAULTS = Object.freeze(
     images: undefined,
     freezeVision: false,
     lora: undefined,
+    gradientCheckpointing: false,
   } as const satisfies { [K in keyof Required<GrpoOptions>]: GrpoOptions[K] | undefined },
 );
 

@@ -77,6 +77,8 @@ export interface SftOptions {
   shuffle?: boolean;
   /** Train LoRA adapters (added unless the model already has some) instead of all weights. */
   lora?: LoraOptions;
+  /** Activation checkpointing: recompute each decoder layer in the backward pass (less memory). Default false. */
+  gradientCheckpointing?: boolean;
   /** Where checkpoints (`checkpoint-N`) and the log go. */
   outputDir?: string;
   /** Checkpoint every N updates (and always at the end when `outputDir` is set). Default 0 = only at the end. */
@@ -418,6 +420,7 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
     warmupRatio: options.warmupRatio ?? 0.05,
   });
 
+  if (options.gradientCheckpointing) model.gradientCheckpointing = true;
   let trainable: Record<string, tf.Variable>;
   if (options.lora) {
     trainable = Object.keys(model.lora).length > 0
