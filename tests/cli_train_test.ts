@@ -264,7 +264,8 @@ Deno.test({
     }
     const evals = await readJsonl<{ step: number; eval_accuracy: number }>(`${runs.grpo}/eval.jsonl`);
     assertEquals(grpo.scalars["eval/eval_accuracy"].map(([s]) => s), evals.map((e) => e.step));
-    assertEquals(grpo.texts["samples/completion_0"].map(([s]) => s), [1, 2, 3]);
+    const texts = await readTensorBoard(`${runs.grpo}/tensorboard/text`);
+    assertEquals(texts.texts["samples/completion_0"].map(([s]) => s), [1, 2, 3]);
   },
 });
 

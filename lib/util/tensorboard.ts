@@ -2,21 +2,26 @@
  * TensorBoard event files: scalars (`loss`, `reward`, `eval_accuracy`, ...) and text (sampled
  * completions) that the real TensorBoard (and its `EventAccumulator`) reads.
  *
- * Why a writer of our own: tfjs-node's `tf.node.summaryFileWriter` exists only where the native
- * TensorFlow binding is built (not on the wasm, webgpu or cpu backends, so a run's logging would
- * depend on its backend), writes only scalars and histograms (no text summaries, so the sampled
- * completions could not go in), and flushes through the TensorFlow runtime. The format itself is small
- * and stable: a TFRecord file (each record: little-endian uint64 length, masked CRC32C of the length,
- * the bytes, masked CRC32C of the bytes) of `tensorflow.Event` protobuf messages (`wall_time` = 1,
- * `step` = 2, `file_version` = 3, `summary` = 5), each summary holding `Summary.Value`s (`tag` = 1,
- * `simple_value` = 2 for scalars; `tensor` = 8 of dtype string with `metadata.plugin_data.plugin_name =
- * "text"` for text). So this file writes it directly, on every backend, one file per writer, and
- * `tests/tensorboard_test.ts` reads the files back with TensorBoard's own reader. When the binding is
- * active, {@linkcode TensorBoardWriter.open} can ALSO mirror the scalars through tfjs-node's writer
- * (`{ tfjsNode: true }`, into `<logdir>/tfjs-node`), for those who prefer that writer's files.
+ * Two writers, one layout (scalars in `<logdir>`, texts in `<logdir>/text`, a TensorBoard run each):
+ * - Where the TensorFlow binding runs (the `tensorflow` backend), scalars go through TensorFlow's own
+ *   summary writer, the one behind tfjs-node's `tf.node.summaryFileWriter` (the same calls on the active
+ *   binding's backend, so it works whether `tfjs-node` or `tfjs-node-gpu` was loaded, without importing a
+ *   second copy of either).
+ * - Elsewhere (wasm, webgpu, cpu: no binding, so tfjs-node's writer does not exist there), and for text
+ *   in every case (tfjs-node's writer has no text summaries), a small writer of the format itself: a
+ *   TFRecord file (each record: little-endian uint64 length, masked CRC32C of the length, the bytes,
+ *   masked CRC32C of the bytes) of `tensorflow.Event` protobuf messages (`wall_time` = 1, `step` = 2,
+ *   `file_version` = 3, `summary` = 5), each summary holding `Summary.Value`s (`tag` = 1, `simple_value` =
+ *   2 for scalars; `tensor` = 8 of dtype string with `metadata.plugin_data.plugin_name = "text"` for
+ *   text). `tests/tensorboard_test.ts` reads both writers' files back with TensorBoard's own reader.
+ *
+ * Texts get their own folder because TensorBoard follows only the newest event file of a folder while
+ * a run is live: two files written at once in one folder would hide one of them.
  *
  * @module
  */
+
+import { tf } from "./deps.ts";
 
 /** CRC32C (Castagnoli) lookup table, reflected polynomial 0x82F63B78. */
 const CRC_TABLE = (() => {
@@ -127,31 +132,94 @@ function textSummary(tag: string, text: string): number[] {
 
 /** Options of {@linkcode TensorBoardWriter.open}. */
 export interface TensorBoardOptions {
-  /** Added to the file name (after the host name), e.g. `.train`. Default none. */
-  filenameSuffix?: string;
   /**
-   * Also write the scalars through tfjs-node's `tf.node.summaryFileWriter` into `<logdir>/tfjs-node`
-   * when the `tensorflow` backend is active (ignored otherwise). Default false.
+   * Who writes the scalars: `auto` (default): TensorFlow's writer when the `tensorflow` backend is active,
+   * else the built-in one; `tensorflow`: TensorFlow's (an error when the backend is not active);
+   * `builtin`: the built-in writer on every backend.
    */
-  tfjsNode?: boolean;
+  scalars?: "auto" | "tensorflow" | "builtin";
 }
 
 let fileCounter = 0;
 
-interface TfjsNodeWriter {
-  scalar(name: string, value: number, step: number): void;
-  flush(): void;
+/** A new event file in `dir` (`events.out.tfevents.<time>.<host>.<pid>.<n>`), starting with the version event. */
+async function openEventFile(dir: string): Promise<{ path: string; file: Deno.FsFile }> {
+  await Deno.mkdir(dir, { recursive: true });
+  let host = "localhost";
+  try {
+    host = Deno.hostname();
+  } catch { /* no --allow-sys: a fixed name is fine */ }
+  const now = Date.now() / 1000;
+  const path = `${dir}/events.out.tfevents.${Math.floor(now)}.${host}.${Deno.pid}.${fileCounter++}`;
+  const file = await Deno.open(path, { create: true, write: true, truncate: true });
+  // The first event names the file format version, as TensorFlow's writers do.
+  writeRecord(file, eventBytes(now, 0, bytesField(3, enc.encode("brain.Event:2"))));
+  return { path, file };
+}
+
+function writeRecord(file: Deno.FsFile, event: Uint8Array): void {
+  const rec = tfRecord(event);
+  let at = 0;
+  while (at < rec.length) at += file.writeSync(rec.subarray(at));
+}
+
+interface ScalarSink {
+  scalar(tag: string, value: number, step: number, wallTime: number): void;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The built-in writer's scalars: one event file, written as they come. */
+async function builtinSink(dir: string): Promise<ScalarSink & { path: string }> {
+  const { path, file } = await openEventFile(dir);
+  return {
+    path,
+    scalar: (tag, value, step, wallTime) =>
+      writeRecord(file, eventBytes(wallTime, step, scalarSummary(tag, value))),
+    flush: () => file.sync(),
+    close: async () => {
+      await file.sync();
+      file.close();
+    },
+  };
+}
+
+// deno-lint-ignore no-explicit-any
+type NodeBackend = any;
+const bindingWriters = new Map<string, unknown>();
+
+/**
+ * TensorFlow's summary writer on the active binding (what `tf.node.summaryFileWriter(dir)` does:
+ * `summaryWriter` + `createSummaryFileWriter`, then `writeScalarSummary` / `flushSummaryWriter`), or
+ * null when the `tensorflow` backend is not the active one.
+ */
+function tensorflowSink(dir: string): ScalarSink | null {
+  if (tf.getBackend() !== "tensorflow") return null;
+  const backend: NodeBackend = tf.findBackend("tensorflow");
+  if (typeof backend?.summaryWriter !== "function") return null;
+  // One TensorFlow writer resource per folder, as tfjs-node caches them.
+  let res = bindingWriters.get(dir);
+  if (!res) {
+    res = backend.summaryWriter(dir);
+    backend.createSummaryFileWriter(res, dir, 10, 120_000, ".v2");
+    bindingWriters.set(dir, res);
+  }
+  return {
+    scalar: (tag, value, step) => backend.writeScalarSummary(res, step, tag, value),
+    flush: () => Promise.resolve(backend.flushSummaryWriter(res)),
+    close: () => Promise.resolve(backend.flushSummaryWriter(res)),
+  };
 }
 
 /**
- * Writes one TensorBoard event file. Records are written as they come (a crash loses nothing written);
- * `close()` flushes and closes the file.
+ * Writes a run's TensorBoard events: scalars into `logdir`, texts into `<logdir>/text`. Records are
+ * written as they come; `close()` flushes.
  *
  * @example
  * ```ts
  * import { TensorBoardWriter } from "./tensorboard.ts";
  * const dir = await Deno.makeTempDir();
- * const tb = await TensorBoardWriter.open(dir);
+ * const tb = await TensorBoardWriter.open(dir, { scalars: "builtin" });
  * tb.scalar("train/loss", 1.25, 1);
  * tb.text("samples/completion", "<think> ... </think>", 1);
  * await tb.close();
@@ -159,49 +227,49 @@ interface TfjsNodeWriter {
  * ```
  */
 export class TensorBoardWriter {
-  /** The event file's path. */
-  readonly path: string;
-  #file: Deno.FsFile | null;
-  #node: TfjsNodeWriter | null;
+  /** The folder of the scalars (texts are in `<logdir>/text`). */
+  readonly logdir: string;
+  /** Who writes the scalars: `tensorflow` (the binding's writer) or `builtin`. */
+  readonly scalarWriter: "tensorflow" | "builtin";
+  #scalars: ScalarSink;
+  #text: { path: string; file: Deno.FsFile } | null = null;
+  #textPending: Promise<void> = Promise.resolve();
+  #closed = false;
 
-  private constructor(path: string, file: Deno.FsFile, node: TfjsNodeWriter | null) {
-    this.path = path;
-    this.#file = file;
-    this.#node = node;
+  private constructor(logdir: string, sink: ScalarSink, who: "tensorflow" | "builtin") {
+    this.logdir = logdir;
+    this.#scalars = sink;
+    this.scalarWriter = who;
   }
 
-  /** Create `logdir` if needed and start a new event file there (`events.out.tfevents.<time>.<host>.<pid>.<n>`). */
+  /** Start writing into `logdir` (created if needed). */
   static async open(logdir: string, options: TensorBoardOptions = {}): Promise<TensorBoardWriter> {
-    await Deno.mkdir(logdir, { recursive: true });
-    let host = "localhost";
-    try {
-      host = Deno.hostname();
-    } catch { /* no --allow-sys: a fixed name is fine */ }
-    const now = Date.now() / 1000;
-    const name = `events.out.tfevents.${Math.floor(now)}.${host}.${Deno.pid}.${fileCounter++}${
-      options.filenameSuffix ?? ""
-    }`;
-    const path = `${logdir.replace(/\/+$/, "")}/${name}`;
-    const file = await Deno.open(path, { create: true, write: true, truncate: true });
-    let node: TfjsNodeWriter | null = null;
-    if (options.tfjsNode) node = await tfjsNodeWriter(`${logdir.replace(/\/+$/, "")}/tfjs-node`);
-    const w = new TensorBoardWriter(path, file, node);
-    // The first event names the file format version, as TensorFlow's writers do.
-    w.#write(concat([eventBytes(now, 0, bytesField(3, enc.encode("brain.Event:2")))]));
-    return w;
+    const dir = logdir.replace(/\/+$/, "");
+    const mode = options.scalars ?? "auto";
+    if (!["auto", "tensorflow", "builtin"].includes(mode)) {
+      throw new Error(`TensorBoard option scalars '${mode}' is not one of auto, tensorflow, builtin.`);
+    }
+    await Deno.mkdir(dir, { recursive: true });
+    const tfSink = mode === "builtin" ? null : tensorflowSink(dir);
+    if (mode === "tensorflow" && !tfSink) {
+      throw new Error(
+        `TensorBoard scalars 'tensorflow' need the tensorflow backend active (it is '${tf.getBackend()}'); ` +
+          `use scalars: auto or builtin.`,
+      );
+    }
+    return tfSink
+      ? new TensorBoardWriter(dir, tfSink, "tensorflow")
+      : new TensorBoardWriter(dir, await builtinSink(dir), "builtin");
   }
 
-  #write(event: Uint8Array): void {
-    if (!this.#file) throw new Error(`TensorBoard file ${this.path} is closed; open a new writer.`);
-    const rec = tfRecord(event);
-    let at = 0;
-    while (at < rec.length) at += this.#file.writeSync(rec.subarray(at));
+  #check(): void {
+    if (this.#closed) throw new Error(`TensorBoard writer of ${this.logdir} is closed; open a new one.`);
   }
 
-  /** Record scalar `value` under `tag` at `step` (non-finite values are written as they are: TensorBoard shows NaN). */
+  /** Record scalar `value` under `tag` at `step`. */
   scalar(tag: string, value: number, step: number, wallTime: number = Date.now() / 1000): void {
-    this.#write(eventBytes(wallTime, step, scalarSummary(tag, value)));
-    this.#node?.scalar(tag, value, step);
+    this.#check();
+    this.#scalars.scalar(tag, value, step, wallTime);
   }
 
   /** Record every finite number of `values` as a scalar `<prefix><key>` at `step`; returns the tags written. */
@@ -216,37 +284,30 @@ export class TensorBoardWriter {
     return tags;
   }
 
-  /** Record `text` (markdown, shown by TensorBoard's Text tab) under `tag` at `step`. */
+  /** Record `text` (markdown, shown by TensorBoard's Text tab) under `tag` at `step`, in `<logdir>/text`. */
   text(tag: string, text: string, step: number, wallTime: number = Date.now() / 1000): void {
-    this.#write(eventBytes(wallTime, step, textSummary(tag, text)));
+    this.#check();
+    const event = eventBytes(wallTime, step, textSummary(tag, text));
+    // The text file is opened on first use (most writers never write text).
+    this.#textPending = this.#textPending.then(async () => {
+      this.#text ??= await openEventFile(`${this.logdir}/text`);
+      writeRecord(this.#text.file, event);
+    });
   }
 
-  /** Flush to disk (records are written unbuffered; this also syncs the file). */
+  /** Flush everything written so far to disk. */
   async flush(): Promise<void> {
-    await this.#file?.sync();
-    this.#node?.flush();
+    await this.#textPending;
+    await this.#text?.file.sync();
+    await this.#scalars.flush();
   }
 
-  /** Flush and close the file. */
+  /** Flush and close. */
   async close(): Promise<void> {
-    if (!this.#file) return;
+    if (this.#closed) return;
     await this.flush();
-    this.#file.close();
-    this.#file = null;
-  }
-}
-
-/** tfjs-node's summary writer when the `tensorflow` backend is active, else null. */
-async function tfjsNodeWriter(dir: string): Promise<TfjsNodeWriter | null> {
-  // Only load the module when the binding already runs (loading it otherwise would try to start it).
-  const { tf } = await import("./deps.ts");
-  if (tf.getBackend() !== "tensorflow") return null;
-  const spec = ["npm:@tensorflow", "tfjs-node@4.22.0"].join("/");
-  try {
-    const mod = await import(spec);
-    const node = mod.node ?? mod.default?.node;
-    return node?.summaryFileWriter ? node.summaryFileWriter(dir) as TfjsNodeWriter : null;
-  } catch {
-    return null;
+    await this.#scalars.close();
+    this.#text?.file.close();
+    this.#closed = true;
   }
 }
