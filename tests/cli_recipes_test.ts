@@ -71,14 +71,22 @@ Deno.test("recipes: the paper's runs carry the published settings", async () => 
   for (const size of ["3b", "7b"]) {
     const g = (await parseCommand("grpo", ["--config", `${RECIPES}grpo_qwen25vl_${size}.yaml`]))!;
     assertEquals(
-      [g.numGenerations, g.lr, g.beta, g.klClamp, g.promptsPerStep, g.miniBatchPrompts, g.maxNewTokens],
+      [
+        g.numGenerations,
+        g.learningRate,
+        g.beta,
+        g.klClamp,
+        g.promptsPerStep,
+        g.miniBatchPrompts,
+        g.maxNewTokens,
+      ],
       [8, 1e-6, 0.01, 10, 256, 128, 4096],
     );
     assertEquals([g.temperature, g.topP, g.lossType, g.epsilonLow, g.epsilonHigh], [1, 1, "dapo", 0.2, 0.2]);
-    assertEquals([g.weightDecay, g.maxGradNorm, g.lrScheduleType, g.evalEvery], [0.01, 1, "constant", 50]);
+    assertEquals([g.weightDecay, g.maxGradNorm, g.lrSchedulerType, g.evalEvery], [0.01, 1, "constant", 50]);
     const s = (await parseCommand("sft", ["--config", `${RECIPES}sft_qwen25vl_${size}.yaml`]))!;
     assertEquals(
-      [s.lr, s.scheduler, s.warmupRatio, s.betas, s.weightDecay, s.batchSize],
+      [s.learningRate, s.lrSchedulerType, s.warmupRatio, s.betas, s.weightDecay, s.batchSize],
       [1e-5, "cosine", 0.05, [0.9, 0.95], 1e-4, 16],
     );
     const p = (await parseCommand("probe", ["--config", `${RECIPES}probe_qwen25vl_${size}.yaml`]))!;

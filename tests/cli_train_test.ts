@@ -47,34 +47,37 @@ Deno.test({
   sanitizeResources: false,
   fn: async () => {
     const out = runs.sft = `${TMP}/sft`;
-    await Deno.writeTextFile(`${TMP}/sft.yaml`, "sft:\n  lr: 0.5\n  max_steps: 2\n  warmup-ratio: 0\n");
+    await Deno.writeTextFile(
+      `${TMP}/sft.yaml`,
+      "sft:\n  learning_rate: 0.5\n  max_steps: 2\n  warmup-ratio: 0\n",
+    );
     // first session: stop after one of the two updates (a checkpoint is written)
     const a = await cli([
       "sft",
       "--config",
       `${TMP}/sft.yaml`,
-      "--lr",
+      "--learning-rate",
       "0.001",
       "--stop-after-steps",
       "1",
-      "--out",
+      "--output-dir",
       out,
       ...TINY_SFT,
     ]);
     assertEquals(a.code, 0, a.stderr);
     const written = YAML.parse(await Deno.readTextFile(`${out}/config.yaml`)).sft;
-    assertEquals([written.lr, written.maxSteps, written.warmupRatio], [0.001, 2, 0]); // the flag won
+    assertEquals([written.learningRate, written.maxSteps, written.warmupRatio], [0.001, 2, 0]); // the flag won
     assertEquals(JSON.parse(await Deno.readTextFile(`${out}/run.json`)).medthink, "0.1.0");
     // the run's own config.yaml gives back exactly the settings it ran with
     const again = await parseCommand("sft", ["--config", `${out}/config.yaml`]);
     const first = await parseCommand("sft", [
       "--config",
       `${TMP}/sft.yaml`,
-      "--lr",
+      "--learning-rate",
       "0.001",
       "--stop-after-steps",
       "1",
-      "--out",
+      "--output-dir",
       out,
       ...TINY_SFT,
     ]);
@@ -127,7 +130,7 @@ Deno.test({
       "--save-steps",
       "1",
       "--quiet",
-      "--out",
+      "--output-dir",
       out,
     ]);
     assertEquals(r.code, 0, r.stderr);
@@ -136,6 +139,8 @@ Deno.test({
     );
     assertEquals(evals.map((e) => [e.step, e.eval_n]), [[1, 3], [2, 3], [3, 3]]);
     const metrics = await readJsonl<{ step: number; entropy: number }>(`${out}/metrics.jsonl`);
+    // each evaluation's metrics joined its step's metrics.jsonl line
+    assert(metrics.every((m) => (m as Record<string, unknown>).eval_n === 3), JSON.stringify(metrics[0]));
     const top = metrics.reduce((a, b) => (b.entropy > a.entropy ? b : a));
     const best = JSON.parse(await Deno.readTextFile(`${out}/best.json`));
     assertEquals([best.metric, best.step, best.value, best.mode], ["entropy", top.step, top.entropy, "max"]);
@@ -188,9 +193,9 @@ Deno.test({
     assertEquals(bad.code, 1);
     assert(bad.stderr.includes("unknown key 'num_generation' (section 'grpo:') for grpo"), bad.stderr);
     assert(bad.stderr.includes("did you mean 'numGenerations'"), bad.stderr);
-    const flag = await cli(["sft", "--learning-rate", "1"]);
+    const flag = await cli(["sft", "--lr", "1"]);
     assertEquals(flag.code, 1);
-    assert(flag.stderr.includes("--learning-rate"), flag.stderr);
+    assert(flag.stderr.includes("Unknown option '--lr'"), flag.stderr);
     const help = await cli(["--help"]);
     for (const c of ["probe", "filter", "sft", "grpo", "distill", "evaluate", "serve"]) {
       assert(help.stdout.includes(`\n  ${c} `), `${c} missing from --help`);
@@ -256,7 +261,10 @@ Deno.test({
     // GRPO: every numeric key of metrics.jsonl is a scalar with the same steps; evaluations; samples
     const grpo = await readTensorBoard(`${runs.grpo}/tensorboard`);
     const metrics = await readJsonl<Record<string, unknown>>(`${runs.grpo}/metrics.jsonl`);
-    const keys = Object.keys(metrics[0]).filter((k) => k !== "step" && typeof metrics[0][k] === "number");
+    // (the validation metrics joined each line: they are scalars under eval/, checked below)
+    const keys = Object.keys(metrics[0]).filter((k) =>
+      k !== "step" && !k.startsWith("eval_") && typeof metrics[0][k] === "number"
+    );
     assert(keys.includes("reward") && keys.includes("kl") && keys.includes("reward/medvlthinker/mean"));
     for (const key of keys) {
       const steps = metrics.filter((m) => typeof m[key] === "number").map((m) => m.step);

@@ -38,12 +38,13 @@ export const GRPO_COMMAND = defineCommand({
   settings: {
     ...MODEL_SETTINGS,
     ...DATA_SETTINGS,
-    out: {
+    outputDir: {
       kind: "string",
       help: "run folder: checkpoints, metrics.jsonl, completions.jsonl, eval.jsonl, tensorboard/",
       default: "runs/grpo",
     },
-    maxSteps: { kind: "number", help: "GRPO steps (generation batches; grpo()'s steps); default one epoch" },
+    maxSteps: { kind: "number", help: "GRPO steps (generation batches); default one epoch" },
+    stopAfterSteps: { kind: "number", help: "stop after this many steps (the schedule spans maxSteps)" },
     rewards: {
       kind: "list",
       help: "built-in rewards as name or name:weight (medvlthinker, format, accuracy, lenient, soft_format)",
@@ -63,9 +64,11 @@ export const GRPO_COMMAND = defineCommand({
       help: "prompts longer than this keep their last tokens",
       default: 2048,
     },
-    lr: { kind: "number", help: "peak learning rate", default: 1e-6 },
-    lrScheduleType: { kind: "string", help: "schedule: constant, cosine, linear", default: "constant" },
+    learningRate: { kind: "number", help: "peak learning rate", default: 1e-6 },
+    lrSchedulerType: { kind: "string", help: "schedule: constant, cosine, linear", default: "constant" },
     warmupRatio: { kind: "number", help: "warm-up as a fraction of the updates", default: 0 },
+    warmupSteps: { kind: "number", help: "warm-up in updates (wins over warmupRatio)" },
+    betas: { kind: "numbers", help: "AdamW betas", default: [0.9, 0.999] },
     weightDecay: { kind: "number", help: "AdamW decoupled weight decay", default: 0.01 },
     maxGradNorm: { kind: "number", help: "global gradient-norm clip (0 = off)", default: 1 },
     lossType: { kind: "string", help: "loss aggregation: grpo, bnpo, dapo, dr_grpo", default: "dapo" },
@@ -80,12 +83,22 @@ export const GRPO_COMMAND = defineCommand({
       help: "drop groups whose rewards are all equal and refill (dynamic sampling)",
       default: false,
     },
+    maxRefillRounds: {
+      kind: "number",
+      help: "generation rounds per step to refill dropped groups",
+      default: 4,
+    },
+    recomputeOldLogps: {
+      kind: "boolean",
+      help: "recompute old log-probs with a forward pass (and log the entropy)",
+      default: true,
+    },
     shuffle: {
       kind: "boolean",
       help: "shuffle each epoch (false keeps the easy-to-hard order of a filtered set)",
       default: true,
     },
-    seed: { kind: "number", help: "seed of the data order and of every sample", default: 0 },
+    seed: { kind: "number", help: "seed of the data order and of every sample", default: 42 },
     loraRank: {
       kind: "number",
       help: "train LoRA adapters of this rank instead of all weights (0 = full)",
@@ -101,7 +114,7 @@ export const GRPO_COMMAND = defineCommand({
     ...OUTPUT_SETTINGS,
   },
   async run(config, argv) {
-    const out = config.out;
+    const out = config.outputDir;
     const latest = await checkResume(out, config.resume, "grpo");
     await writeRunRecord(out, "grpo", config, argv);
     const rows = await loadRows(config.data, { ...config, split: "train" });
@@ -109,15 +122,20 @@ export const GRPO_COMMAND = defineCommand({
       ? await loadRows(config.evalData, { ...config, limit: config.evalLimit, split: "test" })
       : null;
     const rewards = config.rewards.map(rewardSpec);
+    if (config.betas.length !== 2) {
+      throw new Error(`grpo: betas must be two numbers (beta1,beta2), got ${config.betas.join(",")}.`);
+    }
     const { model, tokenizer } = await openModel(config);
     if (!tokenizer) throw new Error("grpo: training needs a local --model (not --endpoints).");
     const logger = await openRunLogger(out, config, evalRows, tokenizer, "grpo");
     const steps = config.maxSteps ?? Math.max(1, Math.floor(rows.length / config.promptsPerStep));
+    const last = Math.min(steps, config.stopAfterSteps ?? steps);
     try {
       const result = await grpo(model, rows, {
         tokenizer,
         rewards,
         maxSteps: steps,
+        ...(config.stopAfterSteps !== undefined ? { stopAfterSteps: config.stopAfterSteps } : {}),
         numGenerations: config.numGenerations,
         promptsPerStep: config.promptsPerStep,
         miniBatchPrompts: config.miniBatchPrompts,
@@ -128,9 +146,11 @@ export const GRPO_COMMAND = defineCommand({
         topK: config.topK,
         maxNewTokens: config.maxNewTokens,
         maxPromptLength: config.maxPromptLength,
-        learningRate: config.lr,
-        lrSchedulerType: config.lrScheduleType as ScheduleType,
+        learningRate: config.learningRate,
+        lrSchedulerType: config.lrSchedulerType as ScheduleType,
         warmupRatio: config.warmupRatio,
+        ...(config.warmupSteps !== undefined ? { warmupSteps: config.warmupSteps } : {}),
+        betas: [config.betas[0], config.betas[1]],
         weightDecay: config.weightDecay,
         maxGradNorm: config.maxGradNorm,
         lossType: config.lossType as GrpoLossType,
@@ -141,6 +161,8 @@ export const GRPO_COMMAND = defineCommand({
         scaleRewards: config.scaleRewards as ScaleRewards,
         maskTruncatedCompletions: config.maskTruncatedCompletions,
         dropZeroStdGroups: config.dropZeroStdGroups,
+        maxRefillRounds: config.maxRefillRounds,
+        recomputeOldLogps: config.recomputeOldLogps,
         shuffle: config.shuffle,
         seed: config.seed,
         ...(config.loraRank > 0
@@ -153,23 +175,28 @@ export const GRPO_COMMAND = defineCommand({
         ...(config.maxSeconds !== undefined ? { maxSeconds: config.maxSeconds } : {}),
         resumeFrom: latest ? true : false,
         progress: !config.quiet,
-        onStep: async (metrics) => {
-          logger.step(metrics.step, metrics);
-          const samples = (await readJsonl<{ step: number; completion: string; reward: number; id: string }>(
-            `${out}/completions.jsonl`,
-          )).filter((c) => c.step === metrics.step);
-          logger.samples(
-            metrics.step,
-            samples.map((c) =>
-              `**${c.id}** (reward ${c.reward})\n\n    ${c.completion.replace(/\n/g, "\n    ")}`
-            ),
-          );
-          await logger.validate(model, metrics.step, steps);
-        },
+        loggers: [{
+          logStep: async (metrics) => {
+            logger.step(metrics.step, metrics);
+            const samples =
+              (await readJsonl<{ step: number; completion: string; reward: number; id: string }>(
+                `${out}/completions.jsonl`,
+              )).filter((c) => c.step === metrics.step);
+            logger.samples(
+              metrics.step,
+              samples.map((c) =>
+                `**${c.id}** (reward ${c.reward})\n\n    ${c.completion.replace(/\n/g, "\n    ")}`
+              ),
+            );
+            // The validation metrics join the step's metrics (its metrics.jsonl line and the checkpoint's history).
+            const v = await logger.validate(model, metrics.step, last);
+            if (v) Object.assign(metrics, v);
+          },
+        }],
       });
-      const last = result.history.at(-1);
+      const lastStep = result.history.at(-1);
       console.log(
-        `grpo: ${result.steps} of ${steps} steps, last reward ${last?.reward.toFixed(4)}` +
+        `grpo: ${result.steps} of ${steps} steps, last reward ${lastStep?.reward.toFixed(4)}` +
           (result.checkpointDir ? `\ncheckpoint: ${result.checkpointDir}` : "") +
           `\nmetrics: ${result.files.metrics}\nsettings: ${out}/config.yaml`,
       );

@@ -23,7 +23,7 @@ export const SFT_COMMAND = defineCommand({
   settings: {
     ...MODEL_SETTINGS,
     ...DATA_SETTINGS,
-    out: {
+    outputDir: {
       kind: "string",
       help: "run folder: checkpoints, log.jsonl, eval.jsonl, tensorboard/",
       default: "runs/sft",
@@ -40,8 +40,8 @@ export const SFT_COMMAND = defineCommand({
       help: "examples per forward/backward (gradient accumulation)",
       default: 4,
     },
-    lr: { kind: "number", help: "peak learning rate", default: 1e-5 },
-    scheduler: {
+    learningRate: { kind: "number", help: "peak learning rate", default: 1e-5 },
+    lrSchedulerType: {
       kind: "string",
       help: "learning-rate schedule: cosine, linear, constant",
       default: "cosine",
@@ -67,7 +67,7 @@ export const SFT_COMMAND = defineCommand({
     ...OUTPUT_SETTINGS,
   },
   async run(config, argv) {
-    const out = config.out;
+    const out = config.outputDir;
     const latest = await checkResume(out, config.resume, "sft");
     await writeRunRecord(out, "sft", config, argv);
     const rows = await loadRows(config.data, { ...config, split: "train" });
@@ -86,8 +86,8 @@ export const SFT_COMMAND = defineCommand({
       ...(config.maxSteps !== undefined ? { maxSteps: config.maxSteps } : {}),
       batchSize: config.batchSize,
       microBatchSize: config.microBatchSize,
-      lr: config.lr,
-      scheduler: config.scheduler as "cosine",
+      lr: config.learningRate,
+      scheduler: config.lrSchedulerType as "cosine",
       warmupRatio: config.warmupRatio,
       ...(config.warmupSteps !== undefined ? { warmupSteps: config.warmupSteps } : {}),
       weightDecay: config.weightDecay,

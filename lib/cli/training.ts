@@ -109,7 +109,7 @@ export async function openRunLogger(
     step(step, metrics) {
       lastTrain = metrics;
       tb?.scalars(
-        Object.fromEntries(Object.entries(metrics).filter(([k]) => k !== "step" && k !== "epoch")),
+        Object.fromEntries(Object.entries(metrics).filter(([k]) => k !== "step")),
         step,
         "train/",
       );

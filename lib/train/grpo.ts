@@ -513,9 +513,6 @@ function stepMetrics(run: GrpoRun, step: number, batch: ScoredBatch, s: UpdateSt
 async function logStep(run: GrpoRun, metrics: GrpoStepMetrics, batch: ScoredBatch): Promise<void> {
   const { c } = run;
   run.history.push(metrics);
-  if (run.files.metrics) {
-    await Deno.writeTextFile(run.files.metrics, JSON.stringify(metrics) + "\n", { append: true });
-  }
   if (run.files.completions) {
     const n = c.numGenerations;
     const k = c.samplesPerStep;
@@ -543,6 +540,10 @@ async function logStep(run: GrpoRun, metrics: GrpoStepMetrics, batch: ScoredBatc
     await Deno.stderr.write(new TextEncoder().encode(`\r${line}   `));
   }
   for (const logger of c.loggers) await logger.logStep(metrics);
+  // After the loggers: a logger may add metrics of its own to the step (validation: eval_accuracy).
+  if (run.files.metrics) {
+    await Deno.writeTextFile(run.files.metrics, JSON.stringify(metrics) + "\n", { append: true });
+  }
   await c.onStep?.(metrics);
 }
 
