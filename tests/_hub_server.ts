@@ -3,8 +3,8 @@
  * huggingface_hub against the same server:
  * - `GET /api/{models,datasets}/ORG/NAME[/revision/REV]`: `{ id, sha, siblings: [{ rfilename }] }`;
  * - `GET /api/{models,datasets}/ORG/NAME/tree/REV?recursive=true`: `[{ type, oid, size, path, lfs? }]`;
- * - `HEAD|GET /[datasets/]ORG/NAME/resolve/REV/PATH`: small files answered directly (`ETag` = git blob
- *   sha1), LFS files (safetensors, parquet, bin) as a 302 to a CDN-like host (`localhost`, so clients that
+ * - `HEAD|GET /[datasets/]ORG/NAME/resolve/REV/PATH`: small files through a same-host 307 to
+ *   `/api/resolve-cache/...` (`ETag` = git blob sha1), LFS files (safetensors, parquet, bin) as a 302 to a CDN-like host (`localhost`, so clients that
  *   stay on the Hub's host for HEAD do not follow it) with `X-Linked-Etag` (the sha256) and `X-Linked-Size`;
  *   every answer carries `X-Repo-Commit`;
  * - the CDN (`/cdn/SHA256`) honours `Range` (206);
@@ -202,7 +202,26 @@ export class HubServer {
           },
         });
       }
-      return this.#bytes(req, bytes, { ...common, etag: `"${gitSha1(bytes)}"` });
+      // Small files go through the Hub's resolve cache: a same-host 307 that clients follow.
+      return new Response(null, {
+        status: 307,
+        headers: {
+          ...common,
+          location: `/api/resolve-cache/${type}s/${m[2]}/${commit.sha}/${
+            file.split("/").map(encodeURIComponent).join("/")
+          }`,
+        },
+      });
+    }
+    m = url.pathname.match(/^\/api\/resolve-cache\/(models|datasets)\/([^/]+\/[^/]+)\/([0-9a-f]{40})\/(.+)$/);
+    if (m && (req.method === "GET" || req.method === "HEAD")) {
+      const type = m[1] === "models" ? "model" : "dataset";
+      const found = this.#lookup(type, m[2], m[3]);
+      if (found instanceof Response) return found;
+      const commit = found as Commit;
+      const bytes = commit.files.get(decodeURIComponent(m[4]));
+      if (!bytes) return this.#error(404, "EntryNotFound", `${m[4]} does not exist on "${m[3]}"`);
+      return this.#bytes(req, bytes, { "x-repo-commit": commit.sha, etag: `"${gitSha1(bytes)}"` });
     }
     m = url.pathname.match(/^\/cdn\/([0-9a-f]{64})$/);
     if (m) {

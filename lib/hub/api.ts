@@ -158,8 +158,9 @@ export async function fileMetadata(repo: HubRepo, revision: string, path: string
     );
     const commit = res.headers.get("x-repo-commit");
     const target = isRedirect ? new URL(location!, url).href : url;
-    // A redirect within the Hub (a renamed repository) is followed; one to a CDN carries the metadata.
-    if (isRedirect && !commit && new URL(target).host === new URL(url).host) {
+    // A redirect that stays on the Hub's host (a renamed repository, the resolve cache) is followed, as
+    // huggingface_hub does; one to another host (the LFS CDN) carries the metadata itself.
+    if (isRedirect && new URL(target).hostname === new URL(url).hostname) {
       url = target;
       continue;
     }
