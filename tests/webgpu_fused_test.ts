@@ -3,7 +3,15 @@
 // grouped heads, a KV cache longer than a key chunk, causal and padding masks.
 import { tf } from "../lib/util/deps.ts";
 import { useBackend } from "../lib/model/backend.ts";
-import { applyRotary, attention, fusedOn, rmsNorm, setFused, swiglu } from "../lib/model/fused.ts";
+import {
+  applyRotary,
+  attention,
+  fusedOn,
+  linearSmall,
+  rmsNorm,
+  setFused,
+  swiglu,
+} from "../lib/model/fused.ts";
 import { attentionBias } from "../lib/model/qwen2.ts";
 import { backendTest } from "./_backends.ts";
 
@@ -97,6 +105,25 @@ backendTest("fused: rmsNorm, swiglu and rotary against tf ops on cpu", "webgpu",
     5,
   );
 });
+
+backendTest(
+  "fused: a decode-sized linear layer with its bias in one dispatch, and its gradients",
+  "webgpu",
+  async () => {
+    const x = tf.ones([3, 40]) as tf.Tensor2D, w = tf.ones([21, 40]), b = tf.ones([21]);
+    check(linearSmall(x, w, b) !== null, "linearSmall should take [3, 40] x [21, 40]ᵀ + [21] on webgpu");
+    tf.dispose([x, w, b]);
+    const lin = (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) =>
+      linearSmall(x as tf.Tensor2D, w, b) ?? tf.add(tf.matMul(x, w, false, true), b);
+    await compare("linear + bias", [{ shape: [3, 40] }, { shape: [21, 40] }, { shape: [21] }], lin, 40);
+    await compare(
+      "linear + bias, 32 rows",
+      [{ shape: [32, 64] }, { shape: [9, 64] }, { shape: [9] }],
+      lin,
+      41,
+    );
+  },
+);
 
 backendTest("fused: attention (decode, prefill, masks) against tf ops on cpu", "webgpu", async () => {
   const att = (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, b: tf.Tensor) =>

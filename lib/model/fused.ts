@@ -17,12 +17,7 @@ import {
   swigluProgram,
   widenHalfProgram,
 } from "./webgpu_fused.ts";
-import {
-  type HalfDtype,
-  smallMatMulApplies,
-  smallMatMulHalfBT,
-  smallMatMulInstalled,
-} from "./webgpu_matmul.ts";
+import { type PackedWeight, smallLinear, smallMatMulApplies, smallMatMulInstalled } from "./webgpu_matmul.ts";
 
 function envVar(name: string): string | undefined {
   try {
@@ -261,19 +256,65 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: 
 }
 
 /** A weight kept as 16-bit codes, two per int32 word (the shape of lib/model/types.ts's `HalfWeight`). */
-export interface PackedHalf {
-  /** `[size / 2]` int32 words, element 2i in the low half of word i. */
-  packed: tf.Tensor;
-  /** The logical shape, `[N, K]`. */
-  shape: number[];
-  /** The 16-bit format. */
-  dtype: HalfDtype;
+export type PackedHalf = PackedWeight;
+
+/**
+ * A linear layer `x Wᵀ (+ bias)` for a decode-sized `x` `[M, K]` in one dispatch of the small-M program on
+ * webgpu: a float32 `W` `[N, K]` with its bias added as the outputs are written (with the fused programs
+ * on), or a packed 16-bit `W` read as it is stored (with or without a bias). Differentiable: `dx = dy W`,
+ * `dW = dyᵀ x` (float32 weights), `db = Σ dy`; a packed weight is frozen. Null where it does not apply
+ * (other backends, more rows, the small-M program not installed, nothing to gain): the caller multiplies
+ * and adds as usual.
+ *
+ * @example
+ * ```ts
+ * import { tf } from "../util/deps.ts";
+ * import { linearSmall } from "./fused.ts";
+ * console.log(linearSmall(tf.ones([1, 4]) as tf.Tensor2D, tf.ones([2, 4]), tf.zeros([2]))); // null on cpu
+ * ```
+ */
+export function linearSmall(x: tf.Tensor2D, w: tf.Tensor | PackedHalf, bias?: tf.Tensor): tf.Tensor2D | null {
+  if (tf.getBackend() !== "webgpu" || !smallMatMulInstalled() || x.dtype !== "float32" || x.rank !== 2) {
+    return null;
+  }
+  const packed = w instanceof tf.Tensor ? null : w;
+  if (!packed && (!bias || !fusedOn())) return null; // a plain product: the installed kernel takes it
+  if (bias && !fusedOn()) bias = undefined;
+  const shape = packed ? packed.shape : (w as tf.Tensor).shape;
+  if (shape.length !== 2 || (packed && shape[1] % 4 !== 0)) return null;
+  if (!smallMatMulApplies(x.shape, shape, { transposeB: true })) return null;
+  if (bias && (bias.rank !== 1 || bias.size !== shape[0] || bias.dtype !== "float32")) return null;
+  const wide =
+    () => (packed ? widenHalfProgram(packed.packed, packed.shape, packed.dtype) : (w as tf.Tensor));
+  const dBias = (dy: tf.Tensor) => tf.sum(dy, 0);
+  if (packed) {
+    const f = bias
+      ? customGrad((xx: tf.Tensor, b: tf.Tensor) => ({
+        value: smallLinear(xx, packed, b)!,
+        gradFunc: (dy: tf.Tensor) => [tf.matMul(dy, wide()), dBias(dy)],
+      }))
+      : customGrad((xx: tf.Tensor) => ({
+        value: smallLinear(xx, packed)!,
+        gradFunc: (dy: tf.Tensor) => tf.matMul(dy, wide()),
+      }));
+    return (bias ? f(x, bias) : f(x)) as tf.Tensor2D;
+  }
+  const f = customGrad((xx: tf.Tensor, ww: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+    save([xx, ww]);
+    return {
+      value: smallLinear(xx, ww, b)!,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [
+        tf.matMul(dy, saved[1]),
+        tf.matMul(dy, saved[0], true, false),
+        dBias(dy),
+      ],
+    };
+  });
+  return f(x, w as tf.Tensor, bias!) as tf.Tensor2D;
 }
 
 /**
- * `x Wᵀ` for `x` `[M, K]` and a packed 16-bit weight `W` `[N, K]`, read as it is stored by the small-M
- * program on webgpu (decode-sized M, K a multiple of 4, the program installed), differentiable in `x`
- * (the weight is frozen). Null where that does not apply: the caller widens the weight and multiplies.
+ * `x Wᵀ` for `x` `[M, K]` and a packed 16-bit weight `W` `[N, K]`: {@linkcode linearSmall} without a bias.
  *
  * @example
  * ```ts
@@ -284,16 +325,5 @@ export interface PackedHalf {
  * ```
  */
 export function halfMatMulBT(x: tf.Tensor2D, w: PackedHalf): tf.Tensor2D | null {
-  if (tf.getBackend() !== "webgpu" || !smallMatMulInstalled() || x.dtype !== "float32") return null;
-  if (
-    w.shape.length !== 2 || w.shape[1] % 4 !== 0 ||
-    !smallMatMulApplies(x.shape, w.shape, { transposeB: true })
-  ) {
-    return null;
-  }
-  const f = customGrad((xx: tf.Tensor) => ({
-    value: smallMatMulHalfBT(xx, w.packed, w.shape, w.dtype)!,
-    gradFunc: (dy: tf.Tensor) => tf.matMul(dy, widenHalfProgram(w.packed, w.shape, w.dtype)),
-  }));
-  return f(x) as tf.Tensor2D;
+  return linearSmall(x, w);
 }

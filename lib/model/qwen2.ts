@@ -38,7 +38,7 @@ import {
   attention as fusedAttention,
   attentionFusable,
   fusedOn,
-  halfMatMulBT,
+  linearSmall,
   rmsNorm as fusedRmsNorm,
   swiglu,
 } from "./fused.ts";
@@ -232,13 +232,14 @@ export function linear(model: DecoderWeights, x: tf.Tensor, name: string): tf.Te
   // 2-D inputs (the decoder keeps its hidden states as [B*T, H]) need no reshapes: each is a kernel
   // call with its own overhead on every backend.
   const x2 = (x.rank === 2 ? x : tf.reshape(x, [-1, inDim])) as tf.Tensor2D;
-  // webgpu, decode-sized x: a 2-byte weight is read as stored, without a widened copy (lib/model/fused.ts).
+  // webgpu, decode-sized x: one dispatch with the bias, a 2-byte weight read as stored (lib/model/fused.ts).
   const hw = model.half?.[`${name}.weight`];
-  const direct = hw ? halfMatMulBT(x2, hw) : null;
+  const pw = model.params[`${name}.weight`];
+  const direct = hw || pw ? linearSmall(x2, hw ?? pw, b) : null;
   const w = direct ? null : weightOf(model, `${name}.weight`);
   if (!direct && !w) throw new Error(`The model has no parameter ${name}.weight.`);
   let y: tf.Tensor = direct ?? matMulBT(x2, w as tf.Tensor2D);
-  if (b) y = tf.add(y, b);
+  if (b && !direct) y = tf.add(y, b);
   const ad = model.loraEnabled ? model.lora[name] : undefined;
   if (ad) {
     const low = matMulBT(x2, ad.A as tf.Tensor2D);

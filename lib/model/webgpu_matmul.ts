@@ -66,6 +66,8 @@ interface Plan {
   transposeB: boolean;
   /** `b` is 16-bit codes in this format, packed two per int32 word (`a bᵀ` only, K a multiple of 4). */
   half?: HalfDtype;
+  /** A `[N]` bias is added to each output row (`a bᵀ` only): the linear layer's add, in the same dispatch. */
+  bias?: boolean;
   batch: number;
   m: number;
   k: number;
@@ -173,7 +175,7 @@ function widenSource(half: HalfDtype): string {
  * `half`, `b` is 16-bit codes packed two per int32 word (element 2i in the low half), read as `vec2<i32>`
  * (4 codes) and widened in registers: half the bytes of a float32 weight.
  */
-function sourceBT(m: number, c: number, tpr: number, half?: HalfDtype): string {
+function sourceBT(m: number, c: number, tpr: number, half?: HalfDtype, bias = false): string {
   const rows = WG / tpr;
   const vec = c === 4 ? "vec4<f32>" : "f32";
   const mul = (x: string, y: string) => (c === 4 ? `dot(${x}, ${y})` : `${x} * ${y}`);
@@ -206,7 +208,7 @@ function sourceBT(m: number, c: number, tpr: number, half?: HalfDtype): string {
         }
         let oc = tile * ${rows} + rr;
         if (oc < n && ${m0} + j < mRows) {
-          result[(batch * mRows + ${m0} + j) * n + oc] = s;
+          result[(batch * mRows + ${m0} + j) * n + oc] = s${bias ? " + f32(BIAS[oc])" : ""};
         }
       }
       workgroupBarrier();`);
@@ -301,7 +303,7 @@ function sourceBN(m: number, c: number, nt: number): string {
 
 /** A tfjs-webgpu `WebGPUProgram` (its interface, duck-typed) computing one planned product. */
 class SmallMatMulProgram {
-  variableNames = ["A", "B"];
+  variableNames: string[];
   variableComponents: number[];
   outputComponent: number;
   outputShape: number[];
@@ -316,14 +318,18 @@ class SmallMatMulProgram {
     if (p.transposeB) {
       const c = p.k % 4 === 0 ? 4 : 1;
       const tpr = threadsPerRow(p.k / c);
-      this.variableComponents = [c, p.half ? 2 : c];
+      this.variableNames = p.bias ? ["A", "B", "BIAS"] : ["A", "B"];
+      this.variableComponents = p.bias ? [c, p.half ? 2 : c, 1] : [c, p.half ? 2 : c];
       this.outputComponent = 1;
       this.dispatch = [Math.ceil(p.n / (WG / tpr)), 1, p.batch];
-      this.shaderKey = `smallMatMulBT_${rowBucket(p.m)}_${c}_${tpr}_${p.half ?? "f32"}`;
-      this.source = () => sourceBT(rowBucket(p.m), c, tpr, p.half);
+      this.shaderKey = `smallMatMulBT_${rowBucket(p.m)}_${c}_${tpr}_${p.half ?? "f32"}_${
+        p.bias ? "bias" : ""
+      }`;
+      this.source = () => sourceBT(rowBucket(p.m), c, tpr, p.half, p.bias);
     } else {
       const c = p.n % 4 === 0 ? 4 : 1;
       const nt = threadsAcross(p.n / c);
+      this.variableNames = ["A", "B"];
       this.variableComponents = [1, c];
       this.outputComponent = c;
       this.dispatch = [Math.ceil(p.n / c / nt), 1, p.batch];
@@ -338,13 +344,20 @@ class SmallMatMulProgram {
 }
 
 /** Run a planned product on the backend: TensorInfo in, TensorInfo out (as tfjs kernels do). */
-function run(p: Plan, a: TensorInfo, b: TensorInfo, backend: WebGPUBackendLike): TensorInfo {
+function run(
+  p: Plan,
+  a: TensorInfo,
+  b: TensorInfo,
+  backend: WebGPUBackendLike,
+  bias?: TensorInfo,
+): TensorInfo {
   const reshape = tf.getKernel("Reshape", "webgpu")!.kernelFunc as unknown as (
     args: { inputs: { x: TensorInfo }; backend: WebGPUBackendLike; attrs: { shape: number[] } },
   ) => TensorInfo;
   const a3 = reshape({ inputs: { x: a }, backend, attrs: { shape: p.a3 } });
   const b3 = reshape({ inputs: { x: b }, backend, attrs: { shape: p.b3 } });
-  const out3 = backend.runWebGPUProgram(new SmallMatMulProgram(p), [a3, b3], "float32");
+  const inputs = bias ? [a3, b3, bias] : [a3, b3];
+  const out3 = backend.runWebGPUProgram(new SmallMatMulProgram(p), inputs, "float32");
   const out = reshape({ inputs: { x: out3 }, backend, attrs: { shape: p.out } });
   for (const t of [a3, b3, out3]) backend.disposeData(t.dataId);
   return out;
@@ -434,12 +447,61 @@ export function smallMatMul(a: tf.Tensor, b: tf.Tensor, opts: { transposeB?: boo
   return tf.engine().makeTensorFromTensorInfo(out as never, tf.backend());
 }
 
+/** A weight `[N, K]` kept as 16-bit codes packed two per int32 word (lib/model/types.ts's `HalfWeight`). */
+export interface PackedWeight {
+  /** `[N * K / 2]` int32 words, element 2i in the low half of word i. */
+  packed: tf.Tensor;
+  /** `[N, K]`. */
+  shape: number[];
+  /** The 16-bit format. */
+  dtype: HalfDtype;
+}
+
 /**
- * `a Wᵀ` for a float32 `a` `[M, K]` and a weight `W` `[N, K]` kept as 16-bit codes packed two per int32
- * word (`packed` `[N * K / 2]`, a `HalfWeight`'s), widened in registers by the small-M program: half the
- * bytes of a float32 weight and no widened copy. Null when it does not apply (not on `webgpu`, M above
- * the row threshold, K not a multiple of 4, shapes that do not match): then widen and multiply. No
- * gradient (lib/model/fused.ts's `halfLinear` adds one).
+ * A linear layer `a Wᵀ (+ bias)` for a float32 `a` `[M, K]` and a weight `W` `[N, K]` (float32, or packed
+ * 16-bit codes widened in registers: half the bytes, no widened copy) in one dispatch of the small-M
+ * program, the bias added as each output is written. Null when it does not apply (not on `webgpu`, M
+ * above the row threshold, a packed weight with K not a multiple of 4, shapes that do not match): then
+ * multiply and add as usual. No gradient (lib/model/fused.ts's `linearSmall` adds one).
+ *
+ * @example
+ * ```ts ignore
+ * import { smallLinear } from "./webgpu_matmul.ts";
+ * const y = smallLinear(x, w, b) ?? tf.add(tf.matMul(x, w, false, true), b);
+ * ```
+ */
+export function smallLinear(
+  a: tf.Tensor,
+  w: tf.Tensor | PackedWeight,
+  bias?: tf.Tensor,
+  opts: SmallMatMulOptions = {},
+): tf.Tensor | null {
+  if (tf.getBackend() !== "webgpu" || a.dtype !== "float32" || a.rank !== 2) return null;
+  const packed = w instanceof tf.Tensor ? null : w;
+  const shape = packed ? packed.shape : (w as tf.Tensor).shape;
+  if (shape.length !== 2) return null;
+  const [n, k] = shape;
+  if (a.shape[1] !== k) return null;
+  if (packed && (packed.packed.dtype !== "int32" || k % 4 !== 0 || packed.packed.size * 2 !== n * k)) {
+    return null;
+  }
+  if (!packed && (w as tf.Tensor).dtype !== "float32") return null;
+  if (bias && (bias.dtype !== "float32" || bias.size !== n)) return null;
+  const p = plan(a.shape, shape, false, true, maxRows(opts));
+  if (!p) return null;
+  if (packed) {
+    p.half = packed.dtype;
+    p.b3 = [1, n, k / 2];
+  }
+  p.bias = bias !== undefined;
+  const backend = tf.backend() as unknown as WebGPUBackendLike;
+  const b = (packed ? packed.packed : w) as unknown as TensorInfo;
+  const out = run(p, a as unknown as TensorInfo, b, backend, bias as unknown as TensorInfo | undefined);
+  return tf.engine().makeTensorFromTensorInfo(out as never, tf.backend());
+}
+
+/**
+ * {@linkcode smallLinear} of a packed 16-bit weight without a bias.
  *
  * @example
  * ```ts ignore
@@ -454,20 +516,7 @@ export function smallMatMulHalfBT(
   dtype: HalfDtype,
   opts: SmallMatMulOptions = {},
 ): tf.Tensor | null {
-  if (
-    tf.getBackend() !== "webgpu" || a.dtype !== "float32" || packed.dtype !== "int32" || shape.length !== 2
-  ) {
-    return null;
-  }
-  const [n, k] = shape;
-  if (a.rank !== 2 || a.shape[1] !== k || k % 4 !== 0 || packed.size * 2 !== n * k) return null;
-  const p = plan(a.shape, shape, false, true, maxRows(opts));
-  if (!p) return null;
-  p.half = dtype;
-  p.b3 = [1, n, k / 2];
-  const backend = tf.backend() as unknown as WebGPUBackendLike;
-  const out = run(p, a as unknown as TensorInfo, packed as unknown as TensorInfo, backend);
-  return tf.engine().makeTensorFromTensorInfo(out as never, tf.backend());
+  return smallLinear(a, { packed, shape, dtype }, undefined, opts);
 }
 
 let original: ReturnType<typeof tf.getKernel> | null = null;
