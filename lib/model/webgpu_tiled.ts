@@ -108,26 +108,27 @@ function source(transposeA: boolean, transposeB: boolean): string {
        let gr = row0 + r; let gk = k0 + kk;
        var v = 0.0;
        if (gr < M && gk < K) { v = f32(A[aBase + gk * M + gr]); }
-       As[kk * ${TILE} + r] = v;`
+       As[kk * ${TILE / 4} + r / 4][r % 4] = v;`
     : `let r = e / ${KC}; let kk = e % ${KC};
        let gr = row0 + r; let gk = k0 + kk;
        var v = 0.0;
        if (gr < M && gk < K) { v = f32(A[aBase + gr * K + gk]); }
-       As[kk * ${TILE} + r] = v;`;
+       As[kk * ${TILE / 4} + r / 4][r % 4] = v;`;
   const loadB = transposeB
     ? `let c = e / ${KC}; let kk = e % ${KC};
        let gc = col0 + c; let gk = k0 + kk;
        var v = 0.0;
        if (gc < N && gk < K) { v = f32(B[bBase + gc * K + gk]); }
-       Bs[kk * ${TILE} + c] = v;`
+       Bs[kk * ${TILE / 4} + c / 4][c % 4] = v;`
     : `let kk = e / ${TILE}; let c = e % ${TILE};
        let gc = col0 + c; let gk = k0 + kk;
        var v = 0.0;
        if (gc < N && gk < K) { v = f32(B[bBase + gk * N + gc]); }
-       Bs[kk * ${TILE} + c] = v;`;
+       Bs[kk * ${TILE / 4} + c / 4][c % 4] = v;`;
   return `
-    var<workgroup> As : array<f32, ${KC * TILE}>;
-    var<workgroup> Bs : array<f32, ${KC * TILE}>;
+    // vec4 elements: each thread reads its 4 rows of a and 4 columns of b in one 16-byte load each.
+    var<workgroup> As : array<vec4<f32>, ${(KC * TILE) / 4}>;
+    var<workgroup> Bs : array<vec4<f32>, ${(KC * TILE) / 4}>;
     fn main() {
       let tx = i32(localId.x);
       let ty = i32(localId.y);
@@ -156,13 +157,14 @@ function source(transposeA: boolean, transposeB: boolean): string {
         }
         workgroupBarrier();
         for (var kk = 0; kk < ${KC}; kk++) {
-          let ao = kk * ${TILE} + ty * 4;
-          let bo = kk * ${TILE} + tx * 4;
-          let b = vec4<f32>(Bs[bo], Bs[bo + 1], Bs[bo + 2], Bs[bo + 3]);
-          acc0 += As[ao] * b;
-          acc1 += As[ao + 1] * b;
-          acc2 += As[ao + 2] * b;
-          acc3 += As[ao + 3] * b;
+          let ao = kk * ${TILE / 4} + ty;
+          let bo = kk * ${TILE / 4} + tx;
+          let a = As[ao];
+          let b = Bs[bo];
+          acc0 += a.x * b;
+          acc1 += a.y * b;
+          acc2 += a.z * b;
+          acc3 += a.w * b;
         }
         workgroupBarrier();
       }
