@@ -8,6 +8,7 @@
  * @module
  */
 import { tf } from "../util/deps.ts";
+import { recoverInterrupted } from "../util/atomic.ts";
 import { useBackend } from "./backend.ts";
 import type { CausalLM } from "./types.ts";
 import { configToJson, readConfig } from "./config.ts";
@@ -46,6 +47,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   await useBackend(options.backend);
   if (dir === TINY_MODEL_NAME) dir = await ensureTinyModel();
   if (dir === TINY_VL_MODEL_NAME) dir = await ensureTinyVLModel();
+  await recoverInterrupted(dir); // a save killed between its two renames left the old copy aside
   dir = await resolveModelDir(dir);
   const config = await readConfig(dir);
   const loader = architectureFor(config.modelType);

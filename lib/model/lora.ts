@@ -13,6 +13,7 @@ import { tf } from "../util/deps.ts";
 import type { CausalLM, LoraAdapter } from "./types.ts";
 import { Rng } from "./rng.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
+import { recoverInterrupted, replaceDirAtomic } from "../util/atomic.ts";
 
 /** Options of {@linkcode addLora}. */
 export interface LoraOptions {
@@ -168,7 +169,9 @@ export function loraConfigOf(model: CausalLM): LoraConfig {
 }
 
 /**
- * Write the adapters as PEFT does: `<dir>/adapter_model.safetensors` + `<dir>/adapter_config.json`.
+ * Write the adapters as PEFT does: `<dir>/adapter_model.safetensors` + `<dir>/adapter_config.json`,
+ * crash-safely ({@linkcode replaceDirAtomic}: after a kill at any point `dir` holds the complete old or
+ * new adapter). Other files (not folders) already in `dir` are carried over.
  *
  * @example
  * ```ts ignore
@@ -181,12 +184,10 @@ export async function saveLora(
   options: { baseModelNameOrPath?: string } = {},
 ): Promise<void> {
   const cfg = loraConfigOf(model);
-  await Deno.mkdir(dir, { recursive: true });
   const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
   for (const [name, v] of Object.entries(loraParams(model))) {
     tensors[name] = { shape: v.shape, data: (await v.data()) as Float32Array };
   }
-  await writeSafetensors(`${dir}/adapter_model.safetensors`, tensors);
   const config = {
     alpha_pattern: {},
     auto_mapping: null,
@@ -209,9 +210,28 @@ export async function saveLora(
     use_dora: false,
     use_rslora: false,
   };
-  const tmp = `${dir}/adapter_config.json.tmp`;
-  await Deno.writeTextFile(tmp, JSON.stringify(config, null, 2) + "\n");
-  await Deno.rename(tmp, `${dir}/adapter_config.json`);
+  // the adapter weights and their config are replaced together: a kill mid-save leaves the old pair or the new
+  await replaceDirAtomic(dir, async (tmp) => {
+    await writeSafetensors(`${tmp}/adapter_model.safetensors`, tensors);
+    await Deno.writeTextFile(`${tmp}/adapter_config.json`, JSON.stringify(config, null, 2) + "\n");
+    await carryOver(dir, tmp, ["adapter_model.safetensors", "adapter_config.json"]);
+  });
+}
+
+/** Copy the files of `from` (if it exists) that `to` lacks and are not in `skip`: a save keeps what it does not replace. */
+async function carryOver(from: string, to: string, skip: string[]): Promise<void> {
+  try {
+    for await (const e of Deno.readDir(from)) {
+      if (!e.isFile || skip.includes(e.name)) continue;
+      try {
+        await Deno.lstat(`${to}/${e.name}`);
+      } catch {
+        await Deno.copyFile(`${from}/${e.name}`, `${to}/${e.name}`);
+      }
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
 }
 
 /**
@@ -223,6 +243,7 @@ export async function loadLora(
   dir: string,
   options: { freezeBase?: boolean } = {},
 ): Promise<Record<string, tf.Variable>> {
+  await recoverInterrupted(dir);
   let cfg: Record<string, unknown>;
   try {
     cfg = JSON.parse(await Deno.readTextFile(`${dir}/adapter_config.json`));

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { faultPoint, replaceDirAtomic, writeFileAtomic } from "../util/atomic.ts";
 
 /** Storage dtypes this reader understands, with their byte sizes. */
 export const DTYPE_BYTES: Record<string, number> = {
@@ -102,7 +103,21 @@ async function readInto(f: Deno.FsFile, position: number, buf: Uint8Array, file:
   }
 }
 
-/** Parse the header of an open safetensors file and check it against the file's size. */
+/** Largest header accepted, as the reference (Rust) implementation's `MAX_HEADER_SIZE`. */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+function isCount(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+/**
+ * Parse the header of an open safetensors file and validate it as strictly as the reference library:
+ * a sane header length, a JSON object, a string->string `__metadata__`, known dtypes, shapes and offsets
+ * of non-negative integers, byte lengths that match shape x dtype size, and tensors that cover the data
+ * section exactly (sorted by offset: contiguous from 0 to the end of the file, so none overlap and no
+ * bytes are unaccounted for). A reader that trusted the offsets could be pointed outside a tensor's
+ * bytes or made to allocate without bound by a crafted file.
+ */
 async function parseHeader(f: Deno.FsFile, file: string): Promise<SafetensorsHeader> {
   const fileSize = (await f.stat()).size;
   if (fileSize < 8) {
@@ -111,31 +126,50 @@ async function parseHeader(f: Deno.FsFile, file: string): Promise<SafetensorsHea
     );
   }
   const lenBytes = await readExactly(f, 0, 8, file);
-  const n = Number(new DataView(lenBytes.buffer).getBigUint64(0, true));
+  const n64 = new DataView(lenBytes.buffer).getBigUint64(0, true);
+  if (n64 > BigInt(MAX_HEADER_BYTES)) {
+    throw new Error(
+      `Safetensors file ${file} is corrupt: its header length (${n64} bytes) exceeds the ${MAX_HEADER_BYTES}-byte limit.`,
+    );
+  }
+  const n = Number(n64);
   if (8 + n > fileSize) {
     throw new Error(
       `Safetensors file ${file} is corrupt: its header length (${n} bytes) runs past the end of the file (${fileSize} bytes).`,
     );
   }
-  let json: Record<string, unknown>;
+  let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder().decode(await readExactly(f, 8, n, file)));
+    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(await readExactly(f, 8, n, file)));
   } catch (e) {
     throw new Error(
-      `Safetensors file ${file} has a header that is not valid JSON (${(e as Error).message}).`,
+      `Safetensors file ${file} has a header that is not valid UTF-8 JSON (${(e as Error).message}).`,
     );
   }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new Error(`Safetensors file ${file} has a header that is not a JSON object.`);
+  }
   const dataStart = 8 + n;
+  const dataBytes = fileSize - dataStart;
   const tensors: Record<string, TensorInfo> = {};
   let metadata: Record<string, string> = {};
-  for (const [name, v] of Object.entries(json)) {
+  for (const [name, v] of Object.entries(json as Record<string, unknown>)) {
     if (name === "__metadata__") {
-      metadata = (v ?? {}) as Record<string, string>;
+      if (v === null) continue;
+      if (typeof v !== "object" || Array.isArray(v) || Object.values(v).some((x) => typeof x !== "string")) {
+        throw new Error(
+          `Safetensors file ${file} has a __metadata__ that is not a map of strings to strings.`,
+        );
+      }
+      metadata = { ...(v as Record<string, string>) };
       continue;
     }
-    const e = v as { dtype?: string; shape?: number[]; data_offsets?: [number, number] };
-    if (typeof e?.dtype !== "string" || !Array.isArray(e.shape) || !Array.isArray(e.data_offsets)) {
-      throw new Error(`Safetensors file ${file} has a malformed header entry for tensor ${name}.`);
+    const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    if (typeof e !== "object" || e === null || Array.isArray(e)) {
+      throw new Error(`Safetensors file ${file}: the header entry of tensor ${name} is not an object.`);
+    }
+    if (typeof e.dtype !== "string") {
+      throw new Error(`Safetensors file ${file}: tensor ${name} has no string 'dtype'.`);
     }
     const size = DTYPE_BYTES[e.dtype];
     if (size === undefined) {
@@ -145,22 +179,73 @@ async function parseHeader(f: Deno.FsFile, file: string): Promise<SafetensorsHea
         }).`,
       );
     }
-    const [begin, end] = e.data_offsets;
-    if (end - begin !== prod(e.shape) * size) {
+    if (!Array.isArray(e.shape) || !e.shape.every(isCount)) {
+      throw new Error(
+        `Safetensors file ${file}: tensor ${name} has shape ${
+          JSON.stringify(e.shape)
+        }; a shape is a list of non-negative integers.`,
+      );
+    }
+    const shape = e.shape as number[];
+    const offsets = e.data_offsets;
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
+      throw new Error(
+        `Safetensors file ${file}: tensor ${name} has data_offsets ${
+          JSON.stringify(offsets)
+        }; they must be two non-negative integers [begin, end].`,
+      );
+    }
+    const [begin, end] = offsets as [number, number];
+    if (begin > end) {
+      throw new Error(
+        `Safetensors file ${file}: tensor ${name} has data_offsets [${begin}, ${end}] with begin after end.`,
+      );
+    }
+    if (end > dataBytes) {
+      throw new Error(
+        `Safetensors file ${file} is truncated or corrupt: tensor ${name} ends at data byte ${end} but the data section has ${dataBytes} bytes.`,
+      );
+    }
+    const count = prod(shape);
+    if (!Number.isSafeInteger(count * size) || end - begin !== count * size) {
       throw new Error(
         `Safetensors file ${file}: tensor ${name} has ${
           end - begin
-        } bytes but shape [${e.shape}] of ${e.dtype} needs ${prod(e.shape) * size}.`,
+        } bytes but shape [${shape}] of ${e.dtype} needs ${count * size}.`,
       );
     }
-    if (dataStart + end > fileSize) {
+    tensors[name] = { dtype: e.dtype, shape: shape.slice(), dataOffsets: [begin, end] };
+  }
+  // Sorted by offset, the tensors must tile the data section: each starts where the previous ended
+  // (a smaller start is an overlap, a larger one a gap), and the last ends at the end of the file.
+  let at = 0;
+  let prev: string | null = null;
+  const order = Object.entries(tensors).sort((a, b) =>
+    a[1].dataOffsets[0] - b[1].dataOffsets[0] || a[1].dataOffsets[1] - b[1].dataOffsets[1]
+  );
+  for (const [name, info] of order) {
+    const [begin] = info.dataOffsets;
+    if (begin < at) {
       throw new Error(
-        `Safetensors file ${file} is truncated: tensor ${name} ends at byte ${
-          dataStart + end
-        } but the file has ${fileSize} bytes.`,
+        `Safetensors file ${file}: tensor ${name} (bytes ${
+          info.dataOffsets.join("-")
+        }) overlaps tensor ${prev}, which ends at ${at}.`,
       );
     }
-    tensors[name] = { dtype: e.dtype, shape: e.shape.slice(), dataOffsets: [begin, end] };
+    if (begin > at) {
+      throw new Error(
+        `Safetensors file ${file}: bytes ${at}-${begin} of the data section before tensor ${name} belong to no tensor.`,
+      );
+    }
+    at = info.dataOffsets[1];
+    prev = name;
+  }
+  if (at !== dataBytes) {
+    throw new Error(
+      `Safetensors file ${file}: its data section has ${dataBytes} bytes but the tensors cover ${at}${
+        prev ? ` (the last, ${prev}, ends there)` : ""
+      }; the file is corrupt or has trailing bytes.`,
+    );
   }
   return { file, dataStart, fileSize, tensors, metadata };
 }
@@ -406,6 +491,24 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/**
+ * A shard name from an index must name a file inside the checkpoint folder: a relative path without
+ * `..` segments (a symlink inside the folder, as the Hub cache makes, stays allowed).
+ */
+function checkShardName(shard: unknown, tensor: string, indexFile: string): asserts shard is string {
+  if (typeof shard !== "string" || shard === "") {
+    throw new Error(
+      `Index file ${indexFile} maps tensor ${tensor} to ${JSON.stringify(shard)}, not a file name.`,
+    );
+  }
+  const parts = shard.split(/[\\/]/);
+  if (shard.startsWith("/") || /^[A-Za-z]:/.test(shard) || shard.startsWith("\\") || parts.includes("..")) {
+    throw new Error(
+      `Index file ${indexFile} maps tensor ${tensor} to the shard '${shard}', which lies outside the checkpoint folder; shard names must be relative paths inside it.`,
+    );
+  }
+}
+
 /** Find the safetensors files of a checkpoint directory (`model.safetensors.index.json` or `model.safetensors`). */
 export async function checkpointFiles(dir: string): Promise<CheckpointFiles> {
   const indexFile = `${dir}/model.safetensors.index.json`;
@@ -422,6 +525,7 @@ export async function checkpointFiles(dir: string): Promise<CheckpointFiles> {
     const weightMap: Record<string, string> = {};
     const files: string[] = [];
     for (const [name, shard] of Object.entries(index.weight_map)) {
+      checkShardName(shard, name, indexFile);
       const path = `${dir}/${shard}`;
       weightMap[name] = path;
       if (!files.includes(path)) files.push(path);
@@ -550,7 +654,8 @@ export function toSaveDtype(dtype: string): SaveDtype {
 
 /**
  * Write float32 tensors to one safetensors file, stored as `dtype` (default F32).
- * Written to `<file>.tmp` and renamed, so a crash never leaves a half-written file under the real name.
+ * Written with {@linkcode writeFileAtomic} (a synced temporary file renamed into place), so a crash never
+ * leaves a half-written file under the real name.
  *
  * @example
  * ```ts ignore
@@ -584,18 +689,16 @@ export async function writeSafetensors(
     p.set(json);
     json = p;
   }
-  const tmp = `${file}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-  try {
+  await writeFileAtomic(file, async (f) => {
     const len = new Uint8Array(8);
     new DataView(len.buffer).setBigUint64(0, BigInt(json.length), true);
     await writeAll(f, len);
     await writeAll(f, json);
-    for (const name of names) await writeAll(f, encode(tensors[name].data, dtype));
-  } finally {
-    f.close();
-  }
-  await Deno.rename(tmp, file);
+    for (const name of names) {
+      await writeAll(f, encode(tensors[name].data, dtype));
+      faultPoint("safetensors:tensor-written");
+    }
+  });
 }
 
 async function writeAll(f: Deno.FsFile, bytes: Uint8Array): Promise<void> {
@@ -633,8 +736,8 @@ function isWeightOrConfig(name: string): boolean {
 
 /**
  * Write `config.json` and the tensors (one `model.safetensors`, or `model-0000i-of-0000n.safetensors`
- * shards plus `model.safetensors.index.json`) to `dir`, atomically: everything is written to a temporary
- * sibling folder, then swapped in by renames. Files already in `dir` that are not weights or
+ * shards plus `model.safetensors.index.json`) to `dir` crash-safely with {@linkcode replaceDirAtomic}: after
+ * a kill at any point `dir` holds the complete old or the complete new checkpoint. Files already in `dir` that are not weights or
  * config (tokenizer files, ...) are carried over.
  */
 export async function writeCheckpoint(
@@ -660,12 +763,7 @@ export async function writeCheckpoint(
     size += b;
   }
   const clean = dir.replace(/\/+$/, "");
-  const parent = clean.includes("/") ? clean.slice(0, clean.lastIndexOf("/")) || "/" : ".";
-  await Deno.mkdir(parent, { recursive: true });
-  const tag = crypto.randomUUID().slice(0, 8);
-  const tmp = `${clean}.tmp-${tag}`;
-  await Deno.mkdir(tmp, { recursive: true });
-  try {
+  await replaceDirAtomic(clean, async (tmp) => {
     const names = shards.length === 1
       ? ["model.safetensors"]
       : shards.map((_, i) =>
@@ -689,20 +787,12 @@ export async function writeCheckpoint(
       const base = src.slice(src.lastIndexOf("/") + 1);
       if (!isWeightOrConfig(base)) await Deno.copyFile(src, `${tmp}/${base}`);
     }
-    let old: string | null = null;
     if (await exists(clean)) {
       for await (const e of Deno.readDir(clean)) {
         if (e.isFile && !isWeightOrConfig(e.name) && !(await exists(`${tmp}/${e.name}`))) {
           await Deno.copyFile(`${clean}/${e.name}`, `${tmp}/${e.name}`);
         }
       }
-      old = `${clean}.old-${tag}`;
-      await Deno.rename(clean, old);
     }
-    await Deno.rename(tmp, clean);
-    if (old) await Deno.remove(old, { recursive: true });
-  } catch (e) {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
-  }
+  });
 }

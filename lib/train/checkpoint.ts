@@ -17,6 +17,7 @@ import { saveModel } from "../model/load.ts";
 import { readSafetensors, writeSafetensors } from "../model/safetensors.ts";
 import type { AdamW } from "./optimizer.ts";
 import { loraParams, saveLora } from "../model/lora.ts";
+import { recoverInterrupted, replaceDirAtomic } from "../util/atomic.ts";
 
 /** Where a run stands, stored in `trainer_state.json`. */
 export interface TrainerState {
@@ -66,10 +67,9 @@ export interface SaveCheckpointOptions {
 export async function saveCheckpoint(dir: string, options: SaveCheckpointOptions): Promise<string> {
   const { model, optimizer, state } = options;
   const clean = dir.replace(/\/+$/, "");
-  const tag = crypto.randomUUID().slice(0, 8);
-  const tmp = `${clean}.tmp-${tag}`;
   const adaptersOnly = options.adaptersOnly ?? Object.keys(model.lora).length > 0;
-  try {
+  // one crash-safe folder swap for weights, optimizer and state together (lib/util/atomic.ts)
+  await replaceDirAtomic(clean, async (tmp) => {
     if (adaptersOnly) await saveLora(model, tmp);
     else await saveModel(model, tmp, { dtype: "float32" });
     if (optimizer) {
@@ -87,17 +87,7 @@ export async function saveCheckpoint(dir: string, options: SaveCheckpointOptions
     }
     const full = { ...state, optimizerStep: optimizer?.stepCount ?? null, adaptersOnly };
     await Deno.writeTextFile(`${tmp}/trainer_state.json`, JSON.stringify(full, null, 2) + "\n");
-    let old: string | null = null;
-    if (await exists(clean)) {
-      old = `${clean}.old-${tag}`;
-      await Deno.rename(clean, old);
-    }
-    await Deno.rename(tmp, clean);
-    if (old) await Deno.remove(old, { recursive: true });
-  } catch (e) {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
-  }
+  });
   return clean;
 }
 
@@ -114,6 +104,7 @@ export interface LoadCheckpointOptions {
  */
 export async function loadCheckpoint(dir: string, options: LoadCheckpointOptions): Promise<TrainerState> {
   const { model, optimizer } = options;
+  await recoverInterrupted(dir);
   let state: TrainerState & { adaptersOnly?: boolean; optimizerStep?: number | null };
   try {
     state = JSON.parse(await Deno.readTextFile(`${dir}/trainer_state.json`));
