@@ -24,7 +24,14 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "grpo_remote_" });
     const served = await loadModel("medthink-tiny");
     const tokenizer = await loadTokenizer(served.dir);
-    const server = serveModel(served, { tokenizer, port: 0, modelName: "medthink-tiny" });
+    // weight sync needs the runtime-update routes, on the folder the policy is written to
+    const server = serveModel(served, {
+      tokenizer,
+      port: 0,
+      modelName: "medthink-tiny",
+      allowRuntimeUpdates: true,
+      allowedLocalPaths: [dir],
+    });
     const policyA = await loadModel("medthink-tiny");
     const policyB = await loadModel("medthink-tiny");
     try {
@@ -118,7 +125,14 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "policy_sync_" });
     const served = await loadModel("medthink-tiny");
     const tokenizer = await loadTokenizer(served.dir);
-    const server = serveModel(served, { tokenizer, port: 0, modelName: "medthink-tiny" });
+    // weight sync needs the runtime-update routes, on the folder the policy is written to
+    const server = serveModel(served, {
+      tokenizer,
+      port: 0,
+      modelName: "medthink-tiny",
+      allowRuntimeUpdates: true,
+      allowedLocalPaths: [dir],
+    });
     const policy = await loadModel("medthink-tiny");
     try {
       const ids = tokenizer.encode(
@@ -202,7 +216,14 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "grpo_is_" });
     const served = await loadModel("medthink-tiny");
     const tokenizer = await loadTokenizer(served.dir);
-    const server = serveModel(served, { tokenizer, port: 0, modelName: "medthink-tiny" });
+    // weight sync needs the runtime-update routes, on the folder the policy is written to
+    const server = serveModel(served, {
+      tokenizer,
+      port: 0,
+      modelName: "medthink-tiny",
+      allowRuntimeUpdates: true,
+      allowedLocalPaths: [dir],
+    });
     try {
       const rows = fakeRows(2);
       /** One GRPO step with the server's log-probs shifted by `shift` per sequence (spread over its tokens). */

@@ -72,7 +72,17 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn(t) {
-    const server = await startServe(["--model", "medthink-tiny", "--max-batch-rows", "32"]);
+    // adapters are loaded at runtime from this folder only (the routes are off without the flag)
+    const adapterRoot = await Deno.makeTempDir({ prefix: "serve_lora_" });
+    const server = await startServe([
+      "--model",
+      "medthink-tiny",
+      "--max-batch-rows",
+      "32",
+      "--allow-runtime-updates",
+      "--allowed-local-paths",
+      adapterRoot,
+    ]);
     const api = client(server.url);
     const messages = [{ role: "user" as const, content: "What is the capital of France?" }];
     try {
@@ -240,7 +250,7 @@ Deno.test({
       );
 
       await t.step("a LoRA adapter loaded in place changes the outputs as its weights say", async () => {
-        const dir = await Deno.makeTempDir({ prefix: "serve_lora_" });
+        const dir = adapterRoot;
         const model = await loadModel("medthink-tiny");
         try {
           const tok = await loadTokenizer(model.dir);
@@ -309,6 +319,7 @@ Deno.test({
       });
     } finally {
       await server.stop();
+      await Deno.remove(adapterRoot, { recursive: true }).catch(() => {});
     }
   },
 });

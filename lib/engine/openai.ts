@@ -10,7 +10,7 @@
  *   answers 5xx rests for a cool-down (doubling while it keeps failing) and is tried again after it.
  * - Every sampling value is sent explicitly (servers otherwise apply the model's generation config);
  *   vLLM/SGLang extras (`top_k`, `skip_special_tokens`, `return_token_ids`) ride along in the body.
- * - The API key is read from the environment variable `apiKeyEnv` and never logged.
+ * - The API key is the `apiKey` option or read from the environment variable `apiKeyEnv`, and never logged.
  *
  * @module
  */
@@ -27,6 +27,8 @@ export interface OpenAIEngineOptions {
   baseUrls: string[];
   /** Model name to request. Default: the first model the first reachable server lists. */
   model?: string;
+  /** The servers' API key (sent as `Authorization: Bearer KEY`). Default: the variable `apiKeyEnv` names. */
+  apiKey?: string;
   /** Environment variable holding the API key. Default `OPENAI_API_KEY` (servers without auth accept any key). */
   apiKeyEnv?: string;
   /** Requests in flight per endpoint. Default 8. */
@@ -114,9 +116,9 @@ export function openaiEngine(options: OpenAIEngineOptions): OpenAIEngine {
     throw new Error(`openaiEngine protocol must be vllm, sglang or medthink, got '${protocol}'.`);
   }
   const keyEnv = options.apiKeyEnv ?? "OPENAI_API_KEY";
-  let apiKey: string | undefined;
+  let apiKey: string | undefined = options.apiKey;
   try {
-    apiKey = Deno.env.get(keyEnv);
+    apiKey ||= Deno.env.get(keyEnv);
   } catch {
     apiKey = undefined; // no --allow-env: servers without auth need none
   }

@@ -69,9 +69,9 @@ export function remotePolicy(options: RemotePolicyOptions): RemotePolicy & { eng
   const loraName = options.loraName ?? "policy";
   const keep = options.keep ?? 2;
   const roots = engine.baseUrls.map((u) => apiBaseUrl(u).replace(/\/v1$/, ""));
-  let apiKey: string | undefined;
+  let apiKey: string | undefined = options.apiKey || undefined;
   try {
-    apiKey = Deno.env.get(options.apiKeyEnv ?? "OPENAI_API_KEY") || undefined;
+    apiKey ||= Deno.env.get(options.apiKeyEnv ?? "OPENAI_API_KEY") || undefined;
   } catch {
     apiKey = undefined;
   }

@@ -6,7 +6,7 @@
  */
 import { loadModel } from "../model/load.ts";
 import { loadTokenizer } from "../data/tokenizer.ts";
-import { serveModel } from "./server.ts";
+import { DEFAULT_MAX_BODY_BYTES, isLoopbackHost, serveModel } from "./server.ts";
 import { type OpenAIEngine, openaiEngine, type ServerProtocol } from "../engine/openai.ts";
 
 /** The flags of `cli.ts serve` (kinds as `cli.ts` reads them). */
@@ -26,20 +26,63 @@ export const SERVE_SETTINGS = {
     default: 16,
   },
   defaultMaxTokens: { kind: "number", help: "max_tokens of requests that give none", default: 256 },
+  apiKey: {
+    kind: "string",
+    help:
+      "key clients must send as 'Authorization: Bearer KEY' (default: $MEDTHINK_API_KEY); needed to bind a non-loopback --host",
+  },
+  allowRuntimeUpdates: {
+    kind: "boolean",
+    help:
+      "accept the LoRA-adapter and weight-update routes (also MEDTHINK_ALLOW_RUNTIME_UPDATES=1); paths must lie in --allowed-local-paths",
+    default: false,
+  },
+  allowedLocalPaths: {
+    kind: "list",
+    help: "comma-separated folders whose contents the weight and adapter routes may load",
+  },
+  maxBodyBytes: {
+    kind: "number",
+    help: "largest request body in bytes (413 above it)",
+    default: DEFAULT_MAX_BODY_BYTES,
+  },
 } as const;
+
+function env(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    return undefined; // no --allow-env: only the flags count
+  }
+}
 
 /** Run the server with the parsed settings; resolves when a signal stopped it. */
 export async function runServe(config: Record<string, unknown>): Promise<void> {
   const dir = String(config.model);
+  const apiKey = (config.apiKey as string | undefined) || env("MEDTHINK_API_KEY");
+  const host = String(config.host);
+  // refused before the model is loaded: the same check serveModel makes
+  if (!apiKey && !isLoopbackHost(host)) {
+    throw new Error(
+      `serve: refusing to bind --host ${host} without an API key: anyone who reaches it could run the model ` +
+        `and change its weights; give --api-key (or MEDTHINK_API_KEY), or bind 127.0.0.1.`,
+    );
+  }
+  const allowRuntimeUpdates = config.allowRuntimeUpdates === true ||
+    ["1", "true"].includes((env("MEDTHINK_ALLOW_RUNTIME_UPDATES") ?? "").toLowerCase());
   const model = await loadModel(dir, { backend: config.backend as string });
   const tokenizer = await loadTokenizer(model.dir);
   const server = serveModel(model, {
     tokenizer,
     port: Number(config.port),
-    hostname: String(config.host),
+    hostname: host,
     modelName: (config.servedModelName as string | undefined) ?? dir,
     maxBatchRows: Number(config.maxBatchRows),
     defaultMaxTokens: Number(config.defaultMaxTokens),
+    apiKey,
+    allowRuntimeUpdates,
+    allowedLocalPaths: (config.allowedLocalPaths as string[] | undefined) ?? [],
+    maxBodyBytes: Number(config.maxBodyBytes),
     onListen: ({ hostname, port }) => {
       // one parseable line: tests and scripts read the port from it
       console.log(

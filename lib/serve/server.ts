@@ -18,6 +18,7 @@ import { loadModel } from "../model/load.ts";
 import { loadLora } from "../model/lora.ts";
 import { type EngineTokenizer, type LocalEngine, localEngine, type LocalResult } from "../engine/local.ts";
 import type { ChatMessage } from "../data/tokenizer.ts";
+import { checkOptionKeys } from "../util/options.ts";
 
 /** Options of {@linkcode serveModel}. */
 export interface ServeOptions {
@@ -35,8 +36,48 @@ export interface ServeOptions {
   defaultMaxTokens?: number;
   /** Largest `n` accepted. Default 64. */
   maxN?: number;
+  /**
+   * Key every request but `GET /health` must send as `Authorization: Bearer KEY` (compared in constant
+   * time), as vLLM's `--api-key`. Without one the server binds to loopback interfaces only.
+   */
+  apiKey?: string;
+  /**
+   * Accept the weight and adapter routes (`/v1/load_lora_adapter`, `/v1/unload_lora_adapter`, SGLang's
+   * `/load_lora_adapter`, `/unload_lora_adapter`, `/update_weights_from_disk`). Default false (403), as
+   * vLLM without `VLLM_ALLOW_RUNTIME_LORA_UPDATING`.
+   */
+  allowRuntimeUpdates?: boolean;
+  /** Folders whose contents (resolved real paths) the weight routes may load. Default none. */
+  allowedLocalPaths?: string[];
+  /** Largest request body in bytes; larger ones get 413 before they are parsed. Default 8 MiB. */
+  maxBodyBytes?: number;
   /** Called once listening. */
   onListen?: (addr: { hostname: string; port: number }) => void;
+}
+
+/** The options {@linkcode serveModel} knows (unknown keys are errors). */
+export const SERVE_OPTION_KEYS = [
+  "tokenizer",
+  "port",
+  "hostname",
+  "modelName",
+  "maxBatchRows",
+  "defaultMaxTokens",
+  "maxN",
+  "apiKey",
+  "allowRuntimeUpdates",
+  "allowedLocalPaths",
+  "maxBodyBytes",
+  "onListen",
+] as const;
+
+/** Default of {@linkcode ServeOptions.maxBodyBytes}: 8 MiB (a chat request with a few images as data URLs). */
+export const DEFAULT_MAX_BODY_BYTES = 8 * 2 ** 20;
+
+/** Whether `hostname` names a loopback interface only (what a server without an API key may bind). */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
 /** A running server. */
@@ -61,6 +102,8 @@ class HttpError extends Error {
 
 const ERROR_TYPES: Record<number, string> = {
   400: "BadRequestError",
+  401: "AuthenticationError",
+  403: "PermissionDeniedError",
   404: "NotFoundError",
   405: "MethodNotAllowed",
   413: "RequestTooLarge",
@@ -161,6 +204,60 @@ function seedsOf(seed: number | undefined, n: number): number[] {
   return Array.from({ length: n }, (_, j) => j === 0 ? base >>> 0 : (base + Math.imul(j, 0x9e3779b9)) >>> 0);
 }
 
+const UPDATE_ROUTES = new Set([
+  "/v1/load_lora_adapter",
+  "/v1/unload_lora_adapter",
+  "/load_lora_adapter",
+  "/unload_lora_adapter",
+  "/update_weights_from_disk",
+]);
+
+function digest(text: string): Promise<Uint8Array> {
+  return crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)).then((d) => new Uint8Array(d));
+}
+
+/**
+ * Whether an `Authorization` header carries the key: the SHA-256 digests are compared with a loop that
+ * looks at every byte, so the time taken says nothing about how much of a guess was right (nor its length).
+ */
+async function authorized(header: string | null, want: Promise<Uint8Array>): Promise<boolean> {
+  const m = /^Bearer (.+)$/i.exec(header ?? "");
+  const [got, key] = await Promise.all([digest(m ? m[1].trim() : ""), want]);
+  let diff = m ? 0 : 1;
+  for (let i = 0; i < key.length; i++) diff |= got[i] ^ key[i];
+  return diff === 0;
+}
+
+/**
+ * The request body as text, refused with 413 when larger than `limit` bytes: by its Content-Length
+ * before anything is read, and by counting the bytes of a chunked body as they arrive (the read stops
+ * at the limit, so a huge body is never held).
+ */
+async function readBody(req: Request, limit: number): Promise<string> {
+  const tooLarge = () =>
+    new HttpError(413, `The request body exceeds the server's limit of ${limit} bytes (--max-body-bytes).`);
+  const declared = req.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) throw tooLarge();
+  if (!req.body) return "";
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) (all.set(c, at), (at += c.byteLength));
+  return new TextDecoder().decode(all);
+}
+
 /**
  * Serve `model` over HTTP with OpenAI-compatible routes.
  *
@@ -175,6 +272,35 @@ function seedsOf(seed: number | undefined, n: number): number[] {
  * ```
  */
 export function serveModel(model: CausalLM, options: ServeOptions): ModelServer {
+  checkOptionKeys(options, SERVE_OPTION_KEYS, "serveModel options");
+  const hostname = options.hostname ?? "127.0.0.1";
+  const apiKey = options.apiKey || undefined;
+  if (!apiKey && !isLoopbackHost(hostname)) {
+    throw new Error(
+      `serve: refusing to bind ${hostname} without an API key: anyone who reaches it could run the model ` +
+        `and change its weights; give --api-key (or MEDTHINK_API_KEY), or bind 127.0.0.1.`,
+    );
+  }
+  if (options.apiKey !== undefined && typeof options.apiKey !== "string") {
+    throw new Error(`serveModel option apiKey must be a string.`);
+  }
+  const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  if (!Number.isSafeInteger(maxBody) || maxBody < 1) {
+    throw new Error(
+      `serveModel option maxBodyBytes (--max-body-bytes) must be a positive integer, got ${maxBody}.`,
+    );
+  }
+  const allowUpdates = options.allowRuntimeUpdates ?? false;
+  const allowedRoots = (options.allowedLocalPaths ?? []).map((p) => {
+    try {
+      return Deno.realPathSync(p);
+    } catch {
+      throw new Error(
+        `serve: the allowed local path ${p} (--allowed-local-paths) does not exist or cannot be read.`,
+      );
+    }
+  });
+  const keyDigest = apiKey ? digest(apiKey) : undefined;
   const tokenizer = options.tokenizer;
   const modelName = options.modelName ?? model.dir ?? model.config.modelType;
   const adapters = new Map<string, Record<string, LoraAdapter>>();
@@ -245,6 +371,7 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
       throw new HttpError(400, `'top_logprobs' needs 'logprobs' set to true.`, "top_logprobs");
     }
     const returnIds = optBool(body, "return_token_ids", false);
+    checkChatContext(messages, s.maxNewTokens);
     const [result] = await generate([{ messages, seeds: seedsOf(s.seed, s.n) }], s, lora, top);
     return json({
       id: `chatcmpl-${++counter}`,
@@ -275,6 +402,29 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
       usage: usage([result]),
       ...(returnIds ? { prompt_token_ids: result.promptIds } : {}),
     });
+  }
+
+  /**
+   * A chat prompt longer than the context is a 400, as for /v1/completions: its text tokens (a lower
+   * bound when images are attached, which only add tokens) plus max_tokens must fit the context.
+   */
+  function checkChatContext(messages: ChatMessage[], maxNewTokens: number): void {
+    const textOnly = messages.map((m) =>
+      typeof m.content === "string" ? m : {
+        role: m.role,
+        content: (m.content as { type: string; text?: string }[])
+          .filter((p) => p.type === "text")
+          .map((p) => ({ type: "text", text: p.text ?? "" })),
+      }
+    ) as ChatMessage[];
+    const len = tokenizer.encode(tokenizer.applyChatTemplate(textOnly, { addGenerationPrompt: true })).length;
+    if (len + maxNewTokens > maxLen) {
+      throw new HttpError(
+        400,
+        `This model's maximum context length is ${maxLen} tokens; the messages (${len} tokens) plus max_tokens (${maxNewTokens}) exceed it.`,
+        "messages",
+      );
+    }
   }
 
   async function completions(body: Body): Promise<Response> {
@@ -399,6 +549,38 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
     }
   }
 
+  /**
+   * The real path of `path` when it lies inside an allowed folder. Missing and outside paths get the same
+   * answer, so a client cannot probe which paths exist elsewhere on the host.
+   */
+  async function allowedPath(path: string, param: string): Promise<string> {
+    let real: string | undefined;
+    try {
+      real = await Deno.realPath(path);
+    } catch { /* missing: answered as outside */ }
+    const inside = real !== undefined &&
+      allowedRoots.some((root) => real === root || real!.startsWith(root.endsWith("/") ? root : root + "/"));
+    if (!inside) {
+      throw new HttpError(
+        400,
+        `'${param}' must name an existing folder inside the server's allowed local paths ` +
+          `(--allowed-local-paths${allowedRoots.length ? "" : ", none configured"}).`,
+        param,
+      );
+    }
+    return real!;
+  }
+
+  function checkUpdatesAllowed(path: string): void {
+    if (!allowUpdates) {
+      throw new HttpError(
+        403,
+        `${path} is off: start the server with --allow-runtime-updates (or MEDTHINK_ALLOW_RUNTIME_UPDATES=1) ` +
+          `and --allowed-local-paths to change weights or adapters at runtime.`,
+      );
+    }
+  }
+
   async function loadAdapter(body: Body, sglang: boolean): Promise<Response> {
     const name = body.lora_name, path = body.lora_path;
     if (typeof name !== "string" || !name) {
@@ -414,12 +596,13 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
     if (adapters.has(name) && !inplace && !sglang) {
       throw new HttpError(400, `The lora adapter '${name}' has already been loaded.`, "lora_name");
     }
+    const real = await allowedPath(path, "lora_path");
     await engine.exclusive(async () => {
       const savedLora = model.lora, savedEnabled = model.loraEnabled;
       const trainable = new Map(Object.values(model.params).map((p) => [p, p.trainable]));
       model.lora = {};
       try {
-        await loadLora(model, path, { freezeBase: false });
+        await loadLora(model, real, { freezeBase: false });
         const old = adapters.get(name);
         adapters.set(name, model.lora);
         adapterPaths.set(name, path);
@@ -460,10 +643,11 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
     if (typeof path !== "string" || !path) {
       throw new HttpError(400, `'model_path' must be a non-empty string.`, "model_path");
     }
+    const real = await allowedPath(path, "model_path");
     await engine.exclusive(async () => {
       let fresh: CausalLM;
       try {
-        fresh = await loadModel(path, { backend: model.backend });
+        fresh = await loadModel(real, { backend: model.backend });
       } catch (e) {
         throw new HttpError(400, `Cannot load ${path}: ${(e as Error).message}`, "model_path");
       }
@@ -512,8 +696,15 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
 
   async function route(req: Request): Promise<Response> {
     const path = new URL(req.url).pathname;
+    if (req.method === "GET" && (path === "/health" || path === "/v1/health")) {
+      return new Response(null, { status: 200 });
+    }
+    if (keyDigest && !(await authorized(req.headers.get("authorization"), keyDigest))) {
+      const r = errorResponse(401, `Unauthorized: send the server's API key as 'Authorization: Bearer KEY'.`);
+      r.headers.set("www-authenticate", "Bearer");
+      return r;
+    }
     if (req.method === "GET") {
-      if (path === "/health" || path === "/v1/health") return new Response(null, { status: 200 });
       if (path === "/v1/models") return models();
       if (path === "/medthink/stats") {
         const mem = tf.memory();
@@ -540,9 +731,11 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
       return errorResponse(404, `There is no route ${req.method} ${path}.`);
     }
     if (req.method !== "POST") return errorResponse(405, `${path} takes POST requests.`);
+    if (UPDATE_ROUTES.has(path)) checkUpdatesAllowed(path);
+    const text = await readBody(req, maxBody);
     let body: unknown;
     try {
-      body = await req.json();
+      body = JSON.parse(text);
     } catch {
       throw new HttpError(400, `The request body is not valid JSON.`);
     }
@@ -554,7 +747,7 @@ export function serveModel(model: CausalLM, options: ServeOptions): ModelServer 
 
   const server = Deno.serve({
     port: options.port ?? 8000,
-    hostname: options.hostname ?? "127.0.0.1",
+    hostname,
     onListen: (addr) => options.onListen?.(addr),
   }, async (req) => {
     try {
