@@ -151,13 +151,34 @@ export async function readRecords(path: string, options: ReadRecordsOptions = {}
     if (e instanceof Deno.errors.NotFound) throw new Error(`The dataset file ${path} does not exist.`);
     throw new Error(`The dataset file ${path} cannot be read (${(e as Error).message}).`);
   }
-  if (type === "parquet") return await readParquet(path, bytes, options.limit);
+  // an empty file is named here, not left to fail later as a TypeError on a row that is not there
+  const empty = () => new Error(`The dataset file ${path} is empty: it holds no rows (write at least one).`);
+  if (type === "parquet") {
+    const rows = await readParquet(path, bytes, options.limit);
+    if (rows.length === 0 && options.limit !== 0) throw empty();
+    return rows;
+  }
   const text = decoder.decode(bytes).replace(/^\uFEFF/, "");
-  const records = type === "jsonl"
-    ? readJsonl(text)
-    : type === "json"
-    ? readJson(path, text)
-    : readDelimited(text, type === "tsv" ? "\t" : ",");
+  if (text.trim() === "") throw empty();
+  let records: RawRecord[];
+  if (type === "jsonl") records = readJsonl(text);
+  else if (type === "json") records = readJson(path, text);
+  else {
+    try {
+      records = readDelimited(text, type === "tsv" ? "\t" : ",");
+    } catch (e) {
+      throw new Error(
+        `The dataset file ${path} cannot be read as ${type.toUpperCase()} (${(e as Error).message}).`,
+      );
+    }
+  }
+  if (records.length === 0) {
+    throw new Error(
+      `The dataset file ${path} holds no rows${
+        type === "csv" || type === "tsv" ? " (only a header line)" : ""
+      }.`,
+    );
+  }
   return options.limit !== undefined ? records.slice(0, options.limit) : records;
 }
 

@@ -15,6 +15,7 @@ import type { ImageRef, Row } from "../data/types.ts";
 import { type ImageInputBuilder, visionInputBuilder } from "./vision_inputs.ts";
 import type { CompletionEngine, CompletionRequest, CompletionSample, EngineSampling } from "./types.ts";
 import { dataUrlBytes } from "./messages.ts";
+import { checkGenerationOptions } from "../model/generation_options.ts";
 
 /** What the local engine needs from a tokenizer (the `Tokenizer` of `lib/data/tokenizer.ts` has it). */
 export interface EngineTokenizer {
@@ -327,6 +328,11 @@ export function localEngine(
   }
 
   function completeDetailed(requests: CompletionRequest[], sampling: LocalSampling): Promise<LocalResult[]> {
+    try {
+      checkGenerationOptions(sampling, "Generation options");
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const key = samplingKey(sampling);
     return Promise.all(requests.map((r, i) => {
       let prompt: Job["prompt"];

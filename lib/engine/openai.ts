@@ -17,6 +17,7 @@
 import { OpenAI } from "../util/deps.ts";
 import type { CompletionEngine, CompletionRequest, CompletionSample, EngineSampling } from "./types.ts";
 import { toWireMessages } from "./messages.ts";
+import { checkGenerationOptions } from "../model/generation_options.ts";
 
 /** The server software behind the URLs (what extras and weight routes it takes). */
 export type ServerProtocol = "vllm" | "sglang" | "medthink";
@@ -293,6 +294,7 @@ export function openaiEngine(options: OpenAIEngineOptions): OpenAIEngine {
     stats: () =>
       endpoints.map((e) => ({ url: e.url, ok: e.ok, failed: e.failed, alive: e.deadUntil <= Date.now() })),
     async complete(requests, s) {
+      checkGenerationOptions(s, "Generation options");
       return await Promise.all(requests.map(async (req, i) => {
         if (!req.promptIds && !req.messages) {
           throw new Error(`Request ${i} has neither messages nor promptIds.`);
