@@ -52,6 +52,7 @@ import {
   stdOf,
 } from "./grpo_rollouts.ts";
 import { resumeDir, type TrainResult, writeRunConfig } from "./trainer.ts";
+import { truncateJsonlToStep } from "../data/jsonl_store.ts";
 
 export * from "./grpo_config.ts";
 export { epochSampler, type Rollout } from "./grpo_rollouts.ts";
@@ -286,6 +287,7 @@ async function openOutputs(run: GrpoRun): Promise<void> {
   run.files.completions = `${dir}/completions.jsonl`;
   await Deno.writeTextFile(run.files.metrics, run.history.map((m) => JSON.stringify(m) + "\n").join(""));
   if (run.startStep === 0) await Deno.writeTextFile(run.files.completions, "");
+  else await truncateJsonlToStep(run.files.completions, run.startStep); // steps after the checkpoint run again
 }
 
 /**

@@ -26,6 +26,7 @@ import { addLora, type LoraOptions, loraParams, mergeLora } from "../model/lora.
 import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
 import { createProgress } from "../util/progress.ts";
 import { type ImageInputBuilder, visionInputBuilder } from "../engine/vision_inputs.ts";
+import { truncateJsonlToStep } from "../data/jsonl_store.ts";
 
 /** One tokenized training example. */
 export interface SftExample {
@@ -483,6 +484,8 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
   }
 
   if (options.outputDir) await Deno.mkdir(options.outputDir, { recursive: true });
+  // the log then holds each step once, as after an uninterrupted run: steps after the checkpoint run again
+  if (result.logFile) await truncateJsonlToStep(result.logFile, step);
   const progress = createProgress({
     total: totalSteps,
     label: "sft",
