@@ -41,20 +41,33 @@ export const ROOT: string = new URL("..", import.meta.url).pathname.replace(/\/$
 
 /**
  * Parse the example's flags; `--help` prints `usage` and exits. `extra` names further string flags.
+ * `--resume` is accepted only by examples that implement it (`options.resume`): elsewhere it is an unknown
+ * flag, not one silently ignored.
  */
-export function parseExampleArgs(usage: string, extra: string[] = []): ExampleArgs {
-  const options: Record<string, { type: "string" | "boolean" }> = {
+export function parseExampleArgs(
+  usage: string,
+  extra: string[] = [],
+  options: { resume?: boolean } = {},
+): ExampleArgs {
+  const flags: Record<string, { type: "string" | "boolean" }> = {
     model: { type: "string" },
     data: { type: "string" },
     config: { type: "string" },
     out: { type: "string" },
     backend: { type: "string" },
     quick: { type: "boolean" },
-    resume: { type: "boolean" },
     help: { type: "boolean" },
   };
-  for (const name of extra) options[name] = { type: "string" };
-  const { values } = parseArgs({ args: Deno.args, options, allowPositionals: false });
+  if (options.resume) flags.resume = { type: "boolean" };
+  for (const name of extra) flags[name] = { type: "string" };
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({ args: Deno.args, options: flags, allowPositionals: false }).values;
+  } catch (e) {
+    // an unknown or malformed flag is one line naming it, not a stack trace
+    console.error(`error: ${(e as Error).message} (see --help).`);
+    Deno.exit(2);
+  }
   if (values.help) {
     console.log(usage.trim());
     Deno.exit(0);

@@ -50,7 +50,7 @@ examples/evaluate.ts: accuracy per benchmark with 95% intervals, report and char
   --quick             CI-sized run (also when CI=true)
 `;
 
-const args = parseExampleArgs(USAGE, ["benchmarks", "data-dir", "reference", "limit"]);
+const args = parseExampleArgs(USAGE, ["benchmarks", "data-dir", "reference", "limit"], { resume: true });
 const config = await readYamlConfig(args.config);
 const evalConfig = section(config, "evaluate", args.config) as Partial<EvaluateOptions>;
 const out = await outDir(args, "evaluate");

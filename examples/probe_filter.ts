@@ -40,7 +40,7 @@ examples/probe_filter.ts: probe each question's difficulty, then filter to the l
   --quick          CI-sized run (also when CI=true)
 `;
 
-const args = parseExampleArgs(USAGE);
+const args = parseExampleArgs(USAGE, [], { resume: true });
 const config = await readYamlConfig(args.config);
 const probeConfig = section(config, "probe", args.config) as Partial<ProbeOptions>;
 const filterConfig = section(config, "filter", args.config) as FilterOptions;

@@ -113,3 +113,24 @@ Deno.test("readers: an empty CSV, TSV, JSONL or JSON file is an error naming the
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("examples: --resume is accepted only by the examples that implement it", async () => {
+  for (
+    const [example, ok] of [["sft_text.ts", false], ["grpo_text.ts", false], [
+      "probe_filter.ts",
+      true,
+    ]] as const
+  ) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${ROOT}examples/${example}`, "--resume", "--help"],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(out.stderr);
+    if (ok) assertEquals(out.code, 0, err);
+    else {
+      assertEquals(out.code, 2, `${example}: ${err}`);
+      assert(err.includes("'--resume'"), err);
+    }
+  }
+});
