@@ -174,7 +174,7 @@ export * as plot from "./lib/eval/plot.ts";
 // (`deno doc --lint mod.ts`).
 export type { Table } from "./lib/data/dataset.ts";
 export type { ColumnMapping, ImageCheck, SkippedRow } from "./lib/data/dataset.ts";
-export type { ImageContext, RawImage } from "./lib/data/images.ts";
+export type { DecodeImageOptions, ImageContext, RawImage } from "./lib/data/images.ts";
 export type { ImageProcessorConfig, PixelImage, ProcessedImages } from "./lib/data/processor.ts";
 export type { PromptTemplateFn } from "./lib/data/prompt.ts";
 export type { LabAnalyte, LabClass, LabRow, LabSplits, LabTaskOptions } from "./lib/data/lab_task.ts";

@@ -140,9 +140,9 @@ async function siblings(
       } catch { /* gone meanwhile */ }
       out.push({ name: e.name, kind: m[1] as "tmp" | "old", pid: Number(m[2]), mtime });
     }
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
+  } catch {
+    // a parent that is missing or cannot be listed (a Hub id, a read-only mount) has nothing to recover
+    return [];
   }
   return out;
 }
