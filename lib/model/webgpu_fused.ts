@@ -43,6 +43,8 @@ const EW_X = 32768;
 const MAX_DISPATCH = 65535;
 /** Keys per chunk of the attention program (= its threads). */
 const ATT_WG = 64;
+/** Most query rows one workgroup of the attention program takes. */
+const ATT_ROWS = 8;
 /** Largest head dimension of the attention program (4 output values per thread). */
 export const ATTENTION_MAX_HEAD_DIM = 4 * ATT_WG;
 
@@ -231,82 +233,120 @@ export function attentionProgram(
     );
   }
   const per = Math.ceil(d / ATT_WG); // output values per thread
-  const accs = Array.from({ length: per }, (_, c) => `var acc${c} = 0.0;`).join("\n");
-  const update = Array.from({ length: per }, (_, c) => `
-        {
-          let dd = tid + ${c * ATT_WG};
-          if (dd < D) {
-            var o = acc${c} * scale;
-            for (var j = 0; j < cn; j++) { o += ps[j] * f32(V[kvBase + (c0 + j) * D + dd]); }
-            acc${c} = o;
-          }
-        }`).join("");
-  const write = Array.from({ length: per }, (_, c) => `
-      {
-        let dd = tid + ${c * ATT_WG};
-        if (dd < D) { result[qBase + dd] = acc${c} / l; }
-      }`).join("");
+  // Query rows per workgroup: they share every key and value read (a decode step's G query heads of a
+  // group, a prefill's neighbouring positions), 8 at most (registers: 8 x 4 outputs per thread).
+  const qb = r >= ATT_ROWS ? ATT_ROWS : 2 ** Math.ceil(Math.log2(r));
   const code = `
-    var<workgroup> qs : array<f32, ${ATTENTION_MAX_HEAD_DIM}>;
-    var<workgroup> ps : array<f32, ${ATT_WG}>;
-    var<workgroup> red : array<f32, ${ATT_WG}>;
+    var<workgroup> qs : array<f32, ${qb * ATTENTION_MAX_HEAD_DIM}>;
+    var<workgroup> ps : array<f32, ${qb * ATT_WG}>;
+    var<workgroup> red : array<f32, ${qb * ATT_WG}>;
     fn main(gIndex : i32) {
       let tid = i32(localId.x);
-      let row = i32(workgroupId.x);
+      let row0 = i32(workgroupId.x) * ${qb};
       let h = i32(workgroupId.y);
       let bb = i32(workgroupId.z);
       let D = uniforms.d;
       let S = uniforms.s;
-      let qBase = ((bb * uniforms.kv + h) * uniforms.r + row) * D;
+      let R = uniforms.r;
+      let headBase = (bb * uniforms.kv + h) * R;
       let kvBase = (bb * uniforms.kv + h) * S * D;
-      let biasBase = (bb * uniforms.t + row % uniforms.t) * S;
-      for (var j = tid; j < D; j += ${ATT_WG}) { qs[j] = f32(Q[qBase + j]); }
+      // Rows past R (the last block) compute row R - 1 again and are not written.
+      var biasBase : array<i32, ${qb}>;
+      for (var qi = 0; qi < ${qb}; qi++) {
+        biasBase[qi] = (bb * uniforms.t + min(row0 + qi, R - 1) % uniforms.t) * S;
+      }
+      for (var i = tid; i < ${qb} * D; i += ${ATT_WG}) {
+        let row = min(row0 + i / D, R - 1);
+        qs[i] = f32(Q[(headBase + row) * D + i % D]);
+      }
       workgroupBarrier();
-      var m = -3.0e38;
-      var l = 0.0;
-      ${accs}
+      var m : array<f32, ${qb}>;
+      var l : array<f32, ${qb}>;
+      var acc : array<f32, ${qb * per}>;
+      for (var qi = 0; qi < ${qb}; qi++) { m[qi] = -3.0e38; l[qi] = 0.0; }
+      for (var i = 0; i < ${qb * per}; i++) { acc[i] = 0.0; }
       for (var c0 = 0; c0 < S; c0 += ${ATT_WG}) {
         let cn = min(${ATT_WG}, S - c0);
-        // This thread's key: its score, with the bias added as tf.add would.
-        var sc = -3.0e38;
+        // This thread's key against every row: its scores, with the bias added as tf.add would.
+        var sc : array<f32, ${qb}>;
+        for (var qi = 0; qi < ${qb}; qi++) { sc[qi] = -3.0e38; }
         if (tid < cn) {
           let kb = kvBase + (c0 + tid) * D;
-          var dotv = 0.0;
-          for (var j = 0; j < D; j++) { dotv += qs[j] * f32(K[kb + j]); }
-          sc = dotv + f32(BIAS[biasBase + c0 + tid]);
+          // Zeroed explicitly: a declaration without initializer inside a loop was not re-zeroed on llvmpipe.
+          var dots : array<f32, ${qb}>;
+          for (var qi = 0; qi < ${qb}; qi++) { dots[qi] = 0.0; }
+          for (var j = 0; j < D; j++) {
+            let kj = f32(K[kb + j]);
+            for (var qi = 0; qi < ${qb}; qi++) { dots[qi] += qs[qi * D + j] * kj; }
+          }
+          for (var qi = 0; qi < ${qb}; qi++) { sc[qi] = dots[qi] + f32(BIAS[biasBase[qi] + c0 + tid]); }
         }
-        red[tid] = sc;
+        for (var qi = 0; qi < ${qb}; qi++) { red[qi * ${ATT_WG} + tid] = sc[qi]; }
         workgroupBarrier();
         for (var o = ${ATT_WG / 2}; o > 0; o = o / 2) {
-          if (tid < o) { red[tid] = max(red[tid], red[tid + o]); }
+          if (tid < o) {
+            for (var qi = 0; qi < ${qb}; qi++) {
+              let x = qi * ${ATT_WG} + tid;
+              red[x] = max(red[x], red[x + o]);
+            }
+          }
           workgroupBarrier();
         }
-        let mNew = max(m, red[0]);
+        var mNew : array<f32, ${qb}>;
+        for (var qi = 0; qi < ${qb}; qi++) { mNew[qi] = max(m[qi], red[qi * ${ATT_WG}]); }
         workgroupBarrier();
-        var p = 0.0;
-        if (tid < cn) { p = exp(sc - mNew); }
-        ps[tid] = p;
-        red[tid] = p;
+        for (var qi = 0; qi < ${qb}; qi++) {
+          var p = 0.0;
+          if (tid < cn) { p = exp(sc[qi] - mNew[qi]); }
+          ps[qi * ${ATT_WG} + tid] = p;
+          red[qi * ${ATT_WG} + tid] = p;
+        }
         workgroupBarrier();
         for (var o = ${ATT_WG / 2}; o > 0; o = o / 2) {
-          if (tid < o) { red[tid] += red[tid + o]; }
+          if (tid < o) {
+            for (var qi = 0; qi < ${qb}; qi++) {
+              let x = qi * ${ATT_WG} + tid;
+              red[x] += red[x + o];
+            }
+          }
           workgroupBarrier();
         }
-        let scale = exp(m - mNew);
-        l = l * scale + red[0];
-        m = mNew;
-        ${update}
+        var scale : array<f32, ${qb}>;
+        for (var qi = 0; qi < ${qb}; qi++) {
+          scale[qi] = exp(m[qi] - mNew[qi]);
+          l[qi] = l[qi] * scale[qi] + red[qi * ${ATT_WG}];
+          m[qi] = mNew[qi];
+        }
+        for (var c = 0; c < ${per}; c++) {
+          let dd = tid + c * ${ATT_WG};
+          if (dd < D) {
+            var o : array<f32, ${qb}>;
+            for (var qi = 0; qi < ${qb}; qi++) { o[qi] = acc[qi * ${per} + c] * scale[qi]; }
+            for (var j = 0; j < cn; j++) {
+              let vj = f32(V[kvBase + (c0 + j) * D + dd]);
+              for (var qi = 0; qi < ${qb}; qi++) { o[qi] += ps[qi * ${ATT_WG} + j] * vj; }
+            }
+            for (var qi = 0; qi < ${qb}; qi++) { acc[qi * ${per} + c] = o[qi]; }
+          }
+        }
         workgroupBarrier();
       }
-      ${write}
+      for (var qi = 0; qi < ${qb}; qi++) {
+        if (row0 + qi < R) {
+          for (var c = 0; c < ${per}; c++) {
+            let dd = tid + c * ${ATT_WG};
+            if (dd < D) { result[(headBase + row0 + qi) * D + dd] = acc[qi * ${per} + c] / l[qi]; }
+          }
+        }
+      }
     }`;
   const p = new Program(
     ["Q", "K", "V", "BIAS"],
     q.shape,
-    [r, kv, b],
+    [Math.ceil(r / qb), kv, b],
     ATT_WG,
     "d : i32, s : i32, kv : i32, r : i32, t : i32,",
-    `fusedAttention_${per}`,
+    `fusedAttention_${per}_${qb}`,
     code,
   );
   return run(p, [q, k, v, bias], [
