@@ -3,14 +3,13 @@
  * Qwen2.5-VL-7B-Instruct's published configs with random weights, written ONCE in the Hub's sharded
  * layout (BF16 shards of at most 4 GB + `model.safetensors.index.json` + `preprocessor_config.json`) to
  * the cache, so that medthink's `loadModel` and transformers' `from_pretrained` read the very same
- * files through their real loaders. 3B: 7.5 GB on disk; 7B: 16.6 GB. The writer holds one tensor at a
- * time (the largest, the 7B's embedding, is 2.2 GB as float32 while it is converted).
+ * files through their real loaders. 3B: 7.5 GB on disk; 7B: 16.6 GB. The writer streams the values (at
+ * most 64 MB of them in memory at a time).
  *
  *   deno run -A bench/real_checkpoint.ts 3b|7b|smoke [DIR]
  *
  * @module
  */
-import { writeCheckpoint } from "../lib/model/safetensors.ts";
 import { cacheRoot } from "../lib/model/tiny.ts";
 import { parseConfig } from "../lib/model/config.ts";
 import { vlExpectedParams } from "../lib/model/qwen25vl.ts";
@@ -131,19 +130,47 @@ function hash32(s: string): number {
   return h >>> 0;
 }
 
-/** Uniform values of standard deviation `std` (xorshift32: this is about speed and memory, not statistics). */
-function fillUniform(out: Float32Array, seed: number, std: number): void {
-  const a = std * Math.sqrt(3) / 2147483648;
-  let s = seed | 0;
-  for (let i = 0; i < out.length; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = s * a;
+/** Values per chunk of generated weights: the writer never holds more than this (64 MB as float32). */
+const CHUNK = 1 << 24;
+
+/**
+ * Write `count` BF16 values of one tensor to `file`, made `CHUNK` at a time: ones for norm weights, else
+ * uniform of standard deviation 0.02 (xorshift32 seeded by the name: this is about speed and memory, not
+ * statistics), rounded to nearest even.
+ */
+async function writeTensorBf16(file: Deno.FsFile, name: string, count: number): Promise<void> {
+  const ones = /norm[12]?\.weight$|ln_q\.weight$/.test(name);
+  const a = 0.02 * Math.sqrt(3) / 2147483648;
+  let s = (hash32(name) ^ 1) | 1;
+  const f32 = new Float32Array(Math.min(CHUNK, count));
+  const bits = new Uint32Array(f32.buffer);
+  const out = new Uint16Array(f32.length);
+  for (let done = 0; done < count; done += f32.length) {
+    const n = Math.min(f32.length, count - done);
+    for (let i = 0; i < n; i++) {
+      if (ones) {
+        f32[i] = 1;
+        continue;
+      }
+      s ^= s << 13;
+      s ^= s >>> 17;
+      s ^= s << 5;
+      f32[i] = s * a;
+    }
+    for (let i = 0; i < n; i++) {
+      const u = bits[i];
+      out[i] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+    }
+    const bytes = new Uint8Array(out.buffer, 0, n * 2);
+    for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
   }
 }
 
-/** Write the checkpoint of `size` (`3b`, `7b`, `smoke`) unless it is already there; returns its folder. */
+/**
+ * Write the checkpoint of `size` (`3b`, `7b`, `smoke`) unless it is already there; returns its folder.
+ * The shards are streamed tensor by tensor and chunk by chunk (lib's `writeCheckpoint` holds a whole shard
+ * as float32: 8 GB for a 4 GB shard), into a temporary folder renamed at the end.
+ */
 export async function ensureRealCheckpoint(size: string, dir = realModelDir(size)): Promise<string> {
   const raw = REAL_CONFIGS[size];
   if (!raw) {
@@ -157,24 +184,65 @@ export async function ensureRealCheckpoint(size: string, dir = realModelDir(size
     if (cfg._note === raw._note) return dir;
   } catch { /* not there yet */ }
   const config = parseConfig(structuredClone(raw) as Record<string, unknown>, "bench config");
-  const tensors = Object.entries(vlExpectedParams(config)).map(([name, shape]) => ({
-    name,
-    shape,
-    data: () => {
-      const data = new Float32Array(shape.reduce((x, y) => x * y, 1));
-      if (/norm[12]?\.weight$|ln_q\.weight$/.test(name)) data.fill(1);
-      else fillUniform(data, (hash32(name) ^ 1) | 1, 0.02);
-      return data;
-    },
-  }));
-  await writeCheckpoint(dir, structuredClone(raw) as Record<string, unknown>, tensors, {
-    dtype: "BF16",
-    maxShardBytes: 4 * 1024 ** 3,
-  });
+  const entries = Object.entries(vlExpectedParams(config));
+  const maxShard = 4 * 1024 ** 3;
+  const shards: [string, number[]][][] = [[]];
+  let used = 0;
+  for (const e of entries) {
+    const b = e[1].reduce((x, y) => x * y, 1) * 2;
+    if (used + b > maxShard && shards.at(-1)!.length) {
+      shards.push([]);
+      used = 0;
+    }
+    shards.at(-1)!.push(e);
+    used += b;
+  }
+  const tmp = `${dir}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.mkdir(tmp, { recursive: true });
+  const names = shards.map((_, i) =>
+    shards.length === 1
+      ? "model.safetensors"
+      : `model-${String(i + 1).padStart(5, "0")}-of-${String(shards.length).padStart(5, "0")}.safetensors`
+  );
+  const weightMap: Record<string, string> = {};
+  let total = 0;
+  for (let s = 0; s < shards.length; s++) {
+    const header: Record<string, unknown> = { __metadata__: { format: "pt" } };
+    let offset = 0;
+    for (const [name, shape] of shards[s]) {
+      const bytes = shape.reduce((x, y) => x * y, 1) * 2;
+      header[name] = { dtype: "BF16", shape, data_offsets: [offset, offset + bytes] };
+      offset += bytes;
+      weightMap[name] = names[s];
+    }
+    total += offset;
+    let json = JSON.stringify(header);
+    json += " ".repeat((8 - (json.length % 8)) % 8); // the data section 8-byte aligned, as the reference writer does
+    const f = await Deno.open(`${tmp}/${names[s]}`, { write: true, create: true, truncate: true });
+    try {
+      const len = new Uint8Array(8);
+      new DataView(len.buffer).setBigUint64(0, BigInt(json.length), true);
+      await f.write(len);
+      const hj = new TextEncoder().encode(json);
+      for (let off = 0; off < hj.length;) off += await f.write(hj.subarray(off));
+      for (const [name, shape] of shards[s]) await writeTensorBf16(f, name, shape.reduce((x, y) => x * y, 1));
+    } finally {
+      f.close();
+    }
+  }
+  if (shards.length > 1) {
+    await Deno.writeTextFile(
+      `${tmp}/model.safetensors.index.json`,
+      JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2) + "\n",
+    );
+  }
+  await Deno.writeTextFile(`${tmp}/config.json`, JSON.stringify(raw, null, 2) + "\n");
   await Deno.writeTextFile(
-    `${dir}/preprocessor_config.json`,
+    `${tmp}/preprocessor_config.json`,
     JSON.stringify(QWEN25VL_PREPROCESSOR, null, 2) + "\n",
   );
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  await Deno.rename(tmp, dir);
   return dir;
 }
 
