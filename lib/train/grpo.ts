@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { createProgress, type Progress } from "../util/progress.ts";
 import { tf } from "../util/deps.ts";
 import type { CausalLM } from "../model/types.ts";
 import type { Row } from "../data/types.ts";
@@ -84,6 +85,8 @@ interface GrpoRun {
   rowsDrawn: number;
   checkpointDir: string | null;
   t0: number;
+  /** The progress line (made once a resume has set `startStep`). */
+  progress?: Progress;
 }
 
 /** A scored generation batch with what the loss needs (TRL's `_generate_and_score_completions` output). */
@@ -138,6 +141,13 @@ export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoO
   try {
     await resume(run);
     await openOutputs(run);
+    run.progress = createProgress({
+      total: c.maxSteps,
+      label: "grpo",
+      start: run.startStep,
+      bar: c.progress ? undefined : false,
+      show: ["reward", "kl", "completion_length"],
+    });
     for (let step = run.startStep; step < c.maxSteps; step++) {
       if (c.stopAfterSteps !== undefined && step >= c.stopAfterSteps) break;
       if (c.maxSeconds !== undefined && (performance.now() - run.t0) / 1000 >= c.maxSeconds) break;
@@ -533,14 +543,8 @@ async function logStep(run: GrpoRun, metrics: GrpoStepMetrics, batch: ScoredBatc
       await Deno.writeTextFile(run.files.completions, lines.join("\n") + "\n", { append: true });
     }
   }
-  if (c.progress) {
-    const el = (performance.now() - run.t0) / 1000;
-    const eta = (el / (metrics.step - run.startStep)) * (c.maxSteps - metrics.step);
-    const line =
-      `grpo ${metrics.step}/${c.maxSteps} reward ${metrics.reward.toFixed(3)} kl ${metrics.kl.toFixed(4)} ` +
-      `len ${metrics.completion_length.toFixed(1)} ${el.toFixed(0)}s eta ${eta.toFixed(0)}s`;
-    await Deno.stderr.write(new TextEncoder().encode(`\r${line}   `));
-  }
+  // The shared progress line (lib/util/progress.ts): a bar on a terminal, plain periodic lines otherwise.
+  run.progress?.update(metrics.step, metrics);
   for (const logger of c.loggers) await logger.logStep(metrics);
   // After the loggers: a logger may add metrics of its own to the step (validation: eval_accuracy).
   if (run.files.metrics) {
@@ -573,7 +577,7 @@ async function saveGrpoCheckpoint(run: GrpoRun, step: number): Promise<void> {
 
 /** Free what the run made and restore what it changed (frozen tensors), also after an error. */
 async function tearDown(run: GrpoRun): Promise<void> {
-  if (run.c.progress) await Deno.stderr.write(new TextEncoder().encode("\n"));
+  run.progress?.close();
   run.optimizer.dispose();
   run.snapshot?.dispose();
   run.rollouts.release();
