@@ -2,8 +2,8 @@
  * The real-size rows of `deno task bench --rows real` (never part of a default run, nor of CI): Qwen2.5-VL-3B
  * and -7B checkpoints (bench/real_checkpoint.ts) loaded, generating with an image and taking one LoRA GRPO
  * step, by medthink (bench/real_bench.ts, frozen weights at 2 bytes) and by PyTorch + transformers + PEFT
- * (bench/real_torch.py, bfloat16), one process at a time. Each workload starts only when the machine has
- * `minFreeGiB` available (MemAvailable), since one of them may take 20 GiB.
+ * (bench/real_torch.py), one process at a time. Each workload starts only when the machine has the memory
+ * it needs available (MemAvailable: its expected peak plus a margin; the largest take 20 GiB).
  *
  * The table goes to the `real` section of bench/RESULTS.md (bench/sections.ts).
  *
@@ -22,28 +22,39 @@ interface RealRow {
   args: string[];
   /** Extra arguments of the PyTorch side. */
   peerArgs?: string[];
+  /** Memory available (GiB) each side needs before it starts: its expected peak plus a margin. */
+  needGiB: { medthink: number; pytorch: number };
   timeoutMin: number;
 }
 
 /** The rows, in the order they run (the 7B last: it needs the most memory and disk). */
 export const REAL_ROWS: readonly RealRow[] = [
-  { label: "real 3b load", size: "3b", args: ["--workload", "load"], timeoutMin: 15 },
+  {
+    label: "real 3b load",
+    size: "3b",
+    args: ["--workload", "load"],
+    needGiB: { medthink: 10, pytorch: 17 },
+    timeoutMin: 15,
+  },
   {
     label: "real 3b generate",
     size: "3b",
     args: ["--workload", "generate", "--pixels", String(448 * 448), "--new-tokens", "32"],
+    needGiB: { medthink: 12, pytorch: 19 },
     timeoutMin: 30,
   },
   {
     label: "real 3b generate (default max_pixels)",
     size: "3b",
     args: ["--workload", "generate", "--pixels", "default", "--new-tokens", "32"],
+    needGiB: { medthink: 14, pytorch: 20 },
     timeoutMin: 30,
   },
   {
     label: "real 3b lora grpo step",
     size: "3b",
     args: ["--workload", "grpo", "--prompts", "2", "--generations", "4", "--max-new", "64", "--lora-r", "16"],
+    needGiB: { medthink: 14, pytorch: 21 },
     timeoutMin: 60,
   },
   {
@@ -52,6 +63,7 @@ export const REAL_ROWS: readonly RealRow[] = [
     args: ["--workload", "generate", "--pixels", String(448 * 448), "--new-tokens", "16"],
     // PyTorch in bfloat16: the 7B's float32 weights alone would take 33 GB.
     peerArgs: ["--dtype", "bfloat16"],
+    needGiB: { medthink: 21, pytorch: 19 },
     timeoutMin: 40,
   },
 ];
@@ -70,7 +82,7 @@ export interface RealRowsOptions {
   size?: string;
   /** Labels to run (default all). */
   only?: string[];
-  /** Start a workload only with this much memory available (GiB; default 21). */
+  /** Start a workload only with this much memory available (GiB; default: the row's own need). */
   minFreeGiB?: number;
 }
 
@@ -127,15 +139,21 @@ function cell(r?: Result): string {
   if (r.tok_s) parts.push(`${r.tok_s.toFixed(2)} tok/s`);
   if (r.image_grid_thw) parts.push(`grid ${JSON.stringify(r.image_grid_thw[0])}`);
   parts.push(`peak ${gib(r.peak_rss_mb)}`);
+  if (r.at) parts.push(`${r.at.slice(5, 16).replace("T", " ")}`);
   return parts.join(", ");
 }
 
 /** Run the real-size rows one process at a time and write the `real` section of the report. */
 export async function runRealRows(o: RealRowsOptions): Promise<void> {
   const rows = REAL_ROWS.filter((r) => !o.only || o.only.includes(r.label));
-  const need = o.minFreeGiB ?? 21;
-  const ours: Record<string, Result> = {}, peer: Record<string, Result> = {};
-  const started = new Date();
+  // Rows not run now keep their earlier results (so the rows can be run one at a time, `--real-only`).
+  const jsonFile = o.out.replace(/\.md$/, "") + "_real.json";
+  let earlier: { ours: Record<string, Result>; peer: Record<string, Result> } = { ours: {}, peer: {} };
+  try {
+    earlier = JSON.parse(await Deno.readTextFile(jsonFile));
+  } catch { /* first run */ }
+  const ours: Record<string, Result> = { ...earlier.ours },
+    peer: Record<string, Result> = { ...earlier.peer };
   for (const r of rows) {
     const size = o.size ?? r.size;
     const dir = await ensureRealCheckpoint(size);
@@ -162,6 +180,7 @@ export async function runRealRows(o: RealRowsOptions): Promise<void> {
     }
     for (const [who, cmd, args, into] of sides) {
       const free = availableGiB();
+      const need = o.minFreeGiB ?? r.needGiB[who as "medthink" | "pytorch"];
       if (size !== "smoke" && !(free >= need)) {
         into[r.label] = { error: `not run: ${free.toFixed(1)} GiB available, ${need} GiB needed` };
         console.log(`[bench] ${r.label} (${who}): skipped, ${free.toFixed(1)} GiB available`);
@@ -169,16 +188,29 @@ export async function runRealRows(o: RealRowsOptions): Promise<void> {
       }
       console.log(`[bench] ${r.label} (${who}, ${size}) ...`);
       const log = `${ROOT}/out/bench/${r.label.replace(/[^\w]+/g, "-")}-${who}.log`;
-      into[r.label] = await runOne(cmd, args, r.timeoutMin, log);
+      into[r.label] = { ...await runOne(cmd, args, r.timeoutMin, log), size, at: new Date().toISOString() };
       console.log(`[bench]   ${cell(into[r.label])}`);
+      await Deno.writeTextFile(jsonFile, JSON.stringify({ ours, peer }, null, 2) + "\n");
+      await writeSection(o.out, "real", report(REAL_ROWS, ours, peer, o));
     }
   }
+  const md = report(REAL_ROWS, ours, peer, o);
+  await writeSection(o.out, "real", md);
+  console.log(md);
+}
+
+function report(
+  rows: readonly RealRow[],
+  ours: Record<string, Result>,
+  peer: Record<string, Result>,
+  o: RealRowsOptions,
+): string {
   const anyPeer = Object.values(peer).find((r) => r.torch);
   const L = [
     "## Real sizes: Qwen2.5-VL-3B / 7B (`deno task bench --rows real`)",
     "",
-    `Run on ${started.toISOString().slice(0, 16).replace("T", " ")} UTC${
-      o.size ? ` with the \`${o.size}\` checkpoint` : ""
+    `Each cell: time, throughput, image grid, peak RSS, and when it ran${
+      o.size ? ` (checkpoint \`${o.size}\`)` : ""
     }; ` +
     "random BF16 weights with the published configs (bench/real_checkpoint.ts), one workload per process, one at a time.",
     "medthink: backend `" + (Object.values(ours).find((r) => r.backend)?.backend ?? o.backend) +
@@ -191,7 +223,7 @@ export async function runRealRows(o: RealRowsOptions): Promise<void> {
     "| --- | --- | --- |",
     ...rows.map((r) => `| ${r.label} | ${cell(ours[r.label])} | ${cell(peer[r.label])} |`),
     "",
-    '- `load`: `loadModel(dir, { weightsDtype: "bfloat16" })` / `from_pretrained(dir, dtype=bfloat16)`, file cache as left by the writer.',
+    '- `load`: `loadModel(dir, { weightsDtype: "bfloat16" })` / `from_pretrained(dir, dtype=float32)`, file cache as left by the writer.',
     "- `generate`: greedy, after a chat prompt with the first VQA-RAD image resized to 448 x 448 px worth of patches " +
     "(`min_pixels = max_pixels = 200704`; the grid keeps the image's aspect) or at the processor's defaults; time from the " +
     "call to the last token (image encoding and prefill included), tok/s = new tokens / that time.",
@@ -199,6 +231,5 @@ export async function runRealRows(o: RealRowsOptions): Promise<void> {
     "every linear layer of the language model, the vision tower frozen, activation checkpointing on, beta 0.04, one AdamW step.",
     "- peak: the process's peak RSS (VmHWM / ru_maxrss). Logs: `out/bench/real-*.log`.",
   ];
-  await writeSection(o.out, "real", L.join("\n"));
-  console.log(L.join("\n"));
+  return L.join("\n");
 }

@@ -8,7 +8,7 @@
  *   deno task bench --rows sft,grpo      # chosen rows (prefill, decode-b1, decode-b8, decode-b32, sft, grpo, load)
  *   deno task bench --runs 5 --backend wasm --no-pytorch --out /tmp/R.md
  *   deno task bench --rows real          # Qwen2.5-VL-3B/7B real sizes (bench/real_rows.ts; never in CI):
- *                                        # needs ~21 GiB free and 25 GB of disk; --real-size smoke checks the
+ *                                        # up to 21 GiB free and 25 GB of disk; --real-size smoke checks the
  *                                        # code path, --real-only "real 3b load,..." picks rows
  *
  * Each workload runs in its own process (bench/medthink_bench.ts, bench/pytorch_bench.py,
@@ -269,6 +269,7 @@ async function main(): Promise<void> {
       model: { type: "string" },
       "real-size": { type: "string" },
       "real-only": { type: "string" },
+      "real-min-free": { type: "string" },
       out: { type: "string", default: `${BENCH}/RESULTS.md` },
       help: { type: "boolean", default: false },
     },
@@ -290,6 +291,7 @@ async function main(): Promise<void> {
       out: values.out!,
       size: values["real-size"],
       only: values["real-only"]?.split(",").map((s) => s.trim()),
+      minFreeGiB: values["real-min-free"] ? Number(values["real-min-free"]) : undefined,
     });
     return;
   }
