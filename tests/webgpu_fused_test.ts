@@ -107,7 +107,7 @@ backendTest("fused: rmsNorm, swiglu and rotary against tf ops on cpu", "webgpu",
 });
 
 backendTest(
-  "fused: a decode-sized linear layer with its bias in one dispatch, and its gradients",
+  "fused: a linear layer with its bias in one dispatch (small-M and tiled), and its gradients",
   "webgpu",
   async () => {
     const x = tf.ones([3, 40]) as tf.Tensor2D, w = tf.ones([21, 40]), b = tf.ones([21]);
@@ -121,6 +121,16 @@ backendTest(
       [{ shape: [32, 64] }, { shape: [9, 64] }, { shape: [9] }],
       lin,
       41,
+    );
+    // 70 rows: the tiled program with the bias (prefill, training forward).
+    const x70 = tf.ones([70, 33]) as tf.Tensor2D, w70 = tf.ones([45, 33]), b70 = tf.ones([45]);
+    check(linearSmall(x70, w70, b70) !== null, "linearSmall should take [70, 33] x [45, 33]ᵀ + [45] (tiled)");
+    tf.dispose([x70, w70, b70]);
+    await compare(
+      "linear + bias, 70 rows",
+      [{ shape: [70, 33] }, { shape: [45, 33] }, { shape: [45] }],
+      lin,
+      42,
     );
   },
 );

@@ -17,7 +17,14 @@ import {
   swigluProgram,
   widenHalfProgram,
 } from "./webgpu_fused.ts";
-import { type PackedWeight, smallLinear, smallMatMulApplies, smallMatMulInstalled } from "./webgpu_matmul.ts";
+import {
+  type PackedWeight,
+  smallLinear,
+  smallMatMulApplies,
+  smallMatMulInstalled,
+  tiledMatMulInstalled,
+} from "./webgpu_matmul.ts";
+import { tiledMatMul, tiledPlan } from "./webgpu_tiled.ts";
 
 function envVar(name: string): string | undefined {
   try {
@@ -259,9 +266,10 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: 
 export type PackedHalf = PackedWeight;
 
 /**
- * A linear layer `x Wᵀ (+ bias)` for a decode-sized `x` `[M, K]` in one dispatch of the small-M program on
- * webgpu: a float32 `W` `[N, K]` with its bias added as the outputs are written (with the fused programs
- * on), or a packed 16-bit `W` read as it is stored (with or without a bias). Differentiable: `dx = dy W`,
+ * A linear layer `x Wᵀ (+ bias)` for `x` `[M, K]` in one dispatch on webgpu: a float32 `W` `[N, K]` with
+ * its bias added as the outputs are written (with the fused programs on; the small-M program for
+ * decode-sized M, the tiled one for more rows), or a packed 16-bit `W` read as it is stored by the small-M
+ * program (with or without a bias). Differentiable: `dx = dy W`,
  * `dW = dyᵀ x` (float32 weights), `db = Σ dy`; a packed weight is frozen. Null where it does not apply
  * (other backends, more rows, the small-M program not installed, nothing to gain): the caller multiplies
  * and adds as usual.
@@ -282,8 +290,12 @@ export function linearSmall(x: tf.Tensor2D, w: tf.Tensor | PackedHalf, bias?: tf
   if (bias && !fusedOn()) bias = undefined;
   const shape = packed ? packed.shape : (w as tf.Tensor).shape;
   if (shape.length !== 2 || (packed && shape[1] % 4 !== 0)) return null;
-  if (!smallMatMulApplies(x.shape, shape, { transposeB: true })) return null;
   if (bias && (bias.rank !== 1 || bias.size !== shape[0] || bias.dtype !== "float32")) return null;
+  const small = smallMatMulApplies(x.shape, shape, { transposeB: true });
+  // More rows (prefill, training): a float32 weight's product and bias in one dispatch of the tiled program.
+  const tiled = !small && !packed && bias !== undefined && tiledMatMulInstalled() &&
+    tiledPlan(x.shape, shape, false, true) !== null;
+  if (!small && !tiled) return null;
   const wide =
     () => (packed ? widenHalfProgram(packed.packed, packed.shape, packed.dtype) : (w as tf.Tensor));
   const dBias = (dy: tf.Tensor) => tf.sum(dy, 0);
@@ -302,7 +314,7 @@ export function linearSmall(x: tf.Tensor2D, w: tf.Tensor | PackedHalf, bias?: tf
   const f = customGrad((xx: tf.Tensor, ww: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
     save([xx, ww]);
     return {
-      value: smallLinear(xx, ww, b)!,
+      value: small ? smallLinear(xx, ww, b)! : tiledMatMul(xx, ww, { transposeB: true, bias: b }),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [
         tf.matMul(dy, saved[1]),
         tf.matMul(dy, saved[0], true, false),

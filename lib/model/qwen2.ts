@@ -232,7 +232,7 @@ export function linear(model: DecoderWeights, x: tf.Tensor, name: string): tf.Te
   // 2-D inputs (the decoder keeps its hidden states as [B*T, H]) need no reshapes: each is a kernel
   // call with its own overhead on every backend.
   const x2 = (x.rank === 2 ? x : tf.reshape(x, [-1, inDim])) as tf.Tensor2D;
-  // webgpu, decode-sized x: one dispatch with the bias, a 2-byte weight read as stored (lib/model/fused.ts).
+  // webgpu: product and bias in one dispatch; decode-sized x reads a 2-byte weight as stored (fused.ts).
   const hw = model.half?.[`${name}.weight`];
   const pw = model.params[`${name}.weight`];
   const direct = hw || pw ? linearSmall(x2, hw ?? pw, b) : null;

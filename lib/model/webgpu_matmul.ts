@@ -520,6 +520,7 @@ export function smallMatMulHalfBT(
 }
 
 let original: ReturnType<typeof tf.getKernel> | null = null;
+let tiledInstalled = false;
 
 /**
  * Register the small-M program over tfjs-webgpu's `BatchMatMul` kernel: products that qualify
@@ -543,6 +544,7 @@ export function installSmallMatMul(opts?: SmallMatMulOptions): boolean {
   const kernel = tf.getKernel("BatchMatMul", "webgpu");
   if (!kernel) return false;
   original = kernel;
+  tiledInstalled = tiled;
   const fallback = kernel.kernelFunc;
   tf.unregisterKernel("BatchMatMul", "webgpu");
   tf.registerKernel({
@@ -577,6 +579,20 @@ export function smallMatMulInstalled(): boolean {
 }
 
 /**
+ * Whether the tiled program (lib/model/webgpu_tiled.ts) is installed with it (not with
+ * `MEDTHINK_WEBGPU_MATMUL=small` or `tiled: false`).
+ *
+ * @example
+ * ```ts
+ * import { tiledMatMulInstalled } from "./webgpu_matmul.ts";
+ * console.log(tiledMatMulInstalled());
+ * ```
+ */
+export function tiledMatMulInstalled(): boolean {
+  return original !== null && tiledInstalled;
+}
+
+/**
  * Put tfjs-webgpu's own `BatchMatMul` kernel back. Returns whether the small-M program was installed.
  *
  * @example
@@ -590,5 +606,6 @@ export function uninstallSmallMatMul(): boolean {
   tf.unregisterKernel("BatchMatMul", "webgpu");
   tf.registerKernel(original);
   original = null;
+  tiledInstalled = false;
   return true;
 }

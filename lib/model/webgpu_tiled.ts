@@ -100,7 +100,7 @@ export function tiledPlan(
  * WGSL of the tiled product. Reads convert to f32: a float32 tensor may sit in an int32 buffer (tfjs-webgpu
  * casts int32 to float32 without touching the data).
  */
-function source(transposeA: boolean, transposeB: boolean): string {
+function source(transposeA: boolean, transposeB: boolean, bias: boolean): string {
   // Staging: element e (0..1023) of a chunk, 4 per thread. The axis contiguous in memory varies fastest
   // across threads, so that neighbouring threads read neighbouring addresses.
   const loadA = transposeA
@@ -174,10 +174,11 @@ function source(transposeA: boolean, transposeB: boolean): string {
       for (var j = 0; j < 4; j++) {
         let c = c0 + j;
         if (c < N) {
-          if (r0 < M) { result[oBase + r0 * N + c] = acc0[j]; }
-          if (r0 + 1 < M) { result[oBase + (r0 + 1) * N + c] = acc1[j]; }
-          if (r0 + 2 < M) { result[oBase + (r0 + 2) * N + c] = acc2[j]; }
-          if (r0 + 3 < M) { result[oBase + (r0 + 3) * N + c] = acc3[j]; }
+          let bj = ${bias ? "f32(BIAS[c])" : "0.0"};
+          if (r0 < M) { result[oBase + r0 * N + c] = acc0[j] + bj; }
+          if (r0 + 1 < M) { result[oBase + (r0 + 1) * N + c] = acc1[j] + bj; }
+          if (r0 + 2 < M) { result[oBase + (r0 + 2) * N + c] = acc2[j] + bj; }
+          if (r0 + 3 < M) { result[oBase + (r0 + 3) * N + c] = acc3[j] + bj; }
         }
       }
     }`;
@@ -185,7 +186,7 @@ function source(transposeA: boolean, transposeB: boolean): string {
 
 /** A tfjs-webgpu `WebGPUProgram` (its interface, duck-typed) computing one planned product. */
 class TiledMatMulProgram {
-  variableNames = ["A", "B"];
+  variableNames: string[];
   outputShape: number[];
   dispatchLayout = { x: [2], y: [1], z: [0] };
   dispatch: [number, number, number];
@@ -194,27 +195,38 @@ class TiledMatMulProgram {
   private transposeA: boolean;
   private transposeB: boolean;
 
-  constructor(p: TiledPlan) {
+  private bias: boolean;
+
+  constructor(p: TiledPlan, bias = false) {
+    this.bias = bias;
+    this.variableNames = bias ? ["A", "B", "BIAS"] : ["A", "B"];
     this.outputShape = [p.batch, p.m, p.n];
     this.dispatch = [Math.ceil(p.n / TILE), Math.ceil(p.m / TILE), p.batch];
     this.transposeA = p.transposeA;
     this.transposeB = p.transposeB;
-    this.shaderKey = `tiledMatMul_${p.transposeA}_${p.transposeB}`;
+    this.shaderKey = `tiledMatMul_${p.transposeA}_${p.transposeB}_${bias}`;
   }
 
   getUserCode(): string {
-    return source(this.transposeA, this.transposeB);
+    return source(this.transposeA, this.transposeB, this.bias);
   }
 }
 
 /** Run a planned product on the backend: TensorInfo in, TensorInfo out (as tfjs kernels do). */
-export function runTiled(p: TiledPlan, a: TensorInfo, b: TensorInfo, backend: WebGPUBackendLike): TensorInfo {
+export function runTiled(
+  p: TiledPlan,
+  a: TensorInfo,
+  b: TensorInfo,
+  backend: WebGPUBackendLike,
+  bias?: TensorInfo,
+): TensorInfo {
   const reshape = tf.getKernel("Reshape", "webgpu")!.kernelFunc as unknown as (
     args: { inputs: { x: TensorInfo }; backend: WebGPUBackendLike; attrs: { shape: number[] } },
   ) => TensorInfo;
   const a3 = reshape({ inputs: { x: a }, backend, attrs: { shape: p.a3 } });
   const b3 = reshape({ inputs: { x: b }, backend, attrs: { shape: p.b3 } });
-  const out3 = backend.runWebGPUProgram(new TiledMatMulProgram(p), [a3, b3], "float32");
+  const inputs = bias ? [a3, b3, bias] : [a3, b3];
+  const out3 = backend.runWebGPUProgram(new TiledMatMulProgram(p, bias !== undefined), inputs, "float32");
   const out = reshape({ inputs: { x: out3 }, backend, attrs: { shape: p.out } });
   for (const t of [a3, b3, out3]) backend.disposeData(t.dataId);
   return out;
@@ -223,7 +235,8 @@ export function runTiled(p: TiledPlan, a: TensorInfo, b: TensorInfo, backend: We
 /**
  * `tf.matMul(a, b, transposeA, transposeB)` through the tiled program on the active `webgpu` backend,
  * whether or not it is installed: what the tests compare with the cpu backend. No gradient. Throws when
- * the backend is not `webgpu` or the shapes do not fit.
+ * the backend is not `webgpu` or the shapes do not fit. `bias` (`[N]`) is added to every output row as it
+ * is written.
  *
  * @example
  * ```ts ignore
@@ -235,9 +248,9 @@ export function runTiled(p: TiledPlan, a: TensorInfo, b: TensorInfo, backend: We
 export function tiledMatMul(
   a: tf.Tensor,
   b: tf.Tensor,
-  opts: { transposeA?: boolean; transposeB?: boolean } = {},
+  opts: { transposeA?: boolean; transposeB?: boolean; bias?: tf.Tensor } = {},
 ): tf.Tensor {
-  const { transposeA = false, transposeB = false } = opts;
+  const { transposeA = false, transposeB = false, bias } = opts;
   if (tf.getBackend() !== "webgpu") {
     throw new Error(`tiledMatMul runs on the 'webgpu' backend, not on '${tf.getBackend()}'.`);
   }
@@ -251,6 +264,17 @@ export function tiledMatMul(
     );
   }
   const backend = tf.backend() as unknown as WebGPUBackendLike;
-  const out = runTiled(p, a as unknown as TensorInfo, b as unknown as TensorInfo, backend);
+  if (bias && (bias.dtype !== "float32" || bias.size !== p.n)) {
+    throw new Error(
+      `tiledMatMul's bias has ${bias.size} ${bias.dtype} values, the product's columns ${p.n}.`,
+    );
+  }
+  const out = runTiled(
+    p,
+    a as unknown as TensorInfo,
+    b as unknown as TensorInfo,
+    backend,
+    bias as unknown as TensorInfo | undefined,
+  );
   return tf.engine().makeTensorFromTensorInfo(out as never, tf.backend());
 }
