@@ -19,7 +19,7 @@ if [ ! -s .gpu/deno.xz ]; then xz -T2 -6 -c "$DENO_BIN" >.gpu/deno.xz; fi
 
 rm -rf .gpu/denodir
 DENO_DIR="$PWD/.gpu/denodir" deno cache --quiet --import-map bench/gpu/import_map.json --node-modules-dir=none \
-  --no-lock bench/gpu_device.ts bench/profile.ts
+  --no-lock bench/gpu_device.ts bench/profile.ts bench/gpu_probe.ts
 # Source maps and type declarations: not read at run time with --no-check.
 find .gpu/denodir \( -name '*.map' -o -name '*.d.ts' -o -name '*.d.mts' \) -delete
 tar -C .gpu -cf - denodir | xz -T2 -6 >.gpu/denodir.tar.xz
