@@ -2,6 +2,7 @@ import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:ass
 import { benchmarkSpec, helpText, parseCommand } from "../cli.ts";
 import { loadDataset } from "../lib/data/dataset.ts";
 import { readJsonl } from "../lib/data/jsonl_store.ts";
+import { readerUnavailable, readTensorBoard } from "./_tensorboard_reader.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const DATA = new URL("../data/", import.meta.url).pathname;
@@ -216,6 +217,21 @@ Deno.test({
       const md = await Deno.readTextFile(`${dir}/eval/report.md`);
       assert(md.includes("| medqa | 3 |") && md.includes("| pubmedqa | 3 |"), md);
       assert((await Deno.readTextFile(`${dir}/eval/accuracy.svg`)).includes("published"));
+      // every run leaves its resolved settings, and its TensorBoard scalars where the reader is installed
+      assert((await Deno.readTextFile(`${dir}/eval/config.yaml`)).includes("modelName: tiny"));
+      assert((await Deno.readTextFile(`${dir}/probe/config.yaml`)).includes("seed: 3"));
+      if (readerUnavailable === null) {
+        const ev = await readTensorBoard(`${dir}/eval/tensorboard`);
+        assertEquals(Object.keys(ev.scalars).filter((t) => t.endsWith("/accuracy")).sort(), [
+          "eval/medqa/accuracy",
+          "eval/pubmedqa/accuracy",
+        ]);
+        const pr = await readTensorBoard(`${dir}/probe/tensorboard`);
+        // one point per pass count 0..n (n = 2), summing to the 6 probed questions
+        const counts = pr.scalars["probe/questions_with_pass_count"];
+        assertEquals(counts.map(([k]) => k), [0, 1, 2]);
+        assertEquals(counts.reduce((t, [, c]) => t + c, 0), 6);
+      }
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
