@@ -95,8 +95,10 @@ halfBackendsTest(
       const m = await loadModel(QWEN2_TINY, { backend, weightsDtype }) as Qwen2Model;
       try {
         const names = Object.keys(m.half);
-        assert(names.length === 7 * m.config.numHiddenLayers, `${names.length} weights at 2 bytes`);
-        assert(!("model.embed_tokens.weight" in m.half), "the embedding stays float32");
+        // Every layer matrix, and the embedding (untied: a lookup widens only its rows); the head stays float32.
+        assert(names.length === 7 * m.config.numHiddenLayers + 1, `${names.length} weights at 2 bytes`);
+        assert("model.embed_tokens.weight" in m.half, "the untied embedding at 2 bytes");
+        assert("lm_head.weight" in m.params, "the head stays float32");
         const lg = m.logits(g.input_ids);
         const d = await maxDiff(lg, weightsDtype === "bfloat16" ? want : g.logits);
         lg.dispose();

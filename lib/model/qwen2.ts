@@ -276,6 +276,24 @@ export function embeddingLookup(weight: tf.Tensor, ids: tf.Tensor): tf.Tensor {
 
 /** Token embeddings `[B, T, hidden]` of int32 ids `[B, T]`. */
 export function embedTokens(model: DecoderWeights, ids: tf.Tensor2D): tf.Tensor3D {
+  const half = model.half?.["model.embed_tokens.weight"];
+  // webgpu's gather moves int32 values through float32 (packed words > 2^24 come out changed): there the
+  // whole matrix is widened first.
+  if (half && tf.getBackend() === "webgpu") {
+    return tf.tidy(() => embeddingLookup(widenHalf(half), ids)) as tf.Tensor3D;
+  }
+  if (half) {
+    // A 2-byte embedding (untied models): gather the rows' packed words, then widen only those rows.
+    const [V, H] = half.shape;
+    const flat = tf.reshape(ids.dtype === "int32" ? ids : tf.cast(ids, "int32"), [-1]);
+    const rows = tf.gather(tf.reshape(half.packed, [V, H / 2]), flat);
+    const wide = widenHalf({
+      packed: tf.reshape(rows, [-1]) as tf.Tensor1D,
+      shape: [...ids.shape, H],
+      dtype: half.dtype,
+    });
+    return wide as tf.Tensor3D;
+  }
   return embeddingLookup(model.params["model.embed_tokens.weight"] as tf.Tensor2D, ids) as tf.Tensor3D;
 }
 
@@ -841,19 +859,21 @@ export async function loadQwen2(
 ): Promise<Qwen2Model> {
   const { params, half } = await loadWeights(dir, expectedParams(config), {
     weightsDtype: checkWeightsDtype(options.weightsDtype),
-    half: isHalfCandidate,
+    half: halfCandidate(config),
   });
   return new Qwen2Model(config, params, { dir, backend: tf.getBackend(), half });
 }
 
 /**
  * Which weights `weightsDtype` keeps at 2 bytes: the matrices of the decoder layers and of the vision
- * tower. The embedding and the head stay float32: widening a 151936-row matrix per decoding step would
- * cost more than the layers themselves; norms and biases are too small to matter.
+ * tower, and the embedding when it is not also the head (a lookup widens only the rows it reads). The
+ * head stays float32: widening a 151936-row matrix per decoding step would cost more than the layers
+ * themselves; norms and biases are too small to matter.
  */
-export function isHalfCandidate(name: string, shape: number[]): boolean {
-  return shape.length >= 2 && name.endsWith(".weight") && name !== "model.embed_tokens.weight" &&
-    name !== "lm_head.weight";
+export function halfCandidate(config: ModelConfig): (name: string, shape: number[]) => boolean {
+  return (name, shape) =>
+    shape.length >= 2 && name.endsWith(".weight") && name !== "lm_head.weight" &&
+    (name !== "model.embed_tokens.weight" || !config.tieWordEmbeddings);
 }
 
 /** `loadModel`'s `weightsDtype`, checked (undefined = float32). */

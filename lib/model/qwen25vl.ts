@@ -23,7 +23,7 @@ import {
   decoderForward,
   embedTokens,
   expectedParams,
-  isHalfCandidate,
+  halfCandidate,
   type KVCache,
   type PrefillResult,
   Qwen2Model,
@@ -302,7 +302,7 @@ export async function loadQwen25VL(
   if (config.imageTokenId === undefined) throw new Error(`Config ${dir}/config.json has no image_token_id.`);
   const { params, half } = await loadWeights(dir, vlExpectedParams(config), {
     weightsDtype: checkWeightsDtype(options.weightsDtype),
-    half: isHalfCandidate,
+    half: halfCandidate(config),
   });
   return new Qwen25VLModel(config, params, { dir, backend: tf.getBackend(), half });
 }
