@@ -7,7 +7,7 @@
  * @module
  */
 import { writeCheckpoint } from "../lib/model/safetensors.ts";
-import { cacheRoot } from "../lib/model/tiny.ts";
+import { cacheRoot } from "../lib/util/cache.ts";
 import { expectedParams } from "../lib/model/qwen2.ts";
 import { parseConfig } from "../lib/model/config.ts";
 

@@ -27,6 +27,8 @@
 import { parseArgs } from "node:util";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
+import { cacheRoot } from "../lib/util/cache.ts";
+import { exists } from "../lib/util/fs.ts";
 
 const PKG = "@tensorflow/tfjs-node";
 const VERSION = "4.22.0";
@@ -89,15 +91,6 @@ async function run(
   }
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function isFile(p: string): Promise<boolean> {
   try {
     return (await Deno.stat(p)).isFile;
@@ -106,15 +99,16 @@ async function isFile(p: string): Promise<boolean> {
   }
 }
 
+/** The user's cache folder (`$XDG_CACHE_HOME`, else `~/.cache`): where Deno keeps its own cache by default. */
 function homeCache(): string {
   const xdg = Deno.env.get("XDG_CACHE_HOME");
   const home = Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE") ?? ".";
   return xdg || path.join(home, ".cache");
 }
 
-/** The medthink cache folder (`MEDTHINK_CACHE`, else `$XDG_CACHE_HOME/medthink`, else `~/.cache/medthink`). */
+/** The medthink cache folder: the library's one rule (`lib/util/cache.ts`), so both find the binding. */
 function medthinkCache(): string {
-  return Deno.env.get("MEDTHINK_CACHE") || path.join(homeCache(), "medthink");
+  return cacheRoot();
 }
 
 /** The project root: the folder above this script holding `deno.json`. */

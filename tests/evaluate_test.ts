@@ -35,7 +35,11 @@ Deno.test("evaluate: greedy by default; lenient headline and strict accuracy; CI
   const dir = await Deno.makeTempDir({ prefix: "eval_test_" });
   try {
     const model = fakeModel();
-    const report = await evaluate(model, benches(), { tokenizer: charTokenizer, outDir: dir, batchSize: 16 });
+    const report = await evaluate(model, benches(), {
+      tokenizer: charTokenizer,
+      outputDir: dir,
+      batchSize: 16,
+    });
     assertEquals(model.calls[0].temperature, 0);
     assertEquals(report.benchmarks.map((b) => [b.name, b.n]), [["alpha", 40], ["beta", 30]]);
     for (const [i, b] of report.benchmarks.entries()) {
@@ -91,17 +95,21 @@ Deno.test("evaluate: resumes from predictions.jsonl without asking the model twi
     const crashing = fakeModel();
     crashing.failOnCall = 4;
     await rejects(
-      evaluate(crashing, benches(), { tokenizer: charTokenizer, outDir: dir, batchSize: 8 }),
+      evaluate(crashing, benches(), { tokenizer: charTokenizer, outputDir: dir, batchSize: 8 }),
       /simulated crash/,
     );
     assertEquals((await readJsonl(`${dir}/predictions.jsonl`)).length, 24);
     const again = fakeModel();
-    const resumed = await evaluate(again, benches(), { tokenizer: charTokenizer, outDir: dir, batchSize: 8 });
+    const resumed = await evaluate(again, benches(), {
+      tokenizer: charTokenizer,
+      outputDir: dir,
+      batchSize: 8,
+    });
     assertEquals(again.calls.reduce((s, c) => s + c.prompts.length, 0), 70 - 24);
     assertEquals(resumed.benchmarks, full.benchmarks);
     assertEquals((await readJsonl(`${dir}/predictions.jsonl`)).length, 70);
     await rejects(
-      evaluate(fakeModel(), benches(), { tokenizer: charTokenizer, outDir: dir, maxNewTokens: 5 }),
+      evaluate(fakeModel(), benches(), { tokenizer: charTokenizer, outputDir: dir, maxNewTokens: 5 }),
       /predictions\.jsonl was written with different settings/,
     );
   } finally {
@@ -337,4 +345,37 @@ Deno.test({
       model.dispose();
     }
   },
+});
+
+Deno.test("evaluate: a table or an array of rows is one benchmark, equal to the same rows given as a spec", async () => {
+  const rows = fakeRows(24, "a");
+  const spec = await evaluate(fakeModel(), [{ name: "held_out", table: aq.from(rows) }], {
+    tokenizer: charTokenizer,
+  });
+  const table = await evaluate(fakeModel(), aq.from(rows), {
+    tokenizer: charTokenizer,
+    benchmarkName: "held_out",
+  });
+  const array = await evaluate(fakeModel(), rows, { tokenizer: charTokenizer, benchmarkName: "held_out" });
+  assertEquals(table.benchmarks, spec.benchmarks);
+  assertEquals(array.scores, spec.scores);
+  assertEquals(Object.keys(array.scores.held_out).length, 24);
+  assertEquals((await evaluate(fakeModel(), rows, { tokenizer: charTokenizer })).benchmarks[0].name, "eval");
+  assertEquals(
+    (await evaluate(fakeModel(), rows, { tokenizer: charTokenizer, grader: "strict" })).benchmarks[0]
+      .accuracy,
+    expected(rows).strict,
+  );
+});
+
+Deno.test("evaluate: unknown option keys and a doubled output folder are errors naming the key", async () => {
+  await rejects(
+    // deno-lint-ignore no-explicit-any
+    evaluate(fakeModel(), benches(), { tokenizer: charTokenizer, maxNewToken: 4 } as any),
+    /Unknown key 'maxNewToken' in evaluate options: did you mean 'maxNewTokens'\?/,
+  );
+  await rejects(
+    evaluate(fakeModel(), benches(), { tokenizer: charTokenizer, outputDir: "a", outDir: "b" }),
+    /both outputDir and its alias outDir/,
+  );
 });

@@ -118,7 +118,16 @@ Deno.test("probe: a crash midway resumes from the JSONL file and gives the unint
 Deno.test("probe: bad input is refused with one clear sentence", async () => {
   await rejects(
     probe(fakeModel(), aq.from(fakeRows(2)), { tokenizer: charTokenizer, n: 0 }),
-    /n must be a positive integer/,
+    /numGenerations must be a positive integer/,
+  );
+  await rejects(
+    probe(fakeModel(), aq.from(fakeRows(2)), { tokenizer: charTokenizer, n: 2, numGenerations: 2 }),
+    /both numGenerations and its alias n/,
+  );
+  await rejects(
+    // deno-lint-ignore no-explicit-any
+    probe(fakeModel(), aq.from(fakeRows(2)), { tokenizer: charTokenizer, numGeneration: 2 } as any),
+    /Unknown key 'numGeneration' in probe options: did you mean 'numGenerations'\?/,
   );
   const dup = [...fakeRows(2), ...fakeRows(1)];
   await rejects(

@@ -1,5 +1,5 @@
 /**
- * The recipe's difficulty probe: sample `n` answers per question (temperature 1, top-p 1 by default),
+ * The recipe's difficulty probe: sample `numGenerations` answers per question (temperature 1, top-p 1 by default),
  * grade each with the binary reward, and record the pass count per question.
  *
  * Results are appended to a JSONL file batch by batch, so an interrupted probe resumes where it
@@ -20,28 +20,34 @@ import {
   type ImageInputBuilder,
   type PromptBuilder,
   type QuestionRow,
-  type SamplingOptions,
 } from "../engine/generate_batch.ts";
-import { openJsonlStore } from "../data/jsonl_store.ts";
-import { createProgress } from "../util/progress.ts";
+import { numGenerationsOption, openRowJob, uniqueRowIds } from "../engine/row_job.ts";
+import { checkOptionKeys } from "../util/options.ts";
+import { tableRows } from "../util/table.ts";
 import { type CompletionEngine, isCompletionEngine } from "../engine/types.ts";
 
 /** A reward: 1 for a correct, well-formed completion, else 0 (values in between count as pass above 0.5). */
 export type ProbeReward = (completion: string, row: QuestionRow) => number | Promise<number>;
 
 /** Options of {@linkcode probe}. */
-export interface ProbeOptions extends SamplingOptions {
+export interface ProbeOptions {
   /** The model's tokenizer. Default: `loadTokenizer(model.dir)` (the folder's own, else the embedded Qwen2.5 one). */
   tokenizer?: ChatTokenizer;
   /** Samples per question. Default 16 (the recipe). */
+  numGenerations?: number;
+  /** Alias of `numGenerations`, kept for the CLI's `--n` flag and older scripts; give one of the two. */
   n?: number;
   /** Default 1 (the recipe). */
   temperature?: number;
   /** Default 1 (the recipe). */
   topP?: number;
+  /** Top-k; 0 = off. Default 0. */
+  topK?: number;
   /** Default 4096 (the recipe). */
   maxNewTokens?: number;
-  /** Questions per `generate` call (each with `n` samples). Default 4. */
+  /** Base seed: sample `j` of question `id` draws from `sampleSeed(seed, id, j)`. Default 0. */
+  seed?: number;
+  /** Questions per `generate` call (each with `numGenerations` samples). Default 4. */
   batchSize?: number;
   /** JSONL file written incrementally; an existing one with the same settings is resumed. */
   out?: string;
@@ -82,6 +88,28 @@ export interface ProbeRecord {
   /** The completions (only with `keepCompletions`). */
   completions?: string[];
 }
+
+const PROBE_OPTION_KEYS = [
+  "tokenizer",
+  "numGenerations",
+  "n",
+  "temperature",
+  "topP",
+  "topK",
+  "maxNewTokens",
+  "seed",
+  "batchSize",
+  "out",
+  "overwrite",
+  "template",
+  "prompt",
+  "reward",
+  "images",
+  "keepCompletions",
+  "signal",
+  "onProgress",
+  "progress",
+];
 
 function defaultReward(completion: string, row: QuestionRow): number {
   return medvlthinkerReward(completion, row).reward;
@@ -128,7 +156,7 @@ export function probeTable(records: ProbeRecord[]): Table {
  * import { loadDataset } from "../data/dataset.ts";
  * const model = await loadModel("medthink-tiny");
  * const table = (await loadDataset("data/medqa_4opt/test.jsonl")).slice(0, 50);
- * const result = await probe(model, table, { n: 4, maxNewTokens: 256, out: "probe.jsonl" });
+ * const result = await probe(model, table, { numGenerations: 4, maxNewTokens: 256, out: "probe.jsonl" });
  * result.print();
  * ```
  */
@@ -137,63 +165,50 @@ export async function probe(
   table: { objects(): unknown[]; numRows(): number },
   options: ProbeOptions = {},
 ): Promise<Table> {
+  checkOptionKeys(options, PROBE_OPTION_KEYS, "probe options");
+  const numGenerations = numGenerationsOption(options, 16, "probe");
   const {
-    n = 16,
     temperature = 1,
     topP = 1,
     topK = 0,
     maxNewTokens = 4096,
     seed = 0,
     batchSize = 4,
-    out,
-    overwrite = false,
     template,
     reward = defaultReward,
     images,
     keepCompletions = false,
-    signal,
-    onProgress,
   } = options;
-  if (!Number.isInteger(n) || n < 1) throw new Error(`probe option n must be a positive integer, got ${n}.`);
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new Error(`probe option batchSize must be a positive integer, got ${batchSize}.`);
   }
   const prompt: PromptBuilder = options.prompt ?? ((row) => buildPrompt(row, { template }));
-  const rows = table.objects() as QuestionRow[];
-  const seen = new Set<string>();
-  for (const [i, row] of rows.entries()) {
-    if (row.id === undefined || row.id === null) throw new Error(`Row ${i} of the probe table has no id.`);
-    const id = String(row.id);
-    if (seen.has(id)) throw new Error(`Row ${i} of the probe table repeats id ${id}; ids must be unique.`);
-    seen.add(id);
-  }
-  const meta = probeMeta({ n, temperature, topP, topK, maxNewTokens, seed }, {
+  const rows = tableRows(table) as QuestionRow[];
+  uniqueRowIds(rows, "the probe table");
+  const meta = probeMeta({ n: numGenerations, temperature, topP, topK, maxNewTokens, seed }, {
     template: template ?? null,
     model: isCompletionEngine(model) ? model.name : model.dir ?? model.config.modelType,
   });
   const tokenizer = options.tokenizer ??
     (isCompletionEngine(model) ? undefined : await loadTokenizer(model.dir));
-  const store = out ? await openJsonlStore<ProbeRecord>(out, { meta, overwrite }) : undefined;
-  const done = new Map<string, ProbeRecord>();
-  for (const r of store?.records ?? []) if (seen.has(r.id)) done.set(r.id, r);
-  const pending = rows.filter((r) => !done.has(String(r.id)));
-  const bar = createProgress({
-    total: rows.length,
-    label: "probe",
-    start: done.size,
-    bar: options.progress,
-    show: ["passRate"],
+  const job = await openRowJob<QuestionRow, ProbeRecord>({
+    name: "probe",
+    items: rows,
+    key: (row) => String(row.id),
+    recordKey: (record) => record.id,
+    out: options.out,
+    meta,
+    overwrite: options.overwrite,
   });
+  const last = (id: string) => job.records.get(id)?.at(-1);
   let passes = 0, samples = 0;
-  for (const r of done.values()) (passes += r.passCount), (samples += r.n);
-  for (let start = 0; start < pending.length; start += batchSize) {
-    if (signal?.aborted) break;
-    const batch = pending.slice(start, start + batchSize);
+  for (const list of job.records.values()) (passes += list.at(-1)!.passCount), (samples += list.at(-1)!.n);
+  await job.run(async (batch) => {
     const outs = await generateCompletions(model, batch, {
       tokenizer,
       prompt,
       images,
-      n,
+      n: numGenerations,
       temperature,
       topP,
       topK,
@@ -207,20 +222,24 @@ export async function probe(
       const record: ProbeRecord = {
         id: o.id,
         passCount: rewards.filter((r) => r > 0.5).length,
-        n,
+        n: numGenerations,
         rewards,
         lengths: o.lengths,
         finishReasons: o.finishReasons,
       };
       if (keepCompletions) record.completions = o.completions;
       records.push(record);
-      done.set(o.id, record);
+      passes += record.passCount;
+      samples += record.n;
     }
-    await store?.append(records);
-    for (const r of records) (passes += r.passCount), (samples += r.n);
-    bar.update(done.size, { passRate: passes / samples });
-    onProgress?.({ done: done.size, total: rows.length });
-  }
-  bar.close();
-  return probeTable(rows.filter((r) => done.has(String(r.id))).map((r) => done.get(String(r.id))!));
+    return records;
+  }, {
+    batchSize,
+    signal: options.signal,
+    progress: options.progress,
+    show: ["passRate"],
+    status: () => ({ passRate: passes / samples }),
+    onProgress: options.onProgress,
+  });
+  return probeTable(rows.map((r) => last(String(r.id))).filter((r) => r !== undefined));
 }

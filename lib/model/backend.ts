@@ -16,6 +16,7 @@
  * @module
  */
 import { tf } from "../util/deps.ts";
+import { env } from "../util/env.ts";
 import type { BackendName } from "./types.ts";
 import { installSmallMatMul } from "./webgpu_matmul.ts";
 
@@ -36,14 +37,6 @@ export const BACKEND_NAMES = ["tensorflow", "wasm", "webgpu", "cpu"] as const;
 
 const loaded = new Map<string, string | null>(); // backend -> null (ok) or the reason it failed
 const TFJS_VERSION = "4.22.0";
-
-function env(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined; // no --allow-env
-  }
-}
 
 function setEnvDefault(name: string, value: string): void {
   try {

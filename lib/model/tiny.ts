@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { cacheRoot } from "../util/cache.ts";
 import { parseConfig } from "./config.ts";
 import { expectedParams } from "./qwen2.ts";
 import { Rng } from "./rng.ts";
@@ -48,22 +49,8 @@ export const TINY_CONFIG: Readonly<Record<string, unknown>> = Object.freeze({
     `medthink-tiny: random init, seed ${TINY_MODEL_SEED}, normal(0, 0.02) weights, unit norms, zero biases.`,
 });
 
-function envGet(key: string): string | undefined {
-  try {
-    return Deno.env.get(key) || undefined;
-  } catch {
-    return undefined; // no --allow-env
-  }
-}
-
-/** The cache root: `$MEDTHINK_CACHE`, else `~/.cache/medthink`. */
-export function cacheRoot(): string {
-  const env = envGet("MEDTHINK_CACHE");
-  if (env) return env;
-  const home = envGet("HOME") ?? envGet("USERPROFILE");
-  if (!home) throw new Error("Cannot find a cache folder: set MEDTHINK_CACHE (or HOME).");
-  return `${home}/.cache/medthink`;
-}
+/** The cache root (one rule for the whole toolkit: see `lib/util/cache.ts`). */
+export { cacheRoot } from "../util/cache.ts";
 
 /** Where `medthink-tiny` lives: `<cache root>/medthink-tiny`. */
 export function defaultModelDir(): string {

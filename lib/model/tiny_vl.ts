@@ -12,7 +12,7 @@ import { parseConfig } from "./config.ts";
 import { expectedParams } from "./qwen2.ts";
 import { Rng } from "./rng.ts";
 import { type LazyTensor, writeCheckpoint } from "./safetensors.ts";
-import { cacheRoot } from "./tiny.ts";
+import { cacheRoot } from "../util/cache.ts";
 import { visionExpectedParams } from "./vision.ts";
 
 /** The name `loadModel` resolves to the embedded VL default. */

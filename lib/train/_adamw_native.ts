@@ -15,7 +15,8 @@
  *
  * @module
  */
-import { cacheRoot } from "../model/tiny.ts";
+import { cacheRoot } from "../util/cache.ts";
+import { env } from "../util/env.ts";
 
 /** Constants of one AdamW step (the same for every element of a parameter). */
 export interface HostStep {
@@ -199,14 +200,6 @@ export function openNativeAdamw(): NativeAdamwHandle | null {
 export function nativeAdamwReason(): string {
   built ??= build();
   return built.reason;
-}
-
-function env(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function granted(desc: Deno.PermissionDescriptor): boolean {

@@ -1,11 +1,11 @@
 /**
- * The recipe's trace collection (distillation): sample a teacher up to `n` times per question
+ * The recipe's trace collection (distillation): sample a teacher up to `numGenerations` times per question
  * (temperature 1 by default), keep the reasoning of the first response the reward marks correct,
  * and return the dataset rows with `reasoning` filled in: a table ready for `sft()`.
  *
  * Sampling goes in rounds: round `j` draws sample `j` (seed `sampleSeed(seed, id, j)`) for the
  * questions that have no correct trace yet, so the teacher is not asked again once a question is
- * solved, and the kept trace is the one a run drawing all `n` samples would keep first.
+ * solved, and the kept trace is the one a run drawing all `numGenerations` samples would keep first.
  * Results are appended to a JSONL file per batch; a rerun with the same settings resumes.
  *
  * @module
@@ -16,14 +16,17 @@ import type { Row, Table } from "../data/dataset.ts";
 import { buildPrompt } from "../data/prompt.ts";
 import { medvlthinkerReward } from "../reward/medvlthinker.ts";
 import { type ChatTokenizer, generateCompletions, type PromptBuilder } from "../engine/generate_batch.ts";
-import { openJsonlStore } from "../data/jsonl_store.ts";
 import { loadTokenizer } from "../data/tokenizer.ts";
 import { type CompletionEngine, isCompletionEngine } from "../engine/types.ts";
-import { createProgress } from "../util/progress.ts";
+import { numGenerationsOption, openRowJob, uniqueRowIds } from "../engine/row_job.ts";
+import { checkOptionKeys } from "../util/options.ts";
+import { tableRows } from "../util/table.ts";
 
 /** Options of {@linkcode distill}. */
 export interface DistillOptions {
   /** Samples per question at most. Default 3. */
+  numGenerations?: number;
+  /** Alias of `numGenerations` (the CLI's `--n` flag, older scripts); give one of the two. */
   n?: number;
   /** Default 1. */
   temperature?: number;
@@ -53,7 +56,29 @@ export interface DistillOptions {
   signal?: AbortSignal;
   /** Progress bar on stderr. Default: when stderr is a terminal. */
   progress?: boolean;
+  /** Called after every batch with the questions done (resumed ones included) and the total. */
+  onProgress?: (info: { done: number; total: number }) => void;
 }
+
+const DISTILL_OPTION_KEYS = [
+  "numGenerations",
+  "n",
+  "temperature",
+  "topP",
+  "topK",
+  "maxNewTokens",
+  "seed",
+  "batchSize",
+  "out",
+  "overwrite",
+  "template",
+  "prompt",
+  "reward",
+  "tokenizer",
+  "signal",
+  "progress",
+  "onProgress",
+];
 
 /** One question's outcome as written to the JSONL file. */
 export interface DistillRecord {
@@ -75,7 +100,7 @@ export interface DistillResult {
   table: Table;
   /** Questions processed (resumed ones included). */
   questions: number;
-  /** Questions with no correct trace in `n` samples. */
+  /** Questions with no correct trace in `numGenerations` samples. */
   withoutTrace: number;
   /** Their ids. */
   missingIds: string[];
@@ -111,7 +136,7 @@ function defaultReward(completion: string, row: Row): number {
  * @example
  * ```ts ignore
  * const teacher = openaiEngine({ baseUrls: ["http://gpu1:8000"], model: "Qwen/Qwen2.5-VL-72B-Instruct" });
- * const { table, withoutTrace } = await distill(teacher, questions, { n: 3, out: "traces.jsonl" });
+ * const { table, withoutTrace } = await distill(teacher, questions, { numGenerations: 3, out: "traces.jsonl" });
  * await sft(model, table, { ... });
  * ```
  */
@@ -120,8 +145,9 @@ export async function distill(
   dataset: Table | Row[],
   options: DistillOptions = {},
 ): Promise<DistillResult> {
+  checkOptionKeys(options, DISTILL_OPTION_KEYS, "distill options");
+  const numGenerations = numGenerationsOption(options, 3, "distill");
   const {
-    n = 3,
     temperature = 1,
     topP = 1,
     topK = 0,
@@ -130,29 +156,18 @@ export async function distill(
     batchSize = 8,
     template,
     reward = defaultReward,
-    signal,
   } = options;
-  if (!Number.isInteger(n) || n < 1) {
-    throw new Error(`distill option n must be a positive integer, got ${n}.`);
-  }
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new Error(`distill option batchSize must be a positive integer, got ${batchSize}.`);
   }
-  const rows = (Array.isArray(dataset) ? dataset : dataset.objects()) as Row[];
-  const seen = new Set<string>();
-  for (const [i, row] of rows.entries()) {
-    if (row.id === undefined || row.id === null) {
-      throw new Error(`Row ${i} of the distill dataset has no id.`);
-    }
-    if (seen.has(String(row.id))) throw new Error(`Row ${i} of the distill dataset repeats id ${row.id}.`);
-    seen.add(String(row.id));
-  }
+  const rows = tableRows<Row>(dataset, "The distill dataset");
+  uniqueRowIds(rows, "the distill dataset");
   const prompt: PromptBuilder = options.prompt ?? ((row) => buildPrompt(row, { template }));
   const local = !isCompletionEngine(teacher);
   const tokenizer = options.tokenizer ?? (local ? await loadTokenizer((teacher as CausalLM).dir) : undefined);
   const meta = {
     kind: "distill",
-    n,
+    n: numGenerations,
     temperature,
     topP,
     topK,
@@ -163,23 +178,17 @@ export async function distill(
       ? (teacher as CausalLM).dir ?? (teacher as CausalLM).config.modelType
       : (teacher as CompletionEngine).name,
   };
-  const store = options.out
-    ? await openJsonlStore<DistillRecord>(options.out, { meta, overwrite: options.overwrite })
-    : undefined;
-  const done = new Map<string, DistillRecord>();
-  for (const r of store?.records ?? []) if (seen.has(r.id)) done.set(r.id, r);
-  const pending = rows.filter((r) => !done.has(String(r.id)));
-  const bar = createProgress({
-    total: rows.length,
-    label: "distill",
-    start: done.size,
-    bar: options.progress,
-    show: [],
+  const job = await openRowJob<Row, DistillRecord>({
+    name: "distill",
+    items: rows,
+    key: (row) => String(row.id),
+    recordKey: (record) => record.id,
+    out: options.out,
+    meta,
+    overwrite: options.overwrite,
   });
   let drawn = 0;
-  for (let start = 0; start < pending.length; start += batchSize) {
-    if (signal?.aborted) break;
-    const batch = pending.slice(start, start + batchSize);
+  await job.run(async (batch) => {
     const state = batch.map((row) => ({
       row,
       record: {
@@ -190,7 +199,7 @@ export async function distill(
         rewards: [],
       } as DistillRecord,
     }));
-    for (let j = 0; j < n; j++) {
+    for (let j = 0; j < numGenerations; j++) {
       const open = state.filter((s) => s.record.reasoning === null);
       if (open.length === 0) break;
       // sample j of each open question draws from sampleSeed(seed, id, j), whatever the round it runs in
@@ -215,19 +224,21 @@ export async function distill(
         if (r > 0.5) (s.record.reasoning = extractReasoning(text)), (s.record.response = text);
       }
     }
-    const records = state.map((s) => s.record);
-    await store?.append(records);
-    for (const r of records) done.set(r.id, r);
-    bar.update(done.size, {});
-  }
-  bar.close();
-  const missingIds = rows.filter((r) => done.get(String(r.id))?.reasoning === null).map((r) => String(r.id));
+    return state.map((s) => s.record);
+  }, {
+    batchSize,
+    signal: options.signal,
+    progress: options.progress,
+    onProgress: options.onProgress,
+  });
+  const last = (row: Row) => job.records.get(String(row.id))?.at(-1);
+  const missingIds = rows.filter((r) => last(r)?.reasoning === null).map((r) => String(r.id));
   const kept = rows
-    .filter((r) => typeof done.get(String(r.id))?.reasoning === "string")
-    .map((r) => ({ ...r, reasoning: done.get(String(r.id))!.reasoning }));
+    .filter((r) => typeof last(r)?.reasoning === "string")
+    .map((r) => ({ ...r, reasoning: last(r)!.reasoning }));
   return {
     table: aq.from(kept),
-    questions: rows.filter((r) => done.has(String(r.id))).length,
+    questions: rows.filter((r) => last(r) !== undefined).length,
     withoutTrace: missingIds.length,
     missingIds,
     samplesDrawn: drawn,
