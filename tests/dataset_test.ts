@@ -431,3 +431,11 @@ Deno.test("paths that do not exist and unknown formats are clear errors", async 
     "png",
   );
 });
+
+Deno.test("loadDataset: an unknown option key is an error naming it and the key meant", async () => {
+  await assertRejects(
+    // deno-lint-ignore no-explicit-any
+    loadDataset("data/medqa_4opt/test.jsonl", { limt: 3 } as any),
+    /Unknown key 'limt' in loadDataset options: did you mean 'limit'\?/,
+  );
+});

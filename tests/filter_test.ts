@@ -118,3 +118,21 @@ Deno.test("findOverlap on real data: MedQA against a slice of its own rows", asy
   const ids = Array.from(bench.array("id") as string[]);
   for (const id of ids) assert(res.trainIds.includes(id));
 });
+
+Deno.test("filter, attachProbe, findOverlap: unknown option keys are errors naming the key", () => {
+  const probed = aq.table({ id: ["a"], passCount: [1], n: [4] });
+  // deno-lint-ignore no-explicit-any
+  const loose = (o: Record<string, unknown>) => o as any;
+  throws(
+    () => filter(probed, loose({ min_rate: 0.1 })),
+    /Unknown key 'min_rate' in filter options: did you mean 'minRate'\?/,
+  );
+  throws(
+    () => attachProbe(probed, probed, loose({ missin: "drop" })),
+    /Unknown key 'missin' in attachProbe options/,
+  );
+  throws(
+    () => findOverlap(probed, [probed], loose({ removed: true })),
+    /Unknown key 'removed' in findOverlap options/,
+  );
+});

@@ -6,6 +6,7 @@
  */
 import { arquero as aq } from "../util/deps.ts";
 import type { Table } from "../data/dataset.ts";
+import { checkOptionKeys } from "../util/options.ts";
 
 export type { Table };
 
@@ -75,6 +76,7 @@ export function filterWithReport(
   table: Table,
   options: FilterOptions = {},
 ): { table: Table; report: FilterReport } {
+  checkOptionKeys(options, ["minPass", "maxPass", "minRate", "maxRate", "order"], "filter options");
   checkColumns(table, ["passCount", "n"]);
   const { minPass, maxPass, order = "original" } = options;
   const minRate = options.minRate ?? 1 / 16;
@@ -188,6 +190,7 @@ export interface AttachProbeOptions {
  * ```
  */
 export function attachProbe(dataset: Table, probed: Table, options: AttachProbeOptions = {}): Table {
+  checkOptionKeys(options, ["missing"], "attachProbe options");
   checkColumns(probed, ["id", "passCount", "n"]);
   const byId = new Map<string, number>();
   const ids = probed.array("id") as ArrayLike<unknown>;
@@ -280,6 +283,7 @@ export function findOverlap(
   benchmarks: Table | Table[] | Record<string, Table>,
   options: OverlapOptions = {},
 ): OverlapResult {
+  checkOptionKeys(options, ["remove"], "findOverlap options");
   const named: [string, Table][] = Array.isArray(benchmarks)
     ? benchmarks.map((t, i) => [`benchmark ${i}`, t])
     : typeof (benchmarks as Table).numRows === "function"
