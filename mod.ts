@@ -20,8 +20,8 @@
  * @module
  */
 
-// Backends and tensors
-export { tf } from "./lib/util/deps.ts";
+// Backends, tensors, and the third-party namespaces a user works with (the same pinned versions)
+export { arquero as aq, tf, YAML } from "./lib/util/deps.ts";
 export {
   BACKEND_NAMES,
   backendAvailable,
@@ -71,12 +71,25 @@ export {
   sftTarget,
 } from "./lib/data/prompt.ts";
 export type { PromptOptions } from "./lib/data/prompt.ts";
-export { classifyLabValue, LAB_DEMO_ANALYTES, labCompactPrompt, labTaskSplits } from "./lib/data/lab_task.ts";
+export {
+  classifyLabValue,
+  LAB_ANALYTES,
+  LAB_DEMO_ANALYTES,
+  labCompactPrompt,
+  labRow,
+  labTaskSplits,
+} from "./lib/data/lab_task.ts";
 
 // Rewards
 export { lenientGrade } from "./lib/reward/lenient.ts";
 export type { LenientGrade } from "./lib/reward/lenient.ts";
-export { medvlthinkerReward } from "./lib/reward/medvlthinker.ts";
+export {
+  accuracyReward,
+  formatReward,
+  formatScore,
+  medvlthinkerReward,
+  medvlthinkerRewardFn,
+} from "./lib/reward/medvlthinker.ts";
 export type { MedVLThinkerScore } from "./lib/reward/medvlthinker.ts";
 export { softFormatReward } from "./lib/reward/soft_format.ts";
 export { namedReward } from "./lib/reward/types.ts";
@@ -85,8 +98,8 @@ export { rewardByName } from "./lib/reward/registry.ts";
 
 // Training
 export { sftLoss, tokenLogprobs } from "./lib/train/losses.ts";
-export { adamw, clipGradNorm, clipScale } from "./lib/train/optimizer.ts";
-export type { AdamW, AdamWOptions } from "./lib/train/optimizer.ts";
+export { adamw, clipGradNorm, clipScale, valueAndGrads } from "./lib/train/optimizer.ts";
+export type { AdamW, AdamWOptions, ValueAndGradsOptions } from "./lib/train/optimizer.ts";
 export { lrSchedule } from "./lib/train/schedule.ts";
 export { addLora, loadLora, mergeLora, saveLora } from "./lib/model/lora.ts";
 export type { LoraOptions } from "./lib/model/lora.ts";
@@ -127,21 +140,36 @@ export type {
 
 // Probe, filter, evaluate
 export { probe } from "./lib/eval/probe.ts";
-export type { ProbeOptions } from "./lib/eval/probe.ts";
+export type { ProbeOptions, ProbeRecord } from "./lib/eval/probe.ts";
 export { attachProbe, filter, filterWithReport, findOverlap, formatFilterReport } from "./lib/eval/filter.ts";
 export type { AttachProbeOptions, FilterOptions, FilterReport } from "./lib/eval/filter.ts";
+export { evaluate } from "./lib/eval/evaluate.ts";
+export type { EvaluateOptions } from "./lib/eval/evaluate.ts";
 export {
   BENCHMARKS,
-  compareReports,
-  evaluate,
-  formatReport,
   PUBLISHED_ACCURACY,
   registerBenchmark,
-} from "./lib/eval/evaluate.ts";
-export type { BenchmarkResult, EvalReport, EvaluateOptions } from "./lib/eval/evaluate.ts";
+  resolveBenchmarks,
+} from "./lib/eval/benchmarks.ts";
+export { compareReports, formatReport } from "./lib/eval/report.ts";
+export type { BenchmarkResult, EvalReport, Prediction } from "./lib/eval/report.ts";
+export {
+  bootstrapMeanCI,
+  bootstrapMeanOfMeansCI,
+  mean,
+  normalInterval,
+  pairedBootstrapCI,
+  seededRandom,
+  wilsonInterval,
+} from "./lib/eval/stats.ts";
+export type { BootstrapOptions } from "./lib/eval/stats.ts";
 
 // Scale out: remote engines (vLLM, SGLang, `medthink serve`), the server, distillation
 export { isCompletionEngine } from "./lib/engine/types.ts";
+export { generateCompletions, sampleSeed } from "./lib/engine/generate_batch.ts";
+export type { GenerateCompletionsOptions, RowCompletions } from "./lib/engine/generate_batch.ts";
+export { visionInputBuilder } from "./lib/engine/vision_inputs.ts";
+export type { VisionInputOptions } from "./lib/engine/vision_inputs.ts";
 export { localEngine } from "./lib/engine/local.ts";
 export type {
   EngineTokenizer,
@@ -206,13 +234,8 @@ export type {
 export type { GrpoDataset, GrpoTokenizer } from "./lib/train/grpo.ts";
 export type { ProbeReward } from "./lib/eval/probe.ts";
 export type { OverlapMatch, OverlapOptions, OverlapResult } from "./lib/eval/filter.ts";
-export type {
-  BenchmarkSpec,
-  CompareOptions,
-  Comparison,
-  GraderName,
-  ResolveOptions,
-} from "./lib/eval/evaluate.ts";
+export type { BenchmarkSpec, GraderName, ResolvedBenchmark, ResolveOptions } from "./lib/eval/benchmarks.ts";
+export type { CompareOptions, Comparison } from "./lib/eval/report.ts";
 export type { Interval } from "./lib/eval/stats.ts";
 export type {
   ChatTokenizer,

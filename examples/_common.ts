@@ -1,6 +1,7 @@
 /**
  * What the examples share: flags (`--model`, `--data`, `--config`, `--out`, `--backend`, `--quick`),
- * the YAML config, the quick CI setting, where the bundled data lives, and Qwen2.5-VL image inputs.
+ * the YAML config, the quick CI setting and where the bundled data lives. Image inputs for Qwen2.5-VL
+ * come from the library (`visionInputBuilder`, the default of `probe` and `evaluate`).
  *
  * Flags are parsed with `node:util` `parseArgs` and configs with the `yaml` package: `@std/cli` and
  * `@std/yaml` live on JSR, which this project cannot reach.
@@ -8,13 +9,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { YAML } from "../lib/util/deps.ts";
-import type { CausalLM } from "../lib/model/types.ts";
-import type { Row } from "../lib/data/types.ts";
-import { decodeImage } from "../lib/data/images.ts";
-import { imageTokenCount, processImages, readImageProcessorConfig } from "../lib/data/processor.ts";
-import { expandImageTokens, type Tokenizer } from "../lib/data/tokenizer.ts";
-import { tf } from "../lib/util/deps.ts";
+import { YAML } from "../mod.ts";
 
 /** Parsed command line of an example. */
 export interface ExampleArgs {
@@ -145,50 +140,3 @@ export async function outDir(args: ExampleArgs, name: string): Promise<string> {
 export function since(t0: number): string {
   return ((performance.now() - t0) / 1000).toFixed(1);
 }
-
-/**
- * Qwen2.5-VL inputs for rows with images: each image decoded, resized and cut into patches by the
- * model folder's own `preprocessor_config.json`, and each `<|image_pad|>` of the prompt expanded to
- * one token per merged patch. Pass it as `images` to `evaluate` or `probe`.
- */
-export async function vlImageInputs(
-  model: CausalLM,
-): Promise<
-  (
-    rows: Row[],
-    texts: string[],
-  ) => Promise<{ texts: string[]; pixelValues?: unknown; imageGridThw?: number[][] }>
-> {
-  if (!model.dir) {
-    throw new Error("The vision-language model has no folder to read preprocessor_config.json from.");
-  }
-  const config = await readImageProcessorConfig(model.dir);
-  return async (rows, texts) => {
-    const outTexts: string[] = [];
-    const pixels: number[][] = [];
-    const grids: number[][] = [];
-    let patchDim = 0;
-    for (let i = 0; i < rows.length; i++) {
-      const images = await Promise.all((rows[i].images ?? []).map((ref) => decodeImage(ref)));
-      if (images.length === 0) {
-        outTexts.push(texts[i]);
-        continue;
-      }
-      const processed = processImages(images, config);
-      patchDim = processed.patchDim;
-      pixels.push(Array.from(processed.pixelValues));
-      grids.push(...processed.imageGridThw);
-      outTexts.push(expandImageTokens(texts[i], processed.imageGridThw.map((g) => imageTokenCount(g))));
-    }
-    if (grids.length === 0) return { texts: outTexts };
-    const flat = pixels.flat();
-    return {
-      texts: outTexts,
-      pixelValues: tf.tensor2d(flat, [flat.length / patchDim, patchDim]),
-      imageGridThw: grids,
-    };
-  };
-}
-
-/** The tokenizer type the examples pass around. */
-export type { Tokenizer };

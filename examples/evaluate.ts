@@ -13,9 +13,10 @@
  *
  * @module
  */
-import { arquero as aq } from "../lib/util/deps.ts";
 import {
+  aq,
   type BenchmarkResult,
+  type BenchmarkSpec,
   evaluate,
   type EvaluateOptions,
   formatReport,
@@ -23,16 +24,9 @@ import {
   loadModel,
   loadTokenizer,
   PUBLISHED_ACCURACY,
+  visionInputBuilder,
 } from "../mod.ts";
-import {
-  findDataDir,
-  outDir,
-  parseExampleArgs,
-  readYamlConfig,
-  section,
-  since,
-  vlImageInputs,
-} from "./_common.ts";
+import { findDataDir, outDir, parseExampleArgs, readYamlConfig, section, since } from "./_common.ts";
 
 const USAGE = `
 examples/evaluate.ts: accuracy per benchmark with 95% intervals, report and chart.
@@ -81,8 +75,7 @@ console.log(`model ${modelName} (${model.config.modelType}) on ${model.backend} 
 // Benchmark names as the paper prints them where one exists, so that our bar and the published mark
 // share a column of the chart.
 const PAPER_NAMES: Record<string, string> = { vqa_rad_closed: "VQA-RAD" };
-type Spec = NonNullable<Parameters<typeof evaluate>[1]>[number];
-const specs: Spec[] = [];
+const specs: BenchmarkSpec[] = [];
 const listed =
   (args.extra.benchmarks as string | undefined)?.split(",").map((s) => s.trim()).filter(Boolean) ??
     (config.benchmarks as string[] | undefined);
@@ -126,8 +119,8 @@ const report = await evaluate(model, specs, {
   batchSize: 8,
   ...evalConfig,
   limit,
-  ...(vision ? { images: await vlImageInputs(model) } : {}),
-  outDir: out,
+  ...(vision ? { images: visionInputBuilder(model) } : {}),
+  outputDir: out,
   overwrite: !args.resume,
   modelName,
   reference: { ...PUBLISHED_ACCURACY[refName] },

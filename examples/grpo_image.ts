@@ -35,16 +35,9 @@ import {
   rewardByName,
   type Row,
   tableRows,
+  visionInputBuilder,
 } from "../mod.ts";
-import {
-  findDataDir,
-  outDir,
-  parseExampleArgs,
-  readYamlConfig,
-  section,
-  since,
-  vlImageInputs,
-} from "./_common.ts";
+import { findDataDir, outDir, parseExampleArgs, readYamlConfig, section, since } from "./_common.ts";
 
 const USAGE = `
 examples/grpo_image.ts: GRPO on text questions with a vision-language model, evaluated on VQA-RAD images.
@@ -89,7 +82,7 @@ const evalTable = benchmark ? benchmark.slice(0, evalLimit) : null;
 if (!evalTable) {
   console.log("no VQA-RAD data found (set MEDTHINK_DATA or --eval-data): skipping the image evaluation");
 }
-const images = await vlImageInputs(model);
+const images = visionInputBuilder(model);
 
 async function evaluateImages(stage: string) {
   if (!evalTable) return null;
@@ -100,7 +93,7 @@ async function evaluateImages(stage: string) {
     batchSize: 4,
     ...evalConfig,
     images,
-    outDir: `${out}/${stage}`,
+    outputDir: `${out}/${stage}`,
     overwrite: true,
     modelName: `${modelName} (${stage} GRPO)`,
     reference: { "VQA-RAD": PUBLISHED_ACCURACY["Qwen2.5-VL-3B"]["VQA-RAD"] },

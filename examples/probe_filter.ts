@@ -15,8 +15,8 @@
  *
  * @module
  */
-import { arquero as aq } from "../lib/util/deps.ts";
 import {
+  aq,
   filterWithReport,
   labTaskSplits,
   loadDataset,
@@ -24,9 +24,10 @@ import {
   loadTokenizer,
   plot,
   probe,
+  visionInputBuilder,
 } from "../mod.ts";
 import type { FilterOptions, ProbeOptions } from "../mod.ts";
-import { outDir, parseExampleArgs, readYamlConfig, ROOT, section, since, vlImageInputs } from "./_common.ts";
+import { outDir, parseExampleArgs, readYamlConfig, ROOT, section, since } from "./_common.ts";
 
 const USAGE = `
 examples/probe_filter.ts: probe each question's difficulty, then filter to the learnable band.
@@ -73,8 +74,8 @@ const table = limit ? questions.slice(0, limit) : questions;
 
 // Short completions on the embedded default (its answers are one line); the recipe's 16 samples of up
 // to 4096 tokens are in examples/configs/probe.yaml.
-const defaults: Partial<ProbeOptions> = dataPath ? {} : { n: 8, maxNewTokens: 48, batchSize: 8 };
-const quick: Partial<ProbeOptions> = args.quick ? { n: 4, maxNewTokens: 32 } : {};
+const defaults: Partial<ProbeOptions> = dataPath ? {} : { numGenerations: 8, maxNewTokens: 48, batchSize: 8 };
+const quick: Partial<ProbeOptions> = args.quick ? { numGenerations: 4, maxNewTokens: 32 } : {};
 const hasImages = table.objects().some((r) => ((r as { images?: unknown[] }).images ?? []).length > 0);
 const t1 = performance.now();
 const probed = await probe(model, table, {
@@ -82,7 +83,7 @@ const probed = await probe(model, table, {
   ...defaults,
   ...probeConfig,
   ...quick,
-  ...(hasImages ? { images: await vlImageInputs(model) } : {}),
+  ...(hasImages ? { images: visionInputBuilder(model) } : {}),
   out: `${out}/probe.jsonl`,
   overwrite: !args.resume,
   progress: false,

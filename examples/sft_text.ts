@@ -11,8 +11,8 @@
  *
  * @module
  */
-import { arquero as aq } from "../lib/util/deps.ts";
 import {
+  aq,
   evaluate,
   formatReport,
   labTaskSplits,
@@ -104,7 +104,7 @@ if (heldOut) {
     maxNewTokens: args.quick ? 48 : 64,
     batchSize: 16,
     ...(evalConfig as Record<string, unknown>),
-    outDir: `${out}/eval`,
+    outputDir: `${out}/eval`,
     overwrite: true,
     modelName: `${modelName} + SFT`,
     progress: false,
