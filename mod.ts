@@ -21,7 +21,14 @@
  */
 
 // Backends, tensors, and the third-party namespaces a user works with (the same pinned versions)
-export { arquero as aq, tf, YAML } from "./lib/util/deps.ts";
+import { arquero } from "./lib/util/deps.ts";
+export { tf } from "./lib/util/deps.ts";
+/**
+ * arquero 8.0.3, the table library every dataset and result of the toolkit is (`aq.from(rows)`,
+ * `aq.table(columns)`): the same copy the library uses, so tables pass between the two unchanged.
+ */
+export const aq: typeof arquero = arquero;
+export { parseYaml } from "./lib/util/yaml.ts";
 export {
   BACKEND_NAMES,
   backendAvailable,
@@ -37,6 +44,7 @@ export type {
   ForwardOptions,
   GenerateOptions,
   GenerateResult,
+  HalfWeight,
   LoraAdapter,
   ModelConfig,
   VisionConfig,

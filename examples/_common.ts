@@ -9,7 +9,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { YAML } from "../mod.ts";
+import { parseYaml } from "../mod.ts";
 
 /** Parsed command line of an example. */
 export interface ExampleArgs {
@@ -92,7 +92,7 @@ export async function readYamlConfig(path: string | undefined): Promise<Record<s
   } catch (e) {
     throw new Error(`Config file ${path} could not be read: ${(e as Error).message}`);
   }
-  const parsed = YAML.parse(text);
+  const parsed = parseYaml(text, `Config file ${path}`);
   if (parsed === null || parsed === undefined) return {};
   if (typeof parsed !== "object" || Array.isArray(parsed)) {
     throw new Error(`Config file ${path} does not hold a YAML mapping of settings.`);

@@ -28,7 +28,7 @@ import { parseArgs } from "node:util";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { cacheRoot } from "../lib/util/cache.ts";
-import { exists } from "../lib/util/fs.ts";
+import { exists, isFile } from "../lib/util/fs.ts";
 
 const PKG = "@tensorflow/tfjs-node";
 const VERSION = "4.22.0";
@@ -88,14 +88,6 @@ async function run(
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return { code: 127, stdout: "", stderr: `${cmd}: not found` };
     throw e;
-  }
-}
-
-async function isFile(p: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(p)).isFile;
-  } catch {
-    return false;
   }
 }
 

@@ -13,6 +13,8 @@
  */
 import { importLenmlQwen3, transformers } from "../util/deps.ts";
 import { resolveModelDir } from "../hub/models.ts";
+import { existsSync as exists } from "../util/fs.ts";
+import { padRows } from "../util/padding.ts";
 
 /** A content part of a chat message: text, or an image / video placeholder. */
 export interface ChatContentPart {
@@ -105,15 +107,6 @@ export function defaultTokenizerCacheDir(): string {
   }
   root ??= `${homeDir() ?? "."}/.cache/medthink`;
   return `${root.replace(/\/+$/, "")}/tokenizer-qwen2.5`;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function readJson(path: string): Record<string, unknown> {
@@ -387,17 +380,8 @@ export class Tokenizer {
       if (max === undefined || ids.length <= max) return ids;
       return cutLeft ? ids.slice(ids.length - max) : ids.slice(0, max);
     });
-    const width = Math.max(0, ...rows.map((r) => r.length));
-    const inputIds: number[][] = [];
-    const attentionMask: number[][] = [];
-    for (const r of rows) {
-      const pad = new Array(width - r.length).fill(this.padTokenId);
-      const zeros = new Array(width - r.length).fill(0);
-      const ones = new Array(r.length).fill(1);
-      inputIds.push(left ? [...pad, ...r] : [...r, ...pad]);
-      attentionMask.push(left ? [...zeros, ...ones] : [...ones, ...zeros]);
-    }
-    return { inputIds, attentionMask };
+    const { ids, mask } = padRows(rows, this.padTokenId, { side: left ? "left" : "right" });
+    return { inputIds: ids, attentionMask: mask };
   }
 }
 

@@ -9,6 +9,7 @@
  * @module
  */
 import { tf } from "../util/deps.ts";
+import { padRows } from "../util/padding.ts";
 import type { CausalLM, LoraAdapter } from "../model/types.ts";
 import type { ChatContentPart, ChatMessage } from "../data/tokenizer.ts";
 import type { ImageRef, Row } from "../data/types.ts";
@@ -190,9 +191,7 @@ export function localEngine(
     const ids: number[][] = [];
     const seeds: number[] = [];
     for (const [i, j] of jobs.entries()) for (const seed of j.seeds) (ids.push(prompts[i]), seeds.push(seed));
-    const width = Math.max(...ids.map((r) => r.length));
-    const padded = ids.map((r) => [...new Array(width - r.length).fill(pad), ...r]);
-    const mask = ids.map((r) => [...new Array(width - r.length).fill(0), ...new Array(r.length).fill(1)]);
+    const { ids: padded, mask } = padRows(ids, pad, { side: "left" });
     const savedLora = model.lora, savedEnabled = model.loraEnabled;
     const adapter = s.model !== undefined ? options.adapters?.get(s.model) : undefined;
     let out;

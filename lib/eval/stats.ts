@@ -30,15 +30,12 @@ export interface BootstrapOptions {
   seed?: number;
 }
 
+import { mean } from "../util/math.ts";
+
 export { seededRandom }; // re-exported: the statistics here resample with it
 
-/** Arithmetic mean; NaN for an empty list. */
-export function mean(values: ArrayLike<number>): number {
-  if (values.length === 0) return NaN;
-  let s = 0;
-  for (let i = 0; i < values.length; i++) s += values[i];
-  return s / values.length;
-}
+/** The arithmetic mean (NaN for an empty list), shared with the trainers from `lib/util/math.ts`. */
+export { mean };
 
 // Linear interpolation between order statistics (numpy's default "linear" method).
 function quantileSorted(sorted: Float64Array, q: number): number {

@@ -14,14 +14,10 @@
  * @module
  */
 
-/** An environment variable, or `undefined` when unset, empty or not readable (no --allow-env). */
-export function envVar(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined;
-  }
-}
+import { env as envVar } from "../util/env.ts";
+
+/** An environment variable, or `undefined` when unset, empty or not readable (the toolkit's one rule). */
+export { envVar };
 
 function truthy(v: string | undefined): boolean {
   return v !== undefined && ["1", "true", "yes", "on"].includes(v.toLowerCase());

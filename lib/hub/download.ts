@@ -9,6 +9,7 @@
  */
 import { createHash } from "node:crypto";
 import { checkOptionKeys } from "../util/options.ts";
+import { isFileSync as fileExists } from "../util/fs.ts";
 import {
   fileMetadata,
   hubEndpoint,
@@ -94,14 +95,6 @@ export interface Snapshot {
   commit: string;
   /** Files downloaded now (empty when the cache had everything). */
   downloaded: string[];
-}
-
-function fileExists(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
 }
 
 function describe(repo: HubRepo, revision: string): string {

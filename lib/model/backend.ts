@@ -17,6 +17,7 @@
  */
 import { tf } from "../util/deps.ts";
 import { env } from "../util/env.ts";
+import { isFileSync as fileExists } from "../util/fs.ts";
 import type { BackendName } from "./types.ts";
 import { installSmallMatMul } from "./webgpu_matmul.ts";
 
@@ -42,14 +43,6 @@ function setEnvDefault(name: string, value: string): void {
   try {
     if (!Deno.env.get(name)) Deno.env.set(name, value);
   } catch { /* no --allow-env: TensorFlow keeps its defaults */ }
-}
-
-function fileExists(p: string): boolean {
-  try {
-    return Deno.statSync(p).isFile;
-  } catch {
-    return false; // absent, or no --allow-read
-  }
 }
 
 /** Deno's npm cache folder, without spawning `deno info` (same rules as Deno: DENO_DIR, else per OS). */

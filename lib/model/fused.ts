@@ -9,6 +9,7 @@
  * @module
  */
 import { tf } from "../util/deps.ts";
+import { env as envVar } from "../util/env.ts";
 import {
   ATTENTION_MAX_HEAD_DIM,
   attentionProgram,
@@ -25,14 +26,6 @@ import {
   tiledMatMulInstalled,
 } from "./webgpu_matmul.ts";
 import { tiledMatMul, tiledPlan } from "./webgpu_tiled.ts";
-
-function envVar(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined; // no --allow-env
-  }
-}
 
 let forced: boolean | null = null;
 

@@ -12,6 +12,7 @@
  * @module
  */
 import { faultPoint, replaceDirAtomic, writeFileAtomic } from "../util/atomic.ts";
+import { exists } from "../util/fs.ts";
 
 /** Storage dtypes this reader understands, with their byte sizes. */
 export const DTYPE_BYTES: Record<string, number> = {
@@ -480,15 +481,6 @@ export interface CheckpointFiles {
   weightMap?: Record<string, string>;
   /** The index file, when sharded. */
   indexFile?: string;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**

@@ -27,6 +27,7 @@
  * @module
  */
 import { tf } from "../util/deps.ts";
+import { env as envVar } from "../util/env.ts";
 import { runTiled, tiledPlan } from "./webgpu_tiled.ts";
 
 /** Default largest M (rows of `a`, batch folded in where `b` has none) that the program takes. */
@@ -383,14 +384,6 @@ export interface SmallMatMulProductOptions extends SmallMatMulOptions {
   transposeA?: boolean;
   /** Whether `b` is transposed (default false). */
   transposeB?: boolean;
-}
-
-function envVar(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined; // no --allow-env
-  }
 }
 
 function maxRows(opts: SmallMatMulOptions): number {

@@ -12,6 +12,7 @@
  * @module
  */
 import { tf } from "../util/deps.ts";
+import { exists } from "../util/fs.ts";
 import type { CausalLM } from "../model/types.ts";
 import { saveModel } from "../model/load.ts";
 import { readSafetensors, writeSafetensors } from "../model/safetensors.ts";
@@ -33,15 +34,6 @@ export interface TrainerState {
   losses: number[];
   /** Anything else the trainer wants back (learning rates, grad norms, options). */
   [key: string]: unknown;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Options of {@linkcode saveCheckpoint}. */

@@ -15,6 +15,7 @@
 import { tf } from "../util/deps.ts";
 import type { CausalLM, ForwardOptions } from "../model/types.ts";
 import { tokenLogprobs } from "./losses.ts";
+import { mean, std } from "../util/math.ts";
 
 /** How rewards are scaled into advantages. */
 export type ScaleRewards = "group" | "batch" | "none";
@@ -25,17 +26,6 @@ export interface GroupAdvantagesOptions {
   scaleRewards?: ScaleRewards;
   /** Added to the std before dividing. Default 1e-4 (TRL). */
   eps?: number;
-}
-
-function mean(xs: number[]): number {
-  return xs.reduce((a, b) => a + b, 0) / xs.length;
-}
-
-/** Unbiased standard deviation (torch.std's default); 0 for a single value. */
-function std(xs: number[]): number {
-  if (xs.length < 2) return 0;
-  const m = mean(xs);
-  return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1));
 }
 
 /**

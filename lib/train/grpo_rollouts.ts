@@ -10,6 +10,8 @@
  * @module
  */
 import { tf } from "../util/deps.ts";
+import { mean, std } from "../util/math.ts";
+import { padRows } from "../util/padding.ts";
 import type { CausalLM, ForwardOptions } from "../model/types.ts";
 import { seededRandom } from "../model/rng.ts"; // Mulberry32: the same sequence on every machine
 import type { Row } from "../data/types.ts";
@@ -99,32 +101,16 @@ export function epochSampler(rows: Row[], options: { seed: number; shuffle: bool
 
 /** Left-pad token rows to one width; the mask marks real tokens. */
 export function leftPad(rows: number[][], pad: number): { ids: number[][]; mask: number[][] } {
-  const t = Math.max(...rows.map((r) => r.length));
-  return {
-    ids: rows.map((r) => [...new Array(t - r.length).fill(pad), ...r]),
-    mask: rows.map((r) => [...new Array(t - r.length).fill(0), ...new Array(r.length).fill(1)]),
-  };
+  return padRows(rows, pad, { side: "left" });
 }
 
 /** Right-pad token rows to one width (at least 1). */
 export function rightPad(rows: number[][], pad: number): number[][] {
-  const t = Math.max(1, ...rows.map((r) => r.length));
-  return rows.map((r) => [...r, ...new Array(t - r.length).fill(pad)]);
+  return padRows(rows, pad, { side: "right", minWidth: 1 }).ids;
 }
 
-function meanOf(xs: number[]): number {
-  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
-}
-
-/** Sample standard deviation (n - 1), 0 for fewer than two values. */
-export function stdOf(xs: number[]): number {
-  if (xs.length < 2) return 0;
-  const m = meanOf(xs);
-  return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1));
-}
-
-/** Mean, NaN for no values. */
-export { meanOf };
+/** Mean (NaN for no values) and sample standard deviation (n - 1): the toolkit's one pair, `lib/util/math.ts`. */
+export { mean as meanOf, std as stdOf };
 
 /** The row -> rendered prompt string of a configuration: `promptText`, else `prompt` through the chat template. */
 export function promptRenderer(
@@ -192,7 +178,7 @@ export class RolloutGenerator {
       for (let g = 0; g < fresh.length; g += n) {
         const group = fresh.slice(g, g + n);
         out.seen++;
-        const flat = stdOf(group.map((x) => x.reward)) === 0;
+        const flat = std(group.map((x) => x.reward)) === 0;
         if (flat) out.zeroStd++;
         if (!(dropZeroStdGroups && flat)) out.groups.push(group);
         observed.push({ row: group[0].row, rewards: group.map((x) => x.reward) });

@@ -40,3 +40,37 @@ export function existsSync(path: string): boolean {
     return false;
   }
 }
+
+/**
+ * Whether `path` is a regular file (absent, a folder, or no read permission: false).
+ *
+ * @example
+ * ```ts
+ * import { isFileSync } from "./fs.ts";
+ * console.assert(!isFileSync("/"));
+ * ```
+ */
+export function isFileSync(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Asynchronous {@linkcode isFileSync}.
+ *
+ * @example
+ * ```ts
+ * import { isFile } from "./fs.ts";
+ * console.assert(!(await isFile("/")));
+ * ```
+ */
+export async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
+}
