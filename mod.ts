@@ -177,6 +177,8 @@ export { isCompletionEngine } from "./lib/engine/types.ts";
 export { generateCompletions, sampleSeed } from "./lib/engine/generate_batch.ts";
 export type { GenerateCompletionsOptions, RowCompletions } from "./lib/engine/generate_batch.ts";
 export { visionInputBuilder } from "./lib/engine/vision_inputs.ts";
+export { openRowJob } from "./lib/engine/row_job.ts";
+export type { RowJob, RowJobOptions, RowJobRunOptions, SampledRowJobOptions } from "./lib/engine/row_job.ts";
 export type { VisionInputOptions } from "./lib/engine/vision_inputs.ts";
 export { localEngine } from "./lib/engine/local.ts";
 export type {

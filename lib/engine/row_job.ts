@@ -12,6 +12,66 @@
  */
 import { openJsonlStore } from "../data/jsonl_store.ts";
 import { createProgress } from "../util/progress.ts";
+import type { ChatTokenizer, PromptBuilder } from "./generate_batch.ts";
+
+/**
+ * The options every sampled row job shares (`probe`, `distill`): one vocabulary for the sample count,
+ * the decoding settings, the resumable JSONL file, the prompt, and the abort signal and progress.
+ */
+export interface SampledRowJobOptions {
+  /** The model's tokenizer. Default: `loadTokenizer(model.dir)` (the folder's own, else the embedded Qwen2.5 one); an engine brings its own. */
+  tokenizer?: ChatTokenizer;
+  /** Samples per question (at most, for `distill`). Default: 16 for `probe` (the recipe), 3 for `distill`. */
+  numGenerations?: number;
+  /** Alias of `numGenerations`, kept for the CLI's `--n` flag and older scripts; give one of the two. */
+  n?: number;
+  /** Sampling temperature. Default 1 (the recipe). */
+  temperature?: number;
+  /** Nucleus mass. Default 1 (the recipe). */
+  topP?: number;
+  /** Top-k; 0 = off. Default 0. */
+  topK?: number;
+  /** New tokens per completion. Default 4096 (the recipe). */
+  maxNewTokens?: number;
+  /** Base seed: sample `j` of question `id` draws from `sampleSeed(seed, id, j)`. Default 0. */
+  seed?: number;
+  /** Questions per generation call. Default: 4 for `probe`, 8 for `distill`. */
+  batchSize?: number;
+  /** JSONL file written batch by batch; an existing one with the same settings is resumed. */
+  out?: string;
+  /** Ignore (overwrite) an existing `out` file. Default false. */
+  overwrite?: boolean;
+  /** Prompt template passed to `buildPrompt`. */
+  template?: string;
+  /** Custom prompt builder (overrides `template`). */
+  prompt?: PromptBuilder;
+  /** Stop after the batch in flight; the result then holds the questions done so far. */
+  signal?: AbortSignal;
+  /** Called after every batch with the questions done (resumed ones included) and the total. */
+  onProgress?: (info: { done: number; total: number }) => void;
+  /** Draw a progress bar with ETA on stderr. Default: when stderr is a terminal. */
+  progress?: boolean;
+}
+
+/** The keys of {@linkcode SampledRowJobOptions}, for `checkOptionKeys`. */
+export const SAMPLED_ROW_JOB_KEYS: readonly string[] = [
+  "tokenizer",
+  "numGenerations",
+  "n",
+  "temperature",
+  "topP",
+  "topK",
+  "maxNewTokens",
+  "seed",
+  "batchSize",
+  "out",
+  "overwrite",
+  "template",
+  "prompt",
+  "signal",
+  "onProgress",
+  "progress",
+];
 
 /** Options of {@linkcode openRowJob}. */
 export interface RowJobOptions<T, R> {

@@ -15,13 +15,18 @@ import { buildPrompt } from "../data/prompt.ts";
 import { loadTokenizer } from "../data/tokenizer.ts";
 import { medvlthinkerReward } from "../reward/medvlthinker.ts";
 import {
-  type ChatTokenizer,
   generateCompletions,
   type ImageInputBuilder,
   type PromptBuilder,
   type QuestionRow,
 } from "../engine/generate_batch.ts";
-import { numGenerationsOption, openRowJob, uniqueRowIds } from "../engine/row_job.ts";
+import {
+  numGenerationsOption,
+  openRowJob,
+  SAMPLED_ROW_JOB_KEYS,
+  type SampledRowJobOptions,
+  uniqueRowIds,
+} from "../engine/row_job.ts";
 import { checkOptionKeys } from "../util/options.ts";
 import { tableRows } from "../util/table.ts";
 import { type CompletionEngine, isCompletionEngine } from "../engine/types.ts";
@@ -30,45 +35,13 @@ import { type CompletionEngine, isCompletionEngine } from "../engine/types.ts";
 export type ProbeReward = (completion: string, row: QuestionRow) => number | Promise<number>;
 
 /** Options of {@linkcode probe}. */
-export interface ProbeOptions {
-  /** The model's tokenizer. Default: `loadTokenizer(model.dir)` (the folder's own, else the embedded Qwen2.5 one). */
-  tokenizer?: ChatTokenizer;
-  /** Samples per question. Default 16 (the recipe). */
-  numGenerations?: number;
-  /** Alias of `numGenerations`, kept for the CLI's `--n` flag and older scripts; give one of the two. */
-  n?: number;
-  /** Default 1 (the recipe). */
-  temperature?: number;
-  /** Default 1 (the recipe). */
-  topP?: number;
-  /** Top-k; 0 = off. Default 0. */
-  topK?: number;
-  /** Default 4096 (the recipe). */
-  maxNewTokens?: number;
-  /** Base seed: sample `j` of question `id` draws from `sampleSeed(seed, id, j)`. Default 0. */
-  seed?: number;
-  /** Questions per `generate` call (each with `numGenerations` samples). Default 4. */
-  batchSize?: number;
-  /** JSONL file written incrementally; an existing one with the same settings is resumed. */
-  out?: string;
-  /** Ignore (overwrite) an existing `out` file. Default false. */
-  overwrite?: boolean;
-  /** Prompt template passed to `buildPrompt`. */
-  template?: string;
-  /** Custom prompt builder (overrides `template`). */
-  prompt?: PromptBuilder;
+export interface ProbeOptions extends SampledRowJobOptions {
   /** Grader of one completion (default: the recipe's `medvlthinkerReward(...).reward`). */
   reward?: ProbeReward;
-  /** Multimodal input builder for image rows (Qwen2.5-VL). */
+  /** Multimodal input builder for image rows (Qwen2.5-VL). Default: `visionInputBuilder(model)`. */
   images?: ImageInputBuilder;
   /** Keep every completion text in the JSONL records. Default false (they can be large). */
   keepCompletions?: boolean;
-  /** Stop after the batch in flight when aborted; the table then holds the questions done so far. */
-  signal?: AbortSignal;
-  /** Called after every batch with the number of questions done (resumed ones included) and the total. */
-  onProgress?: (info: { done: number; total: number }) => void;
-  /** Draw a progress bar with ETA on stderr. Default true when stderr is a terminal. */
-  progress?: boolean;
 }
 
 /** One question's probe result as written to the JSONL file. */
@@ -89,27 +62,7 @@ export interface ProbeRecord {
   completions?: string[];
 }
 
-const PROBE_OPTION_KEYS = [
-  "tokenizer",
-  "numGenerations",
-  "n",
-  "temperature",
-  "topP",
-  "topK",
-  "maxNewTokens",
-  "seed",
-  "batchSize",
-  "out",
-  "overwrite",
-  "template",
-  "prompt",
-  "reward",
-  "images",
-  "keepCompletions",
-  "signal",
-  "onProgress",
-  "progress",
-];
+const PROBE_OPTION_KEYS = [...SAMPLED_ROW_JOB_KEYS, "reward", "images", "keepCompletions"];
 
 function defaultReward(completion: string, row: QuestionRow): number {
   return medvlthinkerReward(completion, row).reward;

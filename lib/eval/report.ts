@@ -30,7 +30,7 @@ export interface Prediction {
   predictedLabel: string | null;
   /** 1 when the lenient grader says correct. */
   lenient: number;
-  /** The recipe's strict reward (format and accuracy). */
+  /** The recipe's reward, `medvlthinkerReward` (format and answer). */
   strict: number;
   /** The strict format check alone. */
   format: number;
@@ -50,7 +50,7 @@ export interface BenchmarkResult {
   grader: GraderName;
   /** Accuracy under the lenient grader (the recipe's evaluation). */
   lenientAccuracy: number;
-  /** Accuracy under the recipe's strict reward (format and answer). */
+  /** Accuracy under the recipe's reward, `medvlthinkerReward` (format and answer). */
   strictAccuracy: number;
   /** Bootstrap interval of `strictAccuracy`. */
   strictCi: Interval;

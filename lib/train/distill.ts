@@ -15,70 +15,26 @@ import type { CausalLM } from "../model/types.ts";
 import type { Row, Table } from "../data/dataset.ts";
 import { buildPrompt } from "../data/prompt.ts";
 import { medvlthinkerReward } from "../reward/medvlthinker.ts";
-import { type ChatTokenizer, generateCompletions, type PromptBuilder } from "../engine/generate_batch.ts";
+import { generateCompletions, type PromptBuilder } from "../engine/generate_batch.ts";
 import { loadTokenizer } from "../data/tokenizer.ts";
 import { type CompletionEngine, isCompletionEngine } from "../engine/types.ts";
-import { numGenerationsOption, openRowJob, uniqueRowIds } from "../engine/row_job.ts";
+import {
+  numGenerationsOption,
+  openRowJob,
+  SAMPLED_ROW_JOB_KEYS,
+  type SampledRowJobOptions,
+  uniqueRowIds,
+} from "../engine/row_job.ts";
 import { checkOptionKeys } from "../util/options.ts";
 import { tableRows } from "../util/table.ts";
 
 /** Options of {@linkcode distill}. */
-export interface DistillOptions {
-  /** Samples per question at most. Default 3. */
-  numGenerations?: number;
-  /** Alias of `numGenerations` (the CLI's `--n` flag, older scripts); give one of the two. */
-  n?: number;
-  /** Default 1. */
-  temperature?: number;
-  /** Default 1. */
-  topP?: number;
-  /** Default 0 (off). */
-  topK?: number;
-  /** Default 4096. */
-  maxNewTokens?: number;
-  /** Base seed of the per-sample seeds. Default 0. */
-  seed?: number;
-  /** Questions per teacher call. Default 8. */
-  batchSize?: number;
-  /** JSONL file written as it goes; an existing one with the same settings is resumed. */
-  out?: string;
-  /** Ignore (overwrite) an existing `out`. Default false. */
-  overwrite?: boolean;
-  /** Prompt template passed to `buildPrompt`. */
-  template?: string;
-  /** Custom prompt builder (overrides `template`). */
-  prompt?: PromptBuilder;
+export interface DistillOptions extends SampledRowJobOptions {
   /** Grader: a response counts as correct above 0.5. Default: the recipe's strict `medvlthinkerReward`. */
   reward?: (completion: string, row: Row) => number | Promise<number>;
-  /** Tokenizer of a local teacher model (default: its folder's). */
-  tokenizer?: ChatTokenizer;
-  /** Stop after the batch in flight. */
-  signal?: AbortSignal;
-  /** Progress bar on stderr. Default: when stderr is a terminal. */
-  progress?: boolean;
-  /** Called after every batch with the questions done (resumed ones included) and the total. */
-  onProgress?: (info: { done: number; total: number }) => void;
 }
 
-const DISTILL_OPTION_KEYS = [
-  "numGenerations",
-  "n",
-  "temperature",
-  "topP",
-  "topK",
-  "maxNewTokens",
-  "seed",
-  "batchSize",
-  "out",
-  "overwrite",
-  "template",
-  "prompt",
-  "reward",
-  "tokenizer",
-  "signal",
-  "progress",
-  "onProgress",
-];
+const DISTILL_OPTION_KEYS = [...SAMPLED_ROW_JOB_KEYS, "reward"];
 
 /** One question's outcome as written to the JSONL file. */
 export interface DistillRecord {
