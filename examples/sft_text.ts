@@ -22,6 +22,7 @@ import {
   plot,
   sft,
   type SftOptions,
+  type Table,
 } from "../mod.ts";
 import { outDir, parseExampleArgs, readYamlConfig, section, since } from "./_common.ts";
 
@@ -62,7 +63,7 @@ const tokenizer = await loadTokenizer(model.dir);
 console.log(`model ${modelName} on ${model.backend} (${since(t0)} s)`);
 
 let train: unknown;
-let heldOut: aq.ColumnTable | null = null;
+let heldOut: Table | null = null;
 const dataPath = args.data ?? (config.data as string | undefined);
 if (dataPath) {
   train = await loadDataset(dataPath, { format: config.format as never });
