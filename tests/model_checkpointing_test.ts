@@ -116,3 +116,40 @@ Deno.test("sft({ gradientCheckpointing: true }) takes the same steps as without 
     });
   }
 });
+
+for (const backend of ["cpu", "tensorflow"] as const) {
+  backendTest(
+    "qwen25vl-tiny checkpointing: gradients of every weight (vision tower included) unchanged",
+    backend,
+    async () => {
+      const { GOLDEN, VL_DIR } = await import("./_vl_fixture.ts");
+      const c = GOLDEN.single_image;
+      const model = await loadModel(VL_DIR, { backend }) as Qwen2Model;
+      const pv = tf.tensor2d(c.pixel_values);
+      try {
+        const f = () =>
+          tf.mean(
+            tf.square(model.logits(c.input_ids, { pixelValues: pv, imageGridThw: c.image_grid_thw })),
+          ) as tf.Scalar;
+        const plain = valueAndGrads(f, model.params);
+        model.gradientCheckpointing = true;
+        const ckpt = valueAndGrads(f, model.params);
+        check(
+          Object.keys(plain.grads).some((n) => n.startsWith("visual.blocks.")),
+          "the vision tower gets gradients",
+        );
+        const d = await relDiff(ckpt.grads, plain.grads);
+        check(d < 1e-5, `checkpointed gradients differ by ${d} (relative to the largest)`);
+        // The tower's gradients on their own scale (they are much smaller than the decoder's).
+        const only = (g: Record<string, tf.Tensor>) =>
+          Object.fromEntries(Object.entries(g).filter(([n]) => n.startsWith("visual.")));
+        const dv = await relDiff(only(ckpt.grads), only(plain.grads));
+        check(dv < 1e-5, `checkpointed vision gradients differ by ${dv} (relative to the largest)`);
+        tf.dispose([plain.value, ckpt.value, ...Object.values(plain.grads), ...Object.values(ckpt.grads)]);
+      } finally {
+        pv.dispose();
+        model.dispose();
+      }
+    },
+  );
+}

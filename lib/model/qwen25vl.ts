@@ -95,6 +95,9 @@ export class Qwen25VLModel extends Qwen2Model {
   encodeImages(pixelValues: tf.Tensor2D, imageGridThw: number[][]): tf.Tensor2D {
     return visionForward((name) => weightOf(this, name), this.config.vision!, pixelValues, imageGridThw, {
       eps: 1e-6,
+      gradientCheckpointing: this.gradientCheckpointing,
+      trainables: (prefix) =>
+        Object.entries(this.params).filter(([n, v]) => v.trainable && n.startsWith(prefix)).map(([, v]) => v),
     });
   }
 

@@ -14,7 +14,7 @@
  */
 import { tf } from "../util/deps.ts";
 import type { VisionConfig } from "./types.ts";
-import { batchMatMul, matMulBT } from "./qwen2.ts";
+import { batchMatMul, checkpointedLayer, matMulBT } from "./qwen2.ts";
 
 /** Index bookkeeping of one vision call, the quantities Hugging Face computes on the host. */
 export interface VisionLayout {
@@ -314,6 +314,10 @@ export interface VisionForwardOptions {
   returnLastHidden?: boolean;
   /** Largest attention-score tensor (values) computed at once; longer query spans go in chunks. Default 2^25. */
   maxAttentionScores?: number;
+  /** Activation checkpointing of the blocks (see `checkpointedLayer` in qwen2.ts). Default false. */
+  gradientCheckpointing?: boolean;
+  /** The trainable variables under a parameter-name prefix (`visual.blocks.3.`), for checkpointing. */
+  trainables?: (prefix: string) => tf.Variable[];
 }
 
 /**
@@ -364,9 +368,9 @@ export function visionForward(
     let x = matMulBT(pv, w as tf.Tensor2D);
     const { cos, sin } = visionRotary(order.map((r) => layout.rotPosIds[r]), hd);
     const cos3 = tf.expandDims(cos, 1), sin3 = tf.expandDims(sin, 1);
-    const rope = (t: tf.Tensor2D): tf.Tensor2D => {
+    const rope = (t: tf.Tensor2D, c: tf.Tensor, s: tf.Tensor): tf.Tensor2D => {
       const t3 = tf.reshape(t, [N, heads, hd]) as tf.Tensor3D;
-      return tf.reshape(tf.add(tf.mul(t3, cos3), tf.mul(rotateHalf(t3), sin3)), [N, D]);
+      return tf.reshape(tf.add(tf.mul(t3, c), tf.mul(rotateHalf(t3), s)), [N, D]);
     };
     const windowPlan = segmentPlan(layout.cuWindowSeqlens);
     const fullPlan = segmentPlan(layout.cuSeqlens);
@@ -378,13 +382,15 @@ export function visionForward(
       // widened from 2 bytes) are freed when it is done, not after all 32 blocks; memory then grows with
       // one block's activations, linear in the patches for the windowed blocks. A gradient tape keeps
       // what its backward pass needs by itself.
-      x = tf.tidy(() => {
+      // The block as a function of its input and of the rotary factors (which a checkpointed block saves
+      // for its backward: they belong to this call's scope, which ends before the backward runs).
+      const block = (xIn: tf.Tensor2D, [c, s]: tf.Tensor[]): tf.Tensor2D => {
         const h = rmsNorm(xIn, p(b + "norm1.weight"), eps);
         const qkv = linear(h, p(b + "attn.qkv.weight"), p(b + "attn.qkv.bias"));
         const [q, k, v] = tf.split(qkv, 3, 1) as tf.Tensor2D[];
         const attn = segmentAttention(
-          rope(q),
-          rope(k),
+          rope(q, c, s),
+          rope(k, c, s),
           v,
           plan,
           heads,
@@ -404,7 +410,14 @@ export function visionForward(
           mid,
           linear(tf.mul(gate, up) as tf.Tensor2D, p(b + "mlp.down_proj.weight"), p(b + "mlp.down_proj.bias")),
         ) as tf.Tensor2D;
-      });
+      };
+      // With checkpointing the tape keeps only each block's input (even for a frozen tower, whose taped
+      // activations would otherwise stay alive until the backward pass ends).
+      x = tf.tidy(() =>
+        options.gradientCheckpointing
+          ? checkpointedLayer(block, xIn, [cos3, sin3], options.trainables?.(prefix + b) ?? [])
+          : block(xIn, [cos3, sin3])
+      );
     }
     if (options.returnLastHidden) return injectiveGather(x, inverse, order);
     const merged = tf.reshape(rmsNorm(x, p("merger.ln_q.weight"), eps), [N / unit, D * unit]) as tf.Tensor2D;
