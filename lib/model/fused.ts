@@ -13,8 +13,11 @@ import { env as envVar } from "../util/env.ts";
 import {
   ATTENTION_MAX_HEAD_DIM,
   attentionProgram,
+  rmsNormGradProgram,
   rmsNormProgram,
+  rotaryGradProgram,
   rotaryProgram,
+  swigluGradProgram,
   swigluProgram,
   widenHalfProgram,
 } from "./webgpu_fused.ts";
@@ -93,13 +96,9 @@ const rmsNormFused = (eps: number) =>
       value: rmsNormProgram(x, w, eps),
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const [sx, sw] = saved;
-        const h = sx.shape[sx.rank - 1];
-        const r = tf.rsqrt(tf.add(tf.mean(tf.square(sx), -1, true), eps));
-        const n = tf.mul(sx, r); // x / rms
-        const gn = tf.mul(dy, sw); // dL/dn
-        // dn/dx: r (g - n mean(g n)).
-        const dx = tf.mul(r, tf.sub(gn, tf.mul(n, tf.div(tf.sum(tf.mul(gn, n), -1, true), h))));
-        const dw = sumToShape(tf.mul(dy, n), sw.shape);
+        // dn/dx with n = x / rms: r (g - n mean(g n)), g = dy w: one program; dw = Σ dy n.
+        const dx = rmsNormGradProgram(sx, sw, dy, eps);
+        const dw = sumToShape(tf.mul(dy, rmsNormProgram(sx, tf.onesLike(sw), eps)), sw.shape);
         return [dx, dw];
       },
     };
@@ -129,11 +128,8 @@ const swigluFused = customGrad((g: tf.Tensor, u: tf.Tensor, save: tf.GradSaveFun
     value: swigluProgram(g, u),
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const [sg, su] = saved;
-      const s = tf.sigmoid(sg);
-      const silu = tf.mul(sg, s);
-      // d silu / dg = s (1 + g (1 - s)).
-      const dsilu = tf.mul(s, tf.add(1, tf.mul(sg, tf.sub(1, s))));
-      return [tf.mul(tf.mul(dy, su), dsilu), tf.mul(dy, silu)];
+      // d silu / dg = s (1 + g (1 - s)), s = sigmoid(g): one program per gradient.
+      return [swigluGradProgram(sg, su, dy, "gate"), swigluGradProgram(sg, su, dy, "up")];
     },
   };
 });
@@ -161,8 +157,8 @@ const rotaryFused = customGrad((x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, sa
     value: rotaryProgram(x as tf.Tensor4D, cos, sin),
     gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
       const [sx, sc, ss] = saved;
-      // y = x c + swap(x) s, swap its own inverse: dx = dy c + swap(dy s).
-      const dx = tf.add(tf.mul(dy, sc), swapHalves(tf.mul(dy, ss)));
+      // y = x c + swap(x) s, swap its own inverse: dx = dy c + swap(dy s) (one program).
+      const dx = rotaryGradProgram(dy as tf.Tensor4D, sc, ss);
       return [dx, sumToShape(tf.mul(dy, sx), sc.shape), sumToShape(tf.mul(dy, swapHalves(sx)), ss.shape)];
     },
   };

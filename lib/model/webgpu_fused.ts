@@ -397,3 +397,141 @@ export function widenHalfProgram(
   const p = new Program(["P"], shape, ewDispatch(n), EW, "n : i32,", `widenHalf_${dtype}`, code);
   return run(p, [packed], [{ type: "int32", data: [n] }]);
 }
+
+/**
+ * The gradient of {@linkcode rmsNormProgram} with respect to `x`, in one dispatch: with `r = 1/rms(x)`,
+ * `dx = r (dy w - x r · mean(dy w x r))`, both row sums in one pass over the row.
+ */
+export function rmsNormGradProgram(x: tf.Tensor, w: tf.Tensor, dy: tf.Tensor, eps: number): tf.Tensor {
+  float32(x, "rmsNorm's input");
+  const h = x.shape[x.shape.length - 1];
+  const rows = x.size / h;
+  if (rows > MAX_DISPATCH || w.size !== h || !tf.util.arraysEqual(x.shape, dy.shape)) {
+    throw new Error(`rmsNormGradProgram takes x and dy of one shape [rows <= ${MAX_DISPATCH}, ${w.size}].`);
+  }
+  const wg = 64;
+  const code = `
+    var<workgroup> p1 : array<f32, ${wg}>;
+    var<workgroup> p2 : array<f32, ${wg}>;
+    fn main(gIndex : i32) {
+      let t = i32(localId.x);
+      let base = i32(workgroupId.x) * uniforms.h;
+      var s1 = 0.0;
+      var s2 = 0.0;
+      for (var j = t; j < uniforms.h; j += ${wg}) {
+        let v = f32(X[base + j]);
+        s1 += v * v;
+        s2 += f32(DY[base + j]) * f32(W[j]) * v;
+      }
+      p1[t] = s1;
+      p2[t] = s2;
+      workgroupBarrier();
+      for (var o = ${wg / 2}; o > 0; o = o / 2) {
+        if (t < o) {
+          p1[t] += p1[t + o];
+          p2[t] += p2[t + o];
+        }
+        workgroupBarrier();
+      }
+      let r = inverseSqrt(p1[0] / f32(uniforms.h) + uniforms.eps);
+      let c = r * p2[0] / f32(uniforms.h);
+      for (var j = t; j < uniforms.h; j += ${wg}) {
+        let v = f32(X[base + j]);
+        result[base + j] = r * (f32(DY[base + j]) * f32(W[j]) - v * r * c);
+      }
+    }`;
+  const p = new Program(
+    ["X", "W", "DY"],
+    x.shape,
+    [rows, 1, 1],
+    wg,
+    "h : i32, eps : f32,",
+    "fusedRmsNormGrad",
+    code,
+  );
+  return run(p, [x, w, dy], [{ type: "int32", data: [h] }, { type: "float32", data: [eps] }]);
+}
+
+/**
+ * The gradients of {@linkcode swigluProgram}, one per dispatch: `which` `gate`:
+ * `dy · up · s (1 + gate (1 - s))` (s = sigmoid(gate)), `up`: `dy · gate · s`.
+ */
+export function swigluGradProgram(
+  gate: tf.Tensor,
+  up: tf.Tensor,
+  dy: tf.Tensor,
+  which: "gate" | "up",
+): tf.Tensor {
+  float32(gate, "swiglu's gate");
+  const value = which === "gate"
+    ? "f32(DY[i]) * f32(U[i]) * s * (1.0 + g * (1.0 - s))"
+    : "f32(DY[i]) * g * s";
+  const code = `
+    fn main(gIndex : i32) {
+      ${EW_INDEX}
+      if (i < uniforms.n) {
+        let g = f32(G[i]);
+        let s = 1.0 / (1.0 + exp(-g));
+        result[i] = ${value};
+      }
+    }`;
+  // Every declared input must be read: WebGPU's automatic layout drops unused bindings, and then the
+  // bind group tfjs makes for all inputs fails validation (the dispatch silently does nothing).
+  const names = which === "gate" ? ["G", "U", "DY"] : ["G", "DY"];
+  const p = new Program(
+    names,
+    gate.shape,
+    ewDispatch(gate.size),
+    EW,
+    "n : i32,",
+    `fusedSwigluGrad_${which}`,
+    code,
+  );
+  return run(p, which === "gate" ? [gate, up, dy] : [gate, dy], [{ type: "int32", data: [gate.size] }]);
+}
+
+/**
+ * The gradient of {@linkcode rotaryProgram} with respect to `x`, in one dispatch:
+ * `dx_i = dy_i cos_i + dy_p sinSigned_p`, p the partner of i in the other half (the swap is its own
+ * inverse).
+ */
+export function rotaryGradProgram(dy: tf.Tensor4D, cos: tf.Tensor, sinSigned: tf.Tensor): tf.Tensor4D {
+  float32(dy, "applyRotary's gradient");
+  const [, heads, t, d] = dy.shape;
+  const tf_ = cos.shape[2] as number;
+  const code = `
+    fn main(gIndex : i32) {
+      ${EW_INDEX}
+      if (i < uniforms.n) {
+        let d = i % uniforms.d;
+        let row = i / uniforms.d;
+        let t = row % uniforms.t;
+        let b = row / (uniforms.t * uniforms.heads);
+        let fBase = (b * uniforms.tf + t % uniforms.tf) * uniforms.d;
+        let half = uniforms.d / 2;
+        var partner = i + half;
+        var pd = d + half;
+        if (d >= half) {
+          partner = i - half;
+          pd = d - half;
+        }
+        result[i] = f32(DY[i]) * f32(C[fBase + d]) + f32(DY[partner]) * f32(S[fBase + pd]);
+      }
+    }`;
+  const p = new Program(
+    ["DY", "C", "S"],
+    dy.shape,
+    ewDispatch(dy.size),
+    EW,
+    "n : i32, d : i32, t : i32, heads : i32, tf : i32,",
+    "fusedRotaryGrad",
+    code,
+  );
+  return run(p, [dy, cos, sinSigned], [
+    { type: "int32", data: [dy.size] },
+    { type: "int32", data: [d] },
+    { type: "int32", data: [t] },
+    { type: "int32", data: [heads] },
+    { type: "int32", data: [tf_] },
+  ]) as tf.Tensor4D;
+}
