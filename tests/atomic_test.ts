@@ -153,6 +153,14 @@ Deno.test("atomic: replaceDirAtomic leaves DEST untouched when filling fails; wr
     await recoverInterrupted(dest);
     assertEquals(await siblingsOf(dest), [`d.tmp-${ppid}-0abc`]);
     await Deno.remove(`${dest}.tmp-${ppid}-0abc`);
+    // latestCheckpoint sees a checkpoint that a killed re-save left aside (as a dead process's old copy)
+    const { latestCheckpoint } = await import("../lib/train/checkpoint.ts");
+    await Deno.mkdir(`${root}/run/checkpoint-3.old-999999999-0abc`, { recursive: true });
+    await Deno.writeTextFile(`${root}/run/checkpoint-3.old-999999999-0abc/trainer_state.json`, "{}");
+    await Deno.mkdir(`${root}/run/checkpoint-2`);
+    await Deno.writeTextFile(`${root}/run/checkpoint-2/trainer_state.json`, "{}");
+    assertEquals(await latestCheckpoint(`${root}/run`), `${root}/run/checkpoint-3`);
+    await Deno.remove(`${root}/run`, { recursive: true });
     await writeFileAtomic(`${root}/f.json`, "old");
     await writeFileAtomic(`${root}/f.json`, "new");
     assertEquals(await Deno.readTextFile(`${root}/f.json`), "new");

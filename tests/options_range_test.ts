@@ -52,6 +52,9 @@ Deno.test("generation options: each out-of-range value names its option, in gene
       engine.complete([{ promptIds: [1, 2], seeds: [1] }], { ...ok, temperature: -1 })
     );
     assert(m.includes("temperature (--temperature)"), m);
+    // a misspelt key is an error naming the intended one, not a silent default
+    const typo = await message(() => model.generate([[1, 2, 3]], { ...ok, temprature: 0 } as never));
+    assert(typo.includes("temprature") && typo.includes("'temperature'"), typo);
     // the valid values still generate
     assertEquals((await model.generate([[1, 2, 3]], { ...ok, temperature: 0 })).tokens[0].length, 2);
   } finally {

@@ -12,7 +12,7 @@ import { tf } from "../util/deps.ts";
 import type { ForwardOptions, GenerateOptions, GenerateResult, ModelConfig } from "./types.ts";
 import { disposeCache, emptyCache, type KVCache, selectCacheRows } from "./kv_cache.ts";
 import { deriveSeed, Rng } from "./rng.ts";
-import { checkGenerationOptions } from "./generation_options.ts";
+import { checkGenerateOptions } from "./generation_options.ts";
 
 /** What a decoder's prefill returns. */
 export interface PrefillResult {
@@ -226,7 +226,7 @@ export async function generate(
       );
     }
   }
-  checkGenerationOptions(options, "generate options");
+  checkGenerateOptions(options as GenerateOptions & Record<string, unknown>);
   const maxNew = options.maxNewTokens ?? 32;
   const n = options.numSamples ?? 1;
   if (!Number.isInteger(n) || n < 1) throw new Error(`numSamples must be a positive integer, got ${n}.`);

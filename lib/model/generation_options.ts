@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { checkOptionKeys } from "../util/options.ts";
 
 /** The generation options {@linkcode checkGenerationOptions} looks at (each optional). */
 export interface GenerationOptionValues {
@@ -62,4 +63,43 @@ export function checkGenerationOptions(options: GenerationOptionValues, where: s
       );
     }
   }
+}
+
+/** Every key `model.generate` takes (`GenerateOptions` with its `ForwardOptions`). */
+export const GENERATE_OPTION_KEYS: readonly string[] = [
+  "attentionMask",
+  "positionIds",
+  "pixelValues",
+  "imageGridThw",
+  "maxNewTokens",
+  "temperature",
+  "topP",
+  "topK",
+  "numSamples",
+  "eosTokenIds",
+  "seed",
+  "seeds",
+  "padTokenId",
+];
+
+/**
+ * The check `model.generate` runs on its options: no unknown key (a misspelt `temprature` is an error
+ * naming the closest known key, not a silent default) and every value in range
+ * ({@linkcode checkGenerationOptions}).
+ *
+ * @example
+ * ```ts
+ * import { checkGenerateOptions } from "./generation_options.ts";
+ * let message = "";
+ * try {
+ *   checkGenerateOptions({ temprature: 0 } as never);
+ * } catch (e) {
+ *   message = (e as Error).message;
+ * }
+ * console.assert(message.includes("temperature"));
+ * ```
+ */
+export function checkGenerateOptions(options: GenerationOptionValues & Record<string, unknown>): void {
+  checkOptionKeys(options, GENERATE_OPTION_KEYS, "generate options");
+  checkGenerationOptions(options, "generate options");
 }

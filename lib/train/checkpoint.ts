@@ -162,6 +162,11 @@ function assignAll(
 export async function latestCheckpoint(outputDir: string): Promise<string | null> {
   let best: [number, string] | null = null;
   try {
+    // a checkpoint whose re-save was killed between its renames is put back first (lib/util/atomic.ts)
+    for await (const e of Deno.readDir(outputDir)) {
+      const aside = /^(checkpoint-\d+)\.old-\d+-[0-9a-f]+$/.exec(e.name);
+      if (aside) await recoverInterrupted(`${outputDir}/${aside[1]}`);
+    }
     for await (const e of Deno.readDir(outputDir)) {
       const m = /^checkpoint-(\d+)$/.exec(e.name);
       if (!e.isDirectory || !m) continue;
