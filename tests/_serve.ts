@@ -16,13 +16,17 @@ export interface ServeProcess {
   stop(signal?: "SIGKILL" | "SIGTERM"): Promise<void>;
 }
 
-/** Start `deno run -A cli.ts serve --port 0 ARGS...` and wait (at most `timeoutMs`) until it listens. */
-export async function startServe(args: string[], timeoutMs = 90_000): Promise<ServeProcess> {
+/** Start `deno run -A cli.ts serve --port 0 ARGS...` (with `env` added) and wait (at most `timeoutMs`) until it listens. */
+export async function startServe(
+  args: string[],
+  timeoutMs = 90_000,
+  env: Record<string, string> = {},
+): Promise<ServeProcess> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", CLI, "serve", "--port", "0", ...args],
     stdout: "piped",
     stderr: "piped",
-    env: { TF_CPP_MIN_LOG_LEVEL: "2" },
+    env: { TF_CPP_MIN_LOG_LEVEL: "2", ...env },
   }).spawn();
   let err = "";
   const errDone = child.stderr.pipeThrough(new TextDecoderStream()).pipeTo(

@@ -115,6 +115,32 @@ Deno.test({
 });
 
 Deno.test({
+  name: "serve: MEDTHINK_API_KEY and MEDTHINK_ALLOW_RUNTIME_UPDATES=1 work as the flags do",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "serve_env_" });
+    const server = await startServe(["--model", "medthink-tiny", "--allowed-local-paths", root], 90_000, {
+      MEDTHINK_API_KEY: "from-env",
+      MEDTHINK_ALLOW_RUNTIME_UPDATES: "1",
+    });
+    try {
+      assertEquals((await call(server.url, "/v1/models")).status, 401);
+      assertEquals((await call(server.url, "/v1/models", { key: "from-env" })).status, 200);
+      // the route is on (400 for a folder that holds no adapter, not 403)
+      const r = await call(server.url, "/v1/load_lora_adapter", {
+        body: { lora_name: "x", lora_path: `${root}/none` },
+        key: "from-env",
+      });
+      assertEquals(r.status, 400, JSON.stringify(r.body));
+    } finally {
+      await server.stop();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
   name:
     "serve: runtime updates are off by default, then confined to the allowed folders; body limit; long chats",
   sanitizeResources: false,
