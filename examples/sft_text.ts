@@ -6,7 +6,7 @@
  *   deno run -A examples/sft_text.ts --model path/to/Qwen2.5-0.5B-Instruct \
  *     --data m23k.parquet --config examples/configs/sft.yaml
  *
- * Writes `runs/sft_text/` (or `--out`): `log.jsonl` (one line per update), `loss.svg`, checkpoints,
+ * Writes `runs/sft_text/` (or `--out`): `config.json`, `metrics.jsonl` (one line per update), `loss.svg`, checkpoints,
  * the exported model (`model/`, Hub layout) and the evaluation (`eval/report.md`, `eval/accuracy.svg`).
  *
  * @module
@@ -50,7 +50,7 @@ const embedded = modelName === "medthink-tiny" && !args.data && !config.data;
 // many short steps to learn the answer format; the recipe's settings (lr 1e-5, batch 16, 3 epochs)
 // are for real checkpoints and live in examples/configs/sft.yaml.
 const defaults: Partial<SftOptions> = embedded
-  ? { lr: 3e-3, batchSize: 8, microBatchSize: 8, epochs: 1, warmupRatio: 0.05, maxLength: 256 }
+  ? { learningRate: 3e-3, batchSize: 8, microBatchSize: 8, epochs: 1, warmupRatio: 0.05, maxLength: 256 }
   : {};
 const quick = args.quick ? { maxSteps: 12 } : {};
 const trainSize = args.quick ? 96 : 480;
@@ -87,15 +87,15 @@ const result = await sft(model, train, {
   onStep: (r) => {
     if (r.step === 1 || r.step % 5 === 0) {
       console.log(
-        `step ${r.step}  loss ${r.loss.toFixed(4)}  lr ${r.lr.toExponential(2)}  ${
-          r.tokensPerSec.toFixed(0)
+        `step ${r.step}  loss ${r.loss.toFixed(4)}  lr ${r.learning_rate.toExponential(2)}  ${
+          r.tokens_per_second.toFixed(0)
         } tok/s`,
       );
     }
   },
 });
 console.log(`SFT: ${result.steps} updates on ${result.numExamples} examples in ${since(t1)} s`);
-const lossRows = result.losses.map((loss, i) => ({ step: i + 1, loss }));
+const lossRows = result.history.map((m) => ({ step: m.step, loss: m.loss }));
 await plot.writeSvg(`${out}/loss.svg`, plot.lossCurve(lossRows, { title: `SFT loss (${modelName})` }));
 
 if (heldOut) {
@@ -114,4 +114,4 @@ if (heldOut) {
   console.log(`evaluation: ${since(t2)} s`);
 }
 model.dispose();
-console.log(`\nwrote ${out}/ (log.jsonl, loss.svg, model/, eval/) in ${since(t0)} s`);
+console.log(`\nwrote ${out}/ (config.json, metrics.jsonl, loss.svg, model/, eval/) in ${since(t0)} s`);

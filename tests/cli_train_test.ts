@@ -90,7 +90,7 @@ Deno.test({
     const b = await cli(["sft", "--config", `${out}/config.yaml`, "--resume", "--stop-after-steps", "2"]);
     assertEquals(b.code, 0, b.stderr);
     assert(b.stdout.includes("sft: 2 of 2 updates"), b.stdout);
-    const log = await readJsonl<{ step: number; loss: number }>(`${out}/log.jsonl`);
+    const log = await readJsonl<{ step: number; loss: number }>(`${out}/metrics.jsonl`);
     assertEquals(log.map((r) => r.step), [1, 2]);
   },
 });
@@ -248,10 +248,10 @@ Deno.test({
   }`,
   ignore: readerUnavailable !== null,
   fn: async () => {
-    // SFT: log.jsonl (one line per update) vs train/<key> scalars
+    // SFT: metrics.jsonl (one line per update) vs train/<key> scalars
     const sft = await readTensorBoard(`${runs.sft}/tensorboard`);
-    const log = await readJsonl<Record<string, number>>(`${runs.sft}/log.jsonl`);
-    for (const key of ["loss", "lr", "gradNorm", "tokens"]) {
+    const log = await readJsonl<Record<string, number>>(`${runs.sft}/metrics.jsonl`);
+    for (const key of ["loss", "learning_rate", "grad_norm", "num_tokens"]) {
       assertEquals(sft.scalars[`train/${key}`].map(([s]) => s), log.map((r) => r.step), key);
       // float32 in the event file
       sft.scalars[`train/${key}`].forEach(([, v], i) =>

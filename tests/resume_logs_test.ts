@@ -29,12 +29,12 @@ Deno.test("truncateJsonlToStep keeps rows of steps <= N, rows without a step, an
   await Deno.remove(path);
 });
 
-Deno.test("sft resumed into its own folder: log.jsonl equals an uninterrupted run's, each step once", async () => {
+Deno.test("sft resumed into its own folder: metrics.jsonl equals an uninterrupted run's, each step once", async () => {
   const rows = Array.from({ length: 8 }, (_, i) => {
     const inputIds = Array.from({ length: 8 }, (_, t) => 3 + ((i * 37 + t * 11) % 290));
     return { inputIds, labels: inputIds.map((x, t) => (t < 4 ? -100 : x)) };
   });
-  const common = { batchSize: 4, microBatchSize: 4, maxSteps: 4, lr: 1e-2, warmupSteps: 0, progress: false };
+  const common = { batchSize: 4, microBatchSize: 4, maxSteps: 4, learningRate: 1e-2, warmupSteps: 0, progress: false };
   const a = await Deno.makeTempDir(), b = await Deno.makeTempDir();
   try {
     let model = await loadModel(FIXTURE, { backend: "wasm" });
@@ -44,11 +44,11 @@ Deno.test("sft resumed into its own folder: log.jsonl equals an uninterrupted ru
     model = await loadModel(FIXTURE, { backend: "wasm" });
     await sft(model, rows, { ...common, outputDir: b, saveSteps: 2, stopAfterSteps: 3 });
     model.dispose();
-    assertEquals(jsonl(`${b}/log.jsonl`).map((r) => r.step), [1, 2, 3]);
+    assertEquals(jsonl(`${b}/metrics.jsonl`).map((r) => r.step), [1, 2, 3]);
     model = await loadModel(FIXTURE, { backend: "wasm" });
     await sft(model, rows, { ...common, outputDir: b, resumeFrom: `${b}/checkpoint-2` });
     model.dispose();
-    const want = jsonl(`${a}/log.jsonl`), got = jsonl(`${b}/log.jsonl`);
+    const want = jsonl(`${a}/metrics.jsonl`), got = jsonl(`${b}/metrics.jsonl`);
     assertEquals(got.map((r) => r.step), [1, 2, 3, 4]);
     assertEquals(got.map((r) => r.loss), want.map((r) => r.loss));
   } finally {

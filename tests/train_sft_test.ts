@@ -7,12 +7,14 @@ import { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects
 import { loadModel, saveModel } from "../lib/model/load.ts";
 import { loadTokenizer } from "../lib/data/tokenizer.ts";
 import { loadDataset, tableRows } from "../lib/data/dataset.ts";
-import { assistantLabels, collate, encodeSftExample, sft } from "../lib/train/sft.ts";
+import { assistantLabels, collate, encodeSftExample, sft, type SftResult } from "../lib/train/sft.ts";
 import { sftLoss } from "../lib/train/losses.ts";
 import { loadLora, loraParams, mergeLora } from "../lib/model/lora.ts";
 
 const SHARED = new URL("../", import.meta.url).pathname; // the repository root: fixtures under tests/, data under data/
 const tokenizer = await loadTokenizer();
+const losses = (r: SftResult) => r.history.map((m) => m.loss);
+const gradNorms = (r: SftResult) => r.history.map((m) => m.grad_norm);
 
 Deno.test("sft labels: exactly the assistant turn after '<|im_start|>assistant\\n' through its <|im_end|>", () => {
   const cases = Deno.readTextFileSync(`${SHARED}tests/fixtures/chat_template_cases.jsonl`).trim().split("\n")
@@ -75,7 +77,7 @@ Deno.test("sft: a run stopped at step 3 and resumed gives the same losses; no le
     batchSize: 4,
     microBatchSize: 2,
     maxSteps: 6,
-    lr: 1e-2,
+    learningRate: 1e-2,
     warmupSteps: 1,
     seed: 7,
     progress: false,
@@ -88,13 +90,13 @@ Deno.test("sft: a run stopped at step 3 and resumed gives the same losses; no le
       ...common,
       outputDir: dirA,
       saveSteps: 2,
-      onStep: (r) => counts.push(r.numTensors),
+      onStep: (r) => counts.push(r.num_tensors),
     });
     model.dispose();
     assertEquals(full.steps, 6);
     assert(counts.every((c) => c === counts[0]), `live tensors per step: ${counts}`);
     const names = [...Deno.readDirSync(dirA)].map((e) => e.name).sort();
-    assertEquals(names, ["checkpoint-2", "checkpoint-4", "checkpoint-6", "log.jsonl"]);
+    assertEquals(names, ["checkpoint-2", "checkpoint-4", "checkpoint-6", "config.json", "metrics.jsonl"]);
     const ck = [...Deno.readDirSync(`${dirA}/checkpoint-6`)].map((e) => e.name).sort();
     for (const f of ["config.json", "model.safetensors", "optimizer.safetensors", "trainer_state.json"]) {
       assert(ck.includes(f), `checkpoint has ${f}`);
@@ -104,10 +106,12 @@ Deno.test("sft: a run stopped at step 3 and resumed gives the same losses; no le
       seed: 7,
       epoch: 2,
     }]);
-    const log = Deno.readTextFileSync(`${dirA}/log.jsonl`).trim().split("\n").map((l) => JSON.parse(l));
+    const log = Deno.readTextFileSync(`${dirA}/metrics.jsonl`).trim().split("\n").map((l) => JSON.parse(l));
     assertEquals(log.length, 6);
-    for (const k of ["loss", "lr", "gradNorm", "tokensPerSec"]) assert(typeof log[0][k] === "number", k);
-    assertEquals(log[0].lr, 0); // HF warmup: the first update has lr 0
+    for (const k of ["loss", "learning_rate", "grad_norm", "tokens_per_second", "epoch"]) {
+      assert(typeof log[0][k] === "number", k);
+    }
+    assertEquals(log[0].learning_rate, 0); // HF warmup: the first update has lr 0
 
     model = await loadModel(FIXTURE, { backend: "wasm" });
     const part = await sft(model, ROWS, { ...common, outputDir: dirB, saveSteps: 2, stopAfterSteps: 3 });
@@ -118,9 +122,9 @@ Deno.test("sft: a run stopped at step 3 and resumed gives the same losses; no le
     const rest = await sft(model, ROWS, { ...common, outputDir: dirB, saveSteps: 2, resumeFrom: true });
     model.dispose();
     assertEquals(rest.steps, 6);
-    assertEquals(rest.losses, full.losses);
-    assertEquals(rest.gradNorms, full.gradNorms);
-    assert(full.losses[5] < full.losses[0], `loss goes down: ${full.losses}`);
+    assertEquals(losses(rest), losses(full));
+    assertEquals(gradNorms(rest), gradNorms(full));
+    assert(losses(full)[5] < losses(full)[0], `loss goes down: ${losses(full)}`);
     assert([...Deno.readDirSync(dirB)].every((e) => !e.name.includes(".tmp-")), "no temporary folders left");
   } finally {
     await Deno.remove(dirA, { recursive: true });
@@ -137,7 +141,7 @@ Deno.test("sft with LoRA: base frozen, PEFT adapters saved and reloadable, merge
       batchSize: 4,
       microBatchSize: 4,
       maxSteps: 2,
-      lr: 1e-2,
+      learningRate: 1e-2,
       warmupSteps: 0,
       lora: { r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"] },
       outputDir: `${dir}/run`,
@@ -176,7 +180,7 @@ Deno.test("sft with LoRA: base frozen, PEFT adapters saved and reloadable, merge
       batchSize: 4,
       microBatchSize: 4,
       maxSteps: 2,
-      lr: 1e-2,
+      learningRate: 1e-2,
       warmupSteps: 0,
       lora: { r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"] },
       exportDir: `${dir}/export2`,
@@ -212,9 +216,9 @@ Deno.test("sft on MedQA (synthesised reasoning) with medthink-tiny lowers the as
     batchSize: 4,
     microBatchSize: 4,
     maxSteps: 4,
-    lr: 5e-3,
+    learningRate: 5e-3,
     warmupSteps: 0,
-    scheduler: "constant",
+    lrSchedulerType: "constant",
     progress: false,
     tokenizer,
   });
@@ -237,7 +241,7 @@ Deno.test("sft: gradient accumulation is token-weighted (micro-batches of 1 = on
       batchSize: 4,
       microBatchSize,
       maxSteps: 2,
-      lr: 1e-2,
+      learningRate: 1e-2,
       progress: false,
     });
     model.dispose();
@@ -246,10 +250,10 @@ Deno.test("sft: gradient accumulation is token-weighted (micro-batches of 1 = on
   const one = await run(4), acc = await run(1);
   for (let i = 0; i < 2; i++) {
     assert(
-      Math.abs(one.losses[i] - acc.losses[i]) < 1e-5 * one.losses[i],
-      `loss ${one.losses[i]} vs ${acc.losses[i]}`,
+      Math.abs(losses(one)[i] - losses(acc)[i]) < 1e-5 * losses(one)[i],
+      `loss ${losses(one)[i]} vs ${losses(acc)[i]}`,
     );
-    assert(Math.abs(one.gradNorms[i] - acc.gradNorms[i]) < 1e-4 * one.gradNorms[i], "grad norm");
+    assert(Math.abs(gradNorms(one)[i] - gradNorms(acc)[i]) < 1e-4 * gradNorms(one)[i], "grad norm");
   }
 });
 
@@ -285,7 +289,7 @@ Deno.test("sft with LoRA: stopped and resumed equals uninterrupted (adapters + m
     batchSize: 4,
     microBatchSize: 4,
     maxSteps: 4,
-    lr: 1e-2,
+    learningRate: 1e-2,
     warmupSteps: 0,
     progress: false,
     lora: { r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"] },
@@ -301,7 +305,7 @@ Deno.test("sft with LoRA: stopped and resumed equals uninterrupted (adapters + m
     model = await loadModel(FIXTURE, { backend: "wasm" });
     const rest = await sft(model, ROWS, { ...common, outputDir: dirB, resumeFrom: `${dirB}/checkpoint-2` });
     model.dispose();
-    assertEquals(rest.losses, full.losses);
+    assertEquals(losses(rest), losses(full));
   } finally {
     await Deno.remove(dirA, { recursive: true });
     await Deno.remove(dirB, { recursive: true });

@@ -4,7 +4,9 @@ import { loadModel } from "../lib/model/load.ts";
 import { loadTokenizer } from "../lib/data/tokenizer.ts";
 import { loadDataset, tableRows } from "../lib/data/dataset.ts";
 import { visionInputBuilder } from "../lib/engine/vision_inputs.ts";
-import { sft } from "../lib/train/sft.ts";
+import { sft, type SftResult } from "../lib/train/sft.ts";
+
+const losses = (r: SftResult) => r.history.map((m) => m.loss);
 
 const SHARED = new URL("../", import.meta.url).pathname; // the repository root
 const tokenizer = await loadTokenizer();
@@ -21,9 +23,9 @@ Deno.test("sft with images (VQA-RAD, medthink-tiny-vl): image tokens expanded, p
       batchSize: 2,
       microBatchSize: 1,
       maxSteps: 3,
-      lr: 5e-3,
+      learningRate: 5e-3,
       warmupSteps: 0,
-      scheduler: "constant",
+      lrSchedulerType: "constant",
       progress: false,
       tokenizer,
       images: async (rs, texts) => {
@@ -32,12 +34,12 @@ Deno.test("sft with images (VQA-RAD, medthink-tiny-vl): image tokens expanded, p
         for (const t of built.texts) assert(t.split("<|image_pad|>").length > 2, "one pad per merged patch");
         return built;
       },
-      onStep: (r) => counts.push(r.numTensors),
+      onStep: (r) => counts.push(r.num_tensors),
     });
     assert(patches > 0, "pixel values went to the model");
-    console.log(`${patches} patches over 3 updates, losses ${res.losses.map((x) => x.toFixed(3))}`);
+    console.log(`${patches} patches over 3 updates, losses ${losses(res).map((x) => x.toFixed(3))}`);
     assert(counts.every((c) => c === counts[0]), `live tensors per step: ${counts}`);
-    assert(res.losses[2] < res.losses[0], `loss ${res.losses}`);
+    assert(losses(res)[2] < losses(res)[0], `loss ${losses(res)}`);
   } finally {
     model.dispose();
   }

@@ -25,7 +25,7 @@ export const SFT_COMMAND = defineCommand({
     ...DATA_SETTINGS,
     outputDir: {
       kind: "string",
-      help: "run folder: checkpoints, log.jsonl, eval.jsonl, tensorboard/",
+      help: "run folder: checkpoints, config.json, metrics.jsonl, eval.jsonl, tensorboard/",
       default: "runs/sft",
     },
     epochs: { kind: "number", help: "passes over the data", default: 1 },
@@ -86,8 +86,8 @@ export const SFT_COMMAND = defineCommand({
       ...(config.maxSteps !== undefined ? { maxSteps: config.maxSteps } : {}),
       batchSize: config.batchSize,
       microBatchSize: config.microBatchSize,
-      lr: config.learningRate,
-      scheduler: config.lrSchedulerType as "cosine",
+      learningRate: config.learningRate,
+      lrSchedulerType: config.lrSchedulerType as "cosine",
       warmupRatio: config.warmupRatio,
       ...(config.warmupSteps !== undefined ? { warmupSteps: config.warmupSteps } : {}),
       weightDecay: config.weightDecay,
@@ -127,11 +127,11 @@ export const SFT_COMMAND = defineCommand({
         if (result.steps >= last) {
           console.log(
             `sft: ${result.steps} of ${result.totalSteps} updates, last loss ${
-              result.losses.at(-1)?.toFixed(4)
+              result.history.at(-1)?.loss.toFixed(4)
             }` +
               (result.checkpointDir ? `\ncheckpoint: ${result.checkpointDir}` : "") +
               (result.exportDir ? `\nmodel: ${result.exportDir}` : "") +
-              `\nlog: ${result.logFile}\nsettings: ${out}/config.yaml`,
+              `\nmetrics: ${result.files.metrics}\nsettings: ${out}/config.yaml`,
           );
           break;
         }

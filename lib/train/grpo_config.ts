@@ -163,7 +163,7 @@ export interface GrpoOptions {
   /** Stop once this many steps are done (the schedule still spans `maxSteps`). Default: no limit. */
   stopAfterSteps?: number;
   /** Called after every step with its metrics. */
-  onStep?: (metrics: GrpoStepMetrics) => void | Promise<void>;
+  onStep?: (metrics: GrpoStepMetrics) => unknown;
   /** Receive every step's metrics (TensorBoard, evaluation hooks). */
   loggers?: StepLogger[];
   /** Show a progress line on stderr. */

@@ -23,10 +23,19 @@ import { IGNORE_INDEX, sftLoss } from "./losses.ts";
 import { accumulateGrads, adamw, clipScale, hfParamGroups, valueAndGrads } from "./optimizer.ts";
 import { lrSchedule, type ScheduleType } from "./schedule.ts";
 import { addLora, type LoraOptions, loraParams, mergeLora } from "../model/lora.ts";
-import { latestCheckpoint, loadCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
+import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import {
+  check,
+  checkTrainerKeys,
+  resumeDir,
+  type StepLogger,
+  type StepMetrics,
+  type TrainResult,
+  withDefaults,
+  writeRunConfig,
+} from "./trainer.ts";
 import { createProgress } from "../util/progress.ts";
 import { type ImageInputBuilder, visionInputBuilder } from "../engine/vision_inputs.ts";
-import { truncateJsonlToStep } from "../data/jsonl_store.ts";
 
 /** One tokenized training example. */
 export interface SftExample {
@@ -36,120 +45,183 @@ export interface SftExample {
   labels: number[];
 }
 
-/** Options of {@linkcode sft}. */
+/** Options of {@linkcode sft} (the same names as `grpo`'s for the same ideas); the defaults are {@linkcode SFT_DEFAULTS}. */
 export interface SftOptions {
   /** Tokenizer with the chat template. Default: the model folder's own, else the embedded Qwen2.5 one. */
   tokenizer?: Tokenizer;
   /** Padding id. Default: the tokenizer's, else the model config's pad (else first EOS) id. */
   padTokenId?: number;
-  /** How question rows become the user turn (template, instruction, system prompt). */
+  /** How question rows become the prompt's chat messages: options of the recipe's `buildPrompt` (template, instruction, system prompt). */
   prompt?: PromptOptions;
-  /** Passes over the data. Default 1. */
+  /** Passes over the data. */
   epochs?: number;
   /** Optimizer updates in the run (the schedule spans them); wins over `epochs`, cycling the data. */
   maxSteps?: number;
-  /** Examples per optimizer update (global batch). Default 16 (the recipe). */
+  /** Examples per optimizer update (global batch; the recipe: 16). */
   batchSize?: number;
   /** Examples per forward/backward pass; the rest is gradient accumulation. Default min(4, batchSize). */
   microBatchSize?: number;
-  /** Peak learning rate. Default 1e-5. */
-  lr?: number;
-  /** Default `cosine`. */
-  scheduler?: ScheduleType;
-  /** Default 0.05 (ignored when `warmupSteps` is set). */
+  /** Peak learning rate (the recipe: 1e-5). */
+  learningRate?: number;
+  /** Learning-rate schedule shape. */
+  lrSchedulerType?: ScheduleType;
+  /** Warmup as a fraction of the updates (ignored when `warmupSteps` is set). */
   warmupRatio?: number;
-  /** Warmup in optimizer updates (overrides `warmupRatio`). */
+  /** Warmup in optimizer updates (wins over `warmupRatio`). */
   warmupSteps?: number;
-  /** Default 1e-4. */
+  /** AdamW decoupled weight decay. */
   weightDecay?: number;
-  /** Default (0.9, 0.95). */
+  /** AdamW betas. */
   betas?: [number, number];
-  /** Default 1e-8. */
+  /** AdamW epsilon. */
   eps?: number;
-  /** Global gradient-norm clip; 0 = off. Default 1. */
+  /** Clip the global gradient norm to this (0 = off). */
   maxGradNorm?: number;
-  /** `hf` (default): no decay on biases and norm weights (HF Trainer); `all`: decay on every tensor. */
+  /** `hf`: no decay on biases and norm weights (HF Trainer); `all`: decay on every tensor. */
   paramGroups?: "hf" | "all";
-  /** Examples longer than this are cut (from the right). Default 4096. */
+  /** Examples longer than this are cut (from the right). */
   maxLength?: number;
-  /** Seed of the data order (and LoRA init). Default 42. */
+  /** Seed of the data order and of new LoRA adapters. */
   seed?: number;
-  /** Shuffle each epoch. Default true. */
+  /** Shuffle each epoch. */
   shuffle?: boolean;
   /** Train LoRA adapters (added unless the model already has some) instead of all weights. */
   lora?: LoraOptions;
-  /** Activation checkpointing: recompute each decoder layer in the backward pass (less memory). Default false. */
+  /** Activation checkpointing: recompute each decoder layer in the backward pass (less memory). */
   gradientCheckpointing?: boolean;
-  /** Where checkpoints (`checkpoint-N`) and the log go. */
+  /** Folder for `config.json`, `metrics.jsonl` and checkpoints (`checkpoint-N`). Default: nothing written. */
   outputDir?: string;
-  /** Checkpoint every N updates (and always at the end when `outputDir` is set). Default 0 = only at the end. */
+  /** Checkpoint every N updates (and always at the end when `outputDir` is set); 0 = only at the end. */
   saveSteps?: number;
-  /** JSON Lines log, one object per update. Default `<outputDir>/log.jsonl` when `outputDir` is set. */
-  logFile?: string;
   /** Draw a progress bar on stderr. Default: when stderr is a terminal. */
   progress?: boolean;
   /** Resume from this checkpoint folder, or `true` for the latest under `outputDir` (none found: start fresh). */
   resumeFrom?: string | boolean;
   /** Stop (after a checkpoint) once this many updates are done; the schedule still spans the whole run. */
   stopAfterSteps?: number;
+  /** Stop (after a checkpoint) after this many seconds (the update in progress finishes). Default: no limit. */
+  maxSeconds?: number;
   /** At the end, save the model in Hub layout here (LoRA adapters merged into the weights first). */
   exportDir?: string;
-  /** Storage dtype of the export. Default float32. */
+  /** Storage dtype of the export. */
   exportDtype?: string;
-  /** Rows of the vocabulary head computed at once (memory bound). */
+  /** Rows of the vocabulary head computed at once (memory bound). Default: the loss's own. */
   chunkSize?: number;
   /**
    * Image inputs for rows with images (Qwen2.5-VL models): default `visionInputBuilder(model)` (the model
    * folder's processor settings). Images are decoded and processed batch by batch.
    */
   images?: ImageInputBuilder;
-  /** Called after every update with its log record. */
-  onStep?: (record: SftStepRecord) => void;
+  /** Called after every update with its metrics. */
+  onStep?: (metrics: SftStepMetrics) => unknown;
+  /** Receive every update's metrics (TensorBoard, evaluation hooks). */
+  loggers?: StepLogger[];
 }
 
-/** The log record of one update. */
-export interface SftStepRecord {
-  /** Optimizer update index (1-based). */
-  step: number;
-  /** Epoch the update belongs to (0-based). */
-  epoch: number;
-  /** Mean loss over the update's labelled tokens. */
-  loss: number;
-  /** Learning rate of the update. */
-  lr: number;
-  /** Global gradient norm before clipping. */
-  gradNorm: number;
+/** Every option key of {@linkcode sft}, each with its default (`undefined`: none, or derived as documented). */
+export const SFT_DEFAULTS = Object.freeze(
+  {
+    tokenizer: undefined,
+    padTokenId: undefined,
+    prompt: undefined,
+    epochs: 1,
+    maxSteps: undefined,
+    batchSize: 16,
+    microBatchSize: undefined,
+    learningRate: 1e-5,
+    lrSchedulerType: "cosine" as ScheduleType,
+    warmupRatio: 0.05,
+    warmupSteps: undefined,
+    weightDecay: 1e-4,
+    betas: [0.9, 0.95] as [number, number],
+    eps: 1e-8,
+    maxGradNorm: 1,
+    paramGroups: "hf" as "hf" | "all",
+    maxLength: 4096,
+    seed: 42,
+    shuffle: true,
+    lora: undefined,
+    gradientCheckpointing: false,
+    outputDir: undefined,
+    saveSteps: 0,
+    progress: undefined,
+    resumeFrom: undefined,
+    stopAfterSteps: undefined,
+    maxSeconds: undefined,
+    exportDir: undefined,
+    exportDtype: "float32",
+    chunkSize: undefined,
+    images: undefined,
+    onStep: undefined,
+    loggers: [] as StepLogger[],
+  } as const satisfies { [K in keyof Required<SftOptions>]: SftOptions[K] | undefined },
+);
+
+/** Keys `sft` took before `sft` and `grpo` shared one vocabulary, and their names now. */
+export const SFT_RENAMED: Readonly<Record<string, string>> = Object.freeze({
+  lr: "learningRate",
+  scheduler: "lrSchedulerType",
+  logFile: "outputDir",
+});
+
+/** Options with a default value: set in every resolved configuration. */
+type SftDefaulted = {
+  [K in keyof typeof SFT_DEFAULTS]: (typeof SFT_DEFAULTS)[K] extends undefined ? never : K;
+}[keyof typeof SFT_DEFAULTS];
+
+/** The resolved configuration of an `sft` run: every default filled in. */
+export type SftConfig = SftOptions & Required<Pick<SftOptions, SftDefaulted | "microBatchSize">>;
+
+const WHERE = "sft options";
+
+/**
+ * Validate `options` and fill in every default: unknown keys are errors naming the closest known key,
+ * out-of-range values are errors naming the key.
+ *
+ * @example
+ * ```ts
+ * import { resolveSftConfig } from "./sft.ts";
+ * const c = resolveSftConfig({ batchSize: 2 });
+ * console.assert(c.microBatchSize === 2 && c.learningRate === 1e-5);
+ * ```
+ */
+export function resolveSftConfig(options: SftOptions): SftConfig {
+  checkTrainerKeys(options, SFT_DEFAULTS, SFT_RENAMED, WHERE);
+  const c = withDefaults(SFT_DEFAULTS as unknown as SftOptions, options) as SftConfig;
+  check.int(WHERE, "batchSize", c.batchSize, 1);
+  c.microBatchSize = Math.min(c.microBatchSize ?? 4, c.batchSize);
+  check.int(WHERE, "microBatchSize", c.microBatchSize, 1);
+  check.int(WHERE, "epochs", c.epochs, 1);
+  if (c.maxSteps !== undefined) check.int(WHERE, "maxSteps", c.maxSteps, 1);
+  check.range(WHERE, "learningRate", c.learningRate, 0);
+  check.oneOf(WHERE, "lrSchedulerType", c.lrSchedulerType, ["constant", "linear", "cosine"]);
+  check.range(WHERE, "warmupRatio", c.warmupRatio, 0, 1);
+  if (c.warmupSteps !== undefined) check.int(WHERE, "warmupSteps", c.warmupSteps, 0);
+  check.range(WHERE, "weightDecay", c.weightDecay, 0);
+  check.range(WHERE, "eps", c.eps, 0);
+  check.range(WHERE, "maxGradNorm", c.maxGradNorm, 0);
+  check.oneOf(WHERE, "paramGroups", c.paramGroups, ["hf", "all"]);
+  check.int(WHERE, "maxLength", c.maxLength, 1);
+  check.int(WHERE, "seed", c.seed, 0);
+  check.int(WHERE, "saveSteps", c.saveSteps, 0);
+  if (c.stopAfterSteps !== undefined) check.int(WHERE, "stopAfterSteps", c.stopAfterSteps, 0);
+  if (c.maxSeconds !== undefined) check.range(WHERE, "maxSeconds", c.maxSeconds, 0);
+  if (c.chunkSize !== undefined) check.int(WHERE, "chunkSize", c.chunkSize, 1);
+  return c;
+}
+
+/** One update's metrics under TRL's names (also the JSON line written to `metrics.jsonl`). */
+export interface SftStepMetrics extends StepMetrics {
   /** Labelled (assistant) tokens in the batch. */
-  tokens: number;
+  num_tokens: number;
   /** All real tokens processed per second in this update (forward, backward, optimizer). */
-  tokensPerSec: number;
+  tokens_per_second: number;
   /** Live tfjs tensors after the update (constant in a leak-free run). */
-  numTensors: number;
+  num_tensors: number;
 }
 
-/** What {@linkcode sft} returns: plain data. */
-export interface SftResult {
-  /** Loss of every update of the run (including those before a resume). */
-  losses: number[];
-  /** Learning rate of every update. */
-  lrs: number[];
-  /** Gradient norm (before clipping) of every update. */
-  gradNorms: number[];
-  /** Tokens per second of every update. */
-  tokensPerSec: number[];
-  /** Updates done so far. */
-  steps: number;
-  /** Updates the full run has. */
-  totalSteps: number;
-  /** Examples used (rows without any assistant token after truncation are dropped). */
-  numExamples: number;
-  /** The last checkpoint written, if any. */
-  checkpointDir: string | null;
-  /** The Hub-layout export, if any. */
-  exportDir: string | null;
-  /** The JSON Lines log, if any. */
-  logFile: string | null;
-}
+/** What {@linkcode sft} returns (the shape `grpo` returns too). */
+export type SftResult = TrainResult<SftStepMetrics>;
 
 /**
  * A dataset row as `sft` takes it: `text`, `messages`, question columns (`question`, `options`,
@@ -316,21 +388,17 @@ function countLabels(e: SftExample): number {
  * const model = await loadModel("medthink-tiny");
  * const data = await loadDataset("data/m23k.parquet");
  * const result = await sft(model, data, { outputDir: "runs/sft", epochs: 3, saveSteps: 500 });
- * console.log(result.losses.at(-1), result.checkpointDir);
+ * console.log(result.history.at(-1)?.loss, result.checkpointDir);
  * ```
  */
 export async function sft(model: CausalLM, dataset: unknown, options: SftOptions = {}): Promise<SftResult> {
+  const c = resolveSftConfig(options);
+  const t0 = performance.now();
   const rows = datasetRows(dataset);
   if (rows.length === 0) throw new Error("sft: the dataset has no rows.");
   // Loaded only when some row needs tokenizing (pre-tokenized rows do not).
-  let tokenizer = options.tokenizer;
-  const maxLength = options.maxLength ?? 4096;
-  const batchSize = options.batchSize ?? 16;
-  const micro = Math.min(options.microBatchSize ?? 4, batchSize);
-  const epochs = options.epochs ?? 1;
-  const seed = options.seed ?? 42;
-  const shuffle = options.shuffle ?? true;
-  if (!(batchSize >= 1 && micro >= 1)) throw new Error("sft: batchSize and microBatchSize must be >= 1.");
+  let tokenizer = c.tokenizer;
+  const { maxLength, batchSize, microBatchSize: micro, seed, shuffle } = c;
 
   // Tokenize everything up front: rows without any assistant token cannot teach anything and are dropped.
   const vision = isVision(model);
@@ -348,10 +416,10 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
     const row = rows[i];
     const withImages = vision && !Array.isArray(row.inputIds) && typeof row.text !== "string" &&
       !Array.isArray(row.messages) && Array.isArray(row.images) && row.images.length > 0 &&
-      (options.prompt?.includeImages ?? true);
+      (c.prompt?.includeImages ?? true);
     if (withImages) {
       tokenizer ??= await loadTokenizer(model.dir);
-      const text = sftText(tokenizer, row, i, options.prompt, { allowImages: true });
+      const text = sftText(tokenizer, row, i, c.prompt, { allowImages: true });
       examples.push({ row: canonicalRow(row, i), text, index: i });
       continue;
     }
@@ -359,7 +427,7 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
       ? pretokenized(row, i, maxLength)
       : encodeSftExample(tokenizer ??= await loadTokenizer(model.dir), row, {
         index: i,
-        prompt: options.prompt,
+        prompt: c.prompt,
         maxLength,
       });
     checkIds(ex, i);
@@ -367,9 +435,9 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
   }
   if (examples.length === 0) throw new Error("sft: no row has an assistant turn left after truncation.");
 
-  const padTokenId = options.padTokenId ?? tokenizer?.padTokenId ?? model.config.padTokenId ??
+  const padTokenId = c.padTokenId ?? tokenizer?.padTokenId ?? model.config.padTokenId ??
     model.config.eosTokenIds[0] ?? 0;
-  const images = options.images ?? (vision ? visionInputBuilder(model) : undefined);
+  const images = c.images ?? (vision ? visionInputBuilder(model) : undefined);
 
   // One micro-batch ready for the model: image rows get their image tokens expanded and pixel values.
   interface Micro {
@@ -409,118 +477,118 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
   };
   const stepsPerEpoch = Math.ceil(examples.length / batchSize);
   // As the HF Trainer: maxSteps, when set, wins over epochs (the data is cycled as needed).
-  const totalSteps = options.maxSteps ?? epochs * stepsPerEpoch;
-  if (!(Number.isInteger(totalSteps) && totalSteps >= 1)) {
-    throw new Error(`sft: maxSteps must be a positive integer.`);
-  }
+  const totalSteps = c.maxSteps ?? c.epochs * stepsPerEpoch;
   const schedule = lrSchedule({
-    lr: options.lr ?? 1e-5,
-    type: options.scheduler ?? "cosine",
+    lr: c.learningRate,
+    type: c.lrSchedulerType,
     totalSteps,
-    warmupSteps: options.warmupSteps,
-    warmupRatio: options.warmupRatio ?? 0.05,
+    warmupSteps: c.warmupSteps,
+    warmupRatio: c.warmupRatio,
   });
 
-  if (options.gradientCheckpointing) model.gradientCheckpointing = true;
+  if (c.gradientCheckpointing) model.gradientCheckpointing = true;
   let trainable: Record<string, tf.Variable>;
-  if (options.lora) {
-    trainable = Object.keys(model.lora).length > 0
-      ? loraParams(model)
-      : addLora(model, { seed, ...options.lora });
+  if (c.lora) {
+    trainable = Object.keys(model.lora).length > 0 ? loraParams(model) : addLora(model, { seed, ...c.lora });
     model.loraEnabled = true;
   } else {
     // Frozen tensors (e.g. a Qwen2.5-VL vision tower after freezeVision()) get no gradient: leave them out.
     trainable = Object.fromEntries(Object.entries(model.params).filter(([, v]) => v.trainable));
   }
   const names = Object.keys(trainable);
-  const weightDecay = options.weightDecay ?? 1e-4;
   const optimizer = adamw({
     params: trainable,
-    lr: options.lr ?? 1e-5,
-    betas: options.betas ?? [0.9, 0.95],
-    eps: options.eps ?? 1e-8,
-    weightDecay,
-    paramGroups: (options.paramGroups ?? "hf") === "hf" ? hfParamGroups(names, weightDecay) : undefined,
+    lr: c.learningRate,
+    betas: c.betas,
+    eps: c.eps,
+    weightDecay: c.weightDecay,
+    paramGroups: c.paramGroups === "hf" ? hfParamGroups(names, c.weightDecay) : undefined,
   });
 
   const result: SftResult = {
-    losses: [],
-    lrs: [],
-    gradNorms: [],
-    tokensPerSec: [],
     steps: 0,
     totalSteps,
+    history: [],
+    seconds: 0,
     numExamples: examples.length,
+    files: {},
     checkpointDir: null,
     exportDir: null,
-    logFile: options.logFile ?? (options.outputDir ? `${options.outputDir}/log.jsonl` : null),
   };
 
+  // Resume (the one place it happens): weights or adapters, optimizer moments, step and metrics so far.
   let step = 0;
-  if (options.resumeFrom) {
-    const dir = options.resumeFrom === true
-      ? (options.outputDir ? await latestCheckpoint(options.outputDir) : null)
-      : options.resumeFrom;
-    if (options.resumeFrom === true && !options.outputDir) {
-      throw new Error("sft: resumeFrom true needs an outputDir.");
+  const dir = await resumeDir(c.resumeFrom, c.outputDir, "sft");
+  if (dir) {
+    const state = await loadCheckpoint(dir, { model, optimizer });
+    if (state.totalSteps !== totalSteps) {
+      throw new Error(
+        `sft: checkpoint ${dir} belongs to a run of ${state.totalSteps} updates, this one has ${totalSteps}: ` +
+          `use the same data, batch size, epochs and maxSteps to resume.`,
+      );
     }
-    if (dir) {
-      const state = await loadCheckpoint(dir, { model, optimizer });
-      if (state.totalSteps !== totalSteps) {
-        throw new Error(
-          `sft: checkpoint ${dir} belongs to a run of ${state.totalSteps} updates, this one has ${totalSteps}: ` +
-            `use the same data, batch size, epochs and maxSteps to resume.`,
-        );
-      }
-      step = state.step;
-      const pos = state.dataPosition.epoch * stepsPerEpoch + state.dataPosition.batch;
-      if (pos !== step) throw new Error(`sft: checkpoint ${dir} has data position ${pos} but step ${step}.`);
-      result.losses = [...state.losses];
-      result.lrs = [...((state.lrs as number[]) ?? [])];
-      result.gradNorms = [...((state.gradNorms as number[]) ?? [])];
-      result.tokensPerSec = [...((state.tokensPerSec as number[]) ?? [])];
-      result.checkpointDir = dir;
-    }
+    step = state.step;
+    const pos = state.dataPosition.epoch * stepsPerEpoch + state.dataPosition.batch;
+    if (pos !== step) throw new Error(`sft: checkpoint ${dir} has data position ${pos} but step ${step}.`);
+    // Checkpoints written before the shared vocabulary kept per-metric lists instead of the history.
+    const lists = state as unknown as Record<string, number[] | undefined>;
+    result.history = (state.history as SftStepMetrics[] | undefined) ?? state.losses.map((loss, i) => ({
+      step: i + 1,
+      epoch: (i + 1) / stepsPerEpoch,
+      loss,
+      learning_rate: lists.lrs?.[i] ?? NaN,
+      grad_norm: lists.gradNorms?.[i] ?? NaN,
+      num_tokens: NaN,
+      tokens_per_second: lists.tokensPerSec?.[i] ?? NaN,
+      num_tensors: NaN,
+    }));
+    result.history = [...result.history];
+    result.checkpointDir = dir;
   }
+  result.steps = step;
 
-  if (options.outputDir) await Deno.mkdir(options.outputDir, { recursive: true });
-  // the log then holds each step once, as after an uninterrupted run: steps after the checkpoint run again
-  if (result.logFile) await truncateJsonlToStep(result.logFile, step);
+  if (c.outputDir) {
+    await Deno.mkdir(c.outputDir, { recursive: true });
+    result.files.config = await writeRunConfig(c.outputDir, "sft", { ...c, totalSteps });
+    // A resumed run rewrites the log up to its checkpoint, then appends.
+    result.files.metrics = `${c.outputDir}/metrics.jsonl`;
+    await Deno.writeTextFile(
+      result.files.metrics,
+      result.history.map((m) => JSON.stringify(m) + "\n").join(""),
+    );
+  }
   const progress = createProgress({
     total: totalSteps,
     label: "sft",
     start: step,
-    logFile: result.logFile ?? undefined,
-    bar: options.progress,
-    show: ["loss", "lr", "gradNorm", "tokensPerSec"],
+    bar: c.progress,
+    show: ["loss", "learning_rate", "grad_norm", "tokens_per_second"],
   });
 
-  const stateAt = (k: number): TrainerState => ({
-    step: k,
-    totalSteps,
-    dataPosition: { epoch: Math.floor(k / stepsPerEpoch), batch: k % stepsPerEpoch },
-    rng: { seed, epoch: Math.floor(k / stepsPerEpoch) },
-    losses: result.losses,
-    lrs: result.lrs,
-    gradNorms: result.gradNorms,
-    tokensPerSec: result.tokensPerSec,
-    options: { batchSize, microBatchSize: micro, epochs, seed, shuffle, maxLength },
-  });
   const checkpoint = async (k: number) => {
-    if (!options.outputDir) return;
-    result.checkpointDir = await saveCheckpoint(`${options.outputDir}/checkpoint-${k}`, {
+    if (!c.outputDir) return;
+    result.checkpointDir = await saveCheckpoint(`${c.outputDir}/checkpoint-${k}`, {
       model,
       optimizer,
-      state: stateAt(k),
+      state: {
+        step: k,
+        totalSteps,
+        dataPosition: { epoch: Math.floor(k / stepsPerEpoch), batch: k % stepsPerEpoch },
+        rng: { seed, epoch: Math.floor(k / stepsPerEpoch) },
+        losses: result.history.map((m) => m.loss),
+        history: result.history,
+        options: { batchSize, microBatchSize: micro, epochs: c.epochs, seed, shuffle, maxLength },
+      },
     });
   };
 
-  const stopAt = Math.min(totalSteps, options.stopAfterSteps ?? Infinity);
+  const stopAt = Math.min(totalSteps, c.stopAfterSteps ?? Infinity);
   let order: number[] = [];
   let orderEpoch = -1;
   try {
     while (step < stopAt) {
-      const t0 = performance.now();
+      if (c.maxSeconds !== undefined && (performance.now() - t0) / 1000 >= c.maxSeconds) break;
+      const tStep = performance.now();
       const epoch = Math.floor(step / stepsPerEpoch);
       if (epoch !== orderEpoch) {
         order = epochOrder(examples.length, seed, epoch, shuffle);
@@ -541,8 +609,7 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
           realTokens += mb.batch.attentionMask.reduce((s, r) => s + r.reduce((a, x) => a + x, 0), 0);
           if (mb.labelled === 0) continue;
           const { value, grads } = valueAndGrads(
-            () =>
-              sftLoss(model, { ...mb.batch, numItems, chunkSize: options.chunkSize, forward: mb.forward }),
+            () => sftLoss(model, { ...mb.batch, numItems, chunkSize: c.chunkSize, forward: mb.forward }),
             trainable,
           );
           lossSum += (await value.data())[0];
@@ -554,7 +621,7 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
       }
       if (!acc) throw new Error(`sft: update ${step + 1} has no assistant token to learn from.`);
       // The clip factor is applied by the optimizer as it reads each gradient (no scaled copy).
-      const { norm: gradNorm, scale } = await clipScale(acc!, options.maxGradNorm ?? 1);
+      const { norm: gradNorm, scale } = await clipScale(acc!, c.maxGradNorm);
       const lr = schedule(step);
       optimizer.step(acc!, { lr, gradScale: scale });
       tf.dispose(Object.values(acc!));
@@ -564,36 +631,39 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
       await probe.data();
       probe.dispose();
       step += 1;
-      const seconds = (performance.now() - t0) / 1000;
-      const record: SftStepRecord = {
+      const seconds = (performance.now() - tStep) / 1000;
+      const metrics: SftStepMetrics = {
         step,
-        epoch,
+        epoch: step / stepsPerEpoch,
         loss: lossSum,
-        lr,
-        gradNorm,
-        tokens: numItems,
-        tokensPerSec: realTokens / seconds,
-        numTensors: tf.memory().numTensors,
+        learning_rate: lr,
+        grad_norm: gradNorm,
+        num_tokens: numItems,
+        tokens_per_second: realTokens / seconds,
+        num_tensors: tf.memory().numTensors,
       };
-      result.losses.push(lossSum);
-      result.lrs.push(lr);
-      result.gradNorms.push(gradNorm);
-      result.tokensPerSec.push(record.tokensPerSec);
+      result.history.push(metrics);
       result.steps = step;
-      progress.update(step, { ...record });
-      options.onStep?.(record);
-      if (options.saveSteps && step % options.saveSteps === 0 && step < stopAt) await checkpoint(step);
+      if (result.files.metrics) {
+        await Deno.writeTextFile(result.files.metrics, JSON.stringify(metrics) + "\n", { append: true });
+      }
+      progress.update(step, { ...metrics });
+      for (const logger of c.loggers) await logger.logStep(metrics);
+      await c.onStep?.(metrics);
+      if (c.saveSteps && step % c.saveSteps === 0 && step < stopAt) await checkpoint(step);
     }
     result.steps = step;
-    if (options.outputDir && !result.checkpointDir?.endsWith(`checkpoint-${step}`)) await checkpoint(step);
+    if (c.outputDir && !result.checkpointDir?.endsWith(`checkpoint-${step}`)) await checkpoint(step);
   } finally {
     progress.close();
     optimizer.dispose();
+    for (const logger of c.loggers) await logger.close?.();
   }
-  if (options.exportDir && step >= totalSteps) {
+  if (c.exportDir && step >= totalSteps) {
     if (Object.keys(model.lora).length > 0) mergeLora(model);
-    await saveModel(model, options.exportDir, { dtype: options.exportDtype ?? "float32" });
-    result.exportDir = options.exportDir;
+    await saveModel(model, c.exportDir, { dtype: c.exportDtype });
+    result.exportDir = c.exportDir;
   }
+  result.seconds = (performance.now() - t0) / 1000;
   return result;
 }

@@ -1,0 +1,154 @@
+/**
+ * `sft` and `grpo` speak one vocabulary: unknown option keys are errors naming the closest known key,
+ * both write the resolved configuration to `config.json` (re-readable, functions named), both return the
+ * same result shape with TRL's metric names, and their LoRA checkpoints hold the same tensor names
+ * (adapters and optimizer moments). Runs on the fixture checkpoint (vocabulary 300), one step each.
+ */
+import { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects } from "node:assert/strict";
+import { loadModel } from "../lib/model/load.ts";
+import { readSafetensors } from "../lib/model/safetensors.ts";
+import type { Row } from "../lib/data/types.ts";
+import { sft } from "../lib/train/sft.ts";
+import { grpo } from "../lib/train/grpo.ts";
+
+const FIXTURE = new URL("./fixtures/qwen2-tiny", import.meta.url).pathname;
+const LORA = { r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"] };
+
+// Pre-tokenized SFT rows, and GRPO prompts written as their ids (the fixture has no tokenizer).
+const SFT_ROWS = Array.from({ length: 4 }, (_, i) => {
+  const inputIds = Array.from({ length: 8 }, (_, t) => 3 + ((i * 37 + t * 11) % 290));
+  return { inputIds, labels: inputIds.map((x, t) => (t < 4 ? -100 : x)) };
+});
+const idsTokenizer = {
+  padTokenId: 0,
+  encode: (text: string) => text.split(" ").map(Number),
+  decode: (ids: number[]) => ids.join(" "),
+};
+const GRPO_ROWS: Row[] = Array.from({ length: 4 }, (_, i) => ({
+  id: `p${i}`,
+  question: [5 + i, 40 + 2 * i, 77].join(" "),
+  options: {},
+  answerLabel: "",
+  answer: "",
+  images: [],
+}));
+const grpoBase = {
+  tokenizer: idsTokenizer,
+  promptText: (r: Row) => r.question,
+  rewards: [["odd", (c: string) => Number(c) % 2, 1]] as [string, (c: string) => number, number][],
+  numGenerations: 2,
+  promptsPerStep: 2,
+  maxNewTokens: 1,
+  progress: false,
+};
+
+Deno.test("sft and grpo: unknown keys name the closest known key; renamed keys their new name; ranges the key", async () => {
+  const model = await loadModel(FIXTURE, { backend: "wasm" });
+  try {
+    await assertRejects(() => sft(model, SFT_ROWS, { learning_rate: 0.5 } as never), {
+      message: "Unknown key 'learning_rate' in sft options: did you mean 'learningRate'?",
+    });
+    await assertRejects(() => grpo(model, GRPO_ROWS, { ...grpoBase, learning_rate: 0.5 } as never), {
+      message: "Unknown key 'learning_rate' in grpo options: did you mean 'learningRate'?",
+    });
+    await assertRejects(
+      () => sft(model, SFT_ROWS, { lr: 1e-3 } as never),
+      /Unknown key 'lr' in sft options: did you mean 'learningRate'\? \(renamed\)/,
+    );
+    await assertRejects(
+      () => grpo(model, GRPO_ROWS, { ...grpoBase, steps: 2 } as never),
+      /Unknown key 'steps' in grpo options: did you mean 'maxSteps'\? \(renamed\)/,
+    );
+    await assertRejects(
+      () => sft(model, SFT_ROWS, { batchSize: 0 }),
+      /sft options: batchSize must be an integer >= 1/,
+    );
+    await assertRejects(
+      () => sft(model, SFT_ROWS, { warmupRatio: 2 }),
+      /warmupRatio must be a number within/,
+    );
+    await assertRejects(
+      () => grpo(model, GRPO_ROWS, { ...grpoBase, beta: -1 }),
+      /grpo options: beta must be a number >= 0, got -1/,
+    );
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("sft and grpo: config.json, metrics.jsonl, one result shape, the same LoRA tensor names", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "medthink_vocab_" });
+  try {
+    let model = await loadModel(FIXTURE, { backend: "wasm" });
+    const s = await sft(model, SFT_ROWS, {
+      batchSize: 4,
+      maxSteps: 1,
+      learningRate: 1e-3,
+      lora: LORA,
+      outputDir: `${dir}/sft`,
+      progress: false,
+      onStep: function countStep() {},
+    });
+    model.dispose();
+    model = await loadModel(FIXTURE, { backend: "wasm" });
+    const g = await grpo(model, GRPO_ROWS, {
+      ...grpoBase,
+      maxSteps: 1,
+      learningRate: 1e-3,
+      lora: LORA,
+      outputDir: `${dir}/grpo`,
+      saveSteps: 1,
+    });
+    model.dispose();
+
+    // One result shape, one set of metric names for the shared ideas.
+    assertEquals(Object.keys(s).sort(), Object.keys(g).sort());
+    for (const r of [s, g]) {
+      assert(
+        r.steps === 1 && r.totalSteps === 1 && r.history.length === 1 && r.checkpointDir,
+        "one step run",
+      );
+      for (const k of ["step", "epoch", "loss", "learning_rate", "grad_norm"]) {
+        assert(typeof r.history[0][k] === "number", `${k} in ${Object.keys(r.history[0])}`);
+      }
+    }
+    assertEquals([s.history[0].epoch, g.history[0].epoch], [1, 0.5]);
+
+    // config.json: the resolved settings, re-readable, with functions named.
+    for (const [name, r] of [["sft", s], ["grpo", g]] as const) {
+      assertEquals(r.files.config, `${dir}/${name}/config.json`);
+      assertEquals(r.files.metrics, `${dir}/${name}/metrics.jsonl`);
+      const config = JSON.parse(await Deno.readTextFile(r.files.config));
+      assertEquals([config.trainer, config.learningRate, config.seed, config.lora], [name, 1e-3, 42, LORA]);
+      const lines = (await Deno.readTextFile(r.files.metrics)).trim().split("\n").map((l) => JSON.parse(l));
+      assertEquals(lines, JSON.parse(JSON.stringify(r.history)));
+    }
+    const sc = JSON.parse(await Deno.readTextFile(`${dir}/sft/config.json`));
+    assertEquals([sc.lrSchedulerType, sc.warmupRatio, sc.microBatchSize, sc.totalSteps], [
+      "cosine",
+      0.05,
+      4,
+      1,
+    ]);
+    assertEquals(sc.onStep, "[function countStep]");
+    const gc = JSON.parse(await Deno.readTextFile(`${dir}/grpo/config.json`));
+    assertEquals([gc.lrSchedulerType, gc.epsilonHigh, gc.miniBatchPrompts], ["constant", 0.2, 2]);
+    assertEquals(gc.promptText, "[function promptText]");
+    assertEquals(gc.rewards[0][1], "[function anonymous]");
+
+    // The same tensor names in both checkpoints: PEFT adapter names, and the optimizer moments of them.
+    const names = async (file: string) => Object.keys(await readSafetensors(file)).sort();
+    const sAdapters = await names(`${s.checkpointDir}/adapter_model.safetensors`);
+    const gAdapters = await names(`${g.checkpointDir}/adapter_model.safetensors`);
+    assert(sAdapters.length > 0 && sAdapters.every((n) => n.includes(".lora_")), `${sAdapters}`);
+    assertEquals(gAdapters, sAdapters);
+    const sMoments = await names(`${s.checkpointDir}/optimizer.safetensors`);
+    assertEquals(await names(`${g.checkpointDir}/optimizer.safetensors`), sMoments);
+    assertEquals(
+      sMoments,
+      [...sAdapters.map((n) => `exp_avg.${n}`), ...sAdapters.map((n) => `exp_avg_sq.${n}`)].sort(),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
