@@ -131,6 +131,7 @@ export type {
   PromptSampler,
 } from "./lib/train/grpo.ts";
 export { describeConfig } from "./lib/train/trainer.ts";
+export type { SamplingOptions } from "./lib/engine/sampling.ts";
 export type { StepLogger, StepMetrics, TrainResult } from "./lib/train/trainer.ts";
 export {
   AdaptiveCurriculum,

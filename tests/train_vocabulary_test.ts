@@ -8,8 +8,13 @@ import { deepStrictEqual as assertEquals, ok as assert, rejects as assertRejects
 import { loadModel } from "../lib/model/load.ts";
 import { readSafetensors } from "../lib/model/safetensors.ts";
 import type { Row } from "../lib/data/types.ts";
-import { sft } from "../lib/train/sft.ts";
+import { sft, sftPromptText, sftText } from "../lib/train/sft.ts";
+import { loadTokenizer } from "../lib/data/tokenizer.ts";
+import { buildPrompt } from "../lib/data/prompt.ts";
+import { loadDataset, tableRows } from "../lib/data/dataset.ts";
+import { promptRenderer } from "../lib/train/grpo_rollouts.ts";
 import { grpo } from "../lib/train/grpo.ts";
+import { describeConfig } from "../lib/train/trainer.ts";
 
 const FIXTURE = new URL("./fixtures/qwen2-tiny", import.meta.url).pathname;
 const LORA = { r: 4, alpha: 8, targetModules: ["q_proj", "v_proj"] };
@@ -59,6 +64,11 @@ Deno.test("sft and grpo: unknown keys name the closest known key; renamed keys t
       () => grpo(model, GRPO_ROWS, { ...grpoBase, steps: 2 } as never),
       /Unknown key 'steps' in grpo options: did you mean 'maxSteps'\? \(renamed\)/,
     );
+    // a model in the options (grpo's `reference`) is described by its architecture, never its weights
+    assertEquals(describeConfig({ reference: model, x: NaN }), {
+      reference: `[model qwen2 ${FIXTURE}]`,
+      x: "NaN",
+    });
     await assertRejects(
       () => sft(model, SFT_ROWS, { batchSize: 0 }),
       /sft options: batchSize must be an integer >= 1/,
@@ -151,4 +161,26 @@ Deno.test("sft and grpo: config.json, metrics.jsonl, one result shape, the same 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("prompt means one thing: buildPrompt options or a builder of chat messages, in sft and grpo alike", async () => {
+  const tokenizer = await loadTokenizer();
+  const table = await loadDataset(new URL("../data/medqa_4opt/test.jsonl", import.meta.url).pathname, {
+    limit: 2,
+  });
+  const row = { ...tableRows(table)[0], reasoning: "r" };
+  const options = { systemPrompt: "Be brief." };
+  const builder = (r: Row) => buildPrompt(r, options);
+  // sft: the builder's messages plus the recipe's target render as the options form does
+  const expected = sftText(tokenizer, row, 0, options);
+  assertEquals(await sftPromptText(tokenizer, row, 0, builder), expected);
+  assertEquals(await sftPromptText(tokenizer, row, 0, options), expected);
+  // grpo: the same two forms give the same generation prompt, which is the start of sft's text
+  const fromBuilder = await promptRenderer(tokenizer, builder, undefined)(row);
+  assertEquals(await promptRenderer(tokenizer, options, undefined)(row), fromBuilder);
+  assert(expected.startsWith(fromBuilder), "the sft example continues the grpo prompt");
+  await assertRejects(
+    () => promptRenderer(tokenizer, (() => "text") as never, undefined)(row),
+    /returned string for row .*pass a function that returns the rendered prompt string as promptText/,
+  );
 });

@@ -15,6 +15,7 @@ import type { RewardSpec } from "../reward/types.ts";
 import type { PromptBuilder } from "../engine/generate_batch.ts";
 import type { RemotePolicy } from "../engine/policy_sync.ts";
 import type { ImageInputBuilder } from "../engine/vision_inputs.ts";
+import type { SamplingOptions } from "../engine/sampling.ts";
 import type { ScheduleType } from "./schedule.ts";
 import type { GrpoLossType, ScaleRewards } from "./grpo_loss.ts";
 import type { CurriculumOptions } from "./curriculum.ts";
@@ -53,8 +54,11 @@ export interface PromptSampler {
   restore(state: Record<string, unknown>): void;
 }
 
-/** The options of {@linkcode grpo}; the defaults are {@linkcode GRPO_DEFAULTS}. */
-export interface GrpoOptions {
+/**
+ * The options of {@linkcode grpo}; the defaults are {@linkcode GRPO_DEFAULTS}. Sampling (`numGenerations`:
+ * the group size, `temperature` > 0, `topP`, `topK`, `maxNewTokens`) is the shared {@linkcode SamplingOptions}.
+ */
+export interface GrpoOptions extends SamplingOptions {
   /** Encodes rendered prompts and decodes completions. */
   tokenizer: GrpoTokenizer;
   /**
@@ -69,8 +73,6 @@ export interface GrpoOptions {
   rewards: RewardSpec | RewardSpec[];
   /** GRPO steps (generation batches) in the run. Default: one epoch, `floor(rows / promptsPerStep)` (at least 1). */
   maxSteps?: number;
-  /** Completions per prompt (the group size). */
-  numGenerations?: number;
   /** Prompts per generation batch (the recipe: 256). */
   promptsPerStep?: number;
   /** Prompts per optimizer update (the recipe: 128, i.e. 2 updates per step). Default `promptsPerStep`. */
@@ -79,14 +81,6 @@ export interface GrpoOptions {
   microBatchSize?: number;
   /** Passes over each generation batch (PPO epochs). */
   numIterations?: number;
-  /** Sampling temperature (> 0). */
-  temperature?: number;
-  /** Nucleus mass. */
-  topP?: number;
-  /** Top-k (0 = off). */
-  topK?: number;
-  /** Maximum completion length in tokens. */
-  maxNewTokens?: number;
   /** Prompts longer than this keep their last tokens. Default: no limit. */
   maxPromptLength?: number;
   /** Peak learning rate (the recipe: 1e-6). */

@@ -17,7 +17,8 @@ import type { CausalLM } from "../model/types.ts";
 import { saveModel } from "../model/load.ts";
 import { deriveSeed, Rng } from "../model/rng.ts";
 import { type ChatMessage, loadTokenizer, type Tokenizer } from "../data/tokenizer.ts";
-import { buildSftMessages, type PromptOptions } from "../data/prompt.ts";
+import { buildSftMessages, type PromptOptions, sftTarget } from "../data/prompt.ts";
+import type { PromptBuilder } from "../engine/generate_batch.ts";
 import type { Row } from "../data/types.ts";
 import { IGNORE_INDEX, sftLoss } from "./losses.ts";
 import { accumulateGrads, adamw, clipScale, hfParamGroups, valueAndGrads } from "./optimizer.ts";
@@ -51,8 +52,12 @@ export interface SftOptions {
   tokenizer?: Tokenizer;
   /** Padding id. Default: the tokenizer's, else the model config's pad (else first EOS) id. */
   padTokenId?: number;
-  /** How question rows become the prompt's chat messages: options of the recipe's `buildPrompt` (template, instruction, system prompt). */
-  prompt?: PromptOptions;
+  /**
+   * How question rows become the prompt's chat messages (the recipe's target is the assistant turn): options
+   * of the recipe's `buildPrompt` (template, instruction, system prompt), or a function of the row (as
+   * `grpo`, `probe` and `evaluate` take it). Default: the recipe's prompt.
+   */
+  prompt?: PromptOptions | PromptBuilder;
   /** Passes over the data. */
   epochs?: number;
   /** Optimizer updates in the run (the schedule spans them); wins over `epochs`, cycling the data. */
@@ -277,6 +282,31 @@ export function sftText(
   return tokenizer.applyChatTemplate(buildSftMessages(r, prompt));
 }
 
+/**
+ * The chat-templated text of a question row with either form of `prompt`: `buildPrompt` options (as
+ * {@linkcode sftText}) or a function of the row returning the prompt's messages; the recipe's target is
+ * the assistant turn. Rows with `text` or `messages` are used as they are.
+ */
+export async function sftPromptText(
+  tokenizer: Tokenizer,
+  row: SftRow,
+  index: number,
+  prompt: PromptOptions | PromptBuilder = {},
+): Promise<string> {
+  if (typeof prompt !== "function" || typeof row.text === "string" || Array.isArray(row.messages)) {
+    return sftText(tokenizer, row, index, typeof prompt === "function" ? {} : prompt, { allowImages: true });
+  }
+  const r = canonicalRow(row, index);
+  const messages = await prompt(r);
+  if (!Array.isArray(messages)) {
+    throw new Error(`sft: options.prompt returned ${typeof messages} for row ${r.id}, not chat messages.`);
+  }
+  return tokenizer.applyChatTemplate([...messages, {
+    role: "assistant",
+    content: [{ type: "text", text: sftTarget(r) }],
+  }]);
+}
+
 /** A row with images: rendered now, tokenized per batch once its image tokens are expanded. */
 interface ImageItem {
   row: Row;
@@ -412,14 +442,39 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
     }
   };
   const examples: (SftExample | ImageItem)[] = [];
+  const builder = typeof c.prompt === "function" ? c.prompt : undefined;
+  const promptOptions = typeof c.prompt === "function" ? undefined : c.prompt;
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i];
+    if (
+      builder && !Array.isArray(row.inputIds) && typeof row.text !== "string" && !Array.isArray(row.messages)
+    ) {
+      // A prompt function: its messages, then the recipe's target as the assistant turn.
+      tokenizer ??= await loadTokenizer(model.dir);
+      const r = canonicalRow(row, i);
+      const text = await sftPromptText(tokenizer, row, i, builder);
+      if (text.includes("<|image_pad|>")) {
+        if (!vision) {
+          throw new Error(
+            `sft: row ${r.id}'s prompt holds an image but the model is text-only: use a Qwen2.5-VL checkpoint, ` +
+              `or a prompt function without image parts.`,
+          );
+        }
+        examples.push({ row: r, text, index: i });
+        continue;
+      }
+      const ids = tokenizer.encode(text).slice(0, maxLength);
+      const ex = { inputIds: ids, labels: assistantLabels(tokenizer, ids) };
+      checkIds(ex, i);
+      if (countLabels(ex) > 0) examples.push(ex);
+      continue;
+    }
     const withImages = vision && !Array.isArray(row.inputIds) && typeof row.text !== "string" &&
       !Array.isArray(row.messages) && Array.isArray(row.images) && row.images.length > 0 &&
-      (c.prompt?.includeImages ?? true);
+      (promptOptions?.includeImages ?? true);
     if (withImages) {
       tokenizer ??= await loadTokenizer(model.dir);
-      const text = sftText(tokenizer, row, i, c.prompt, { allowImages: true });
+      const text = sftText(tokenizer, row, i, promptOptions, { allowImages: true });
       examples.push({ row: canonicalRow(row, i), text, index: i });
       continue;
     }
@@ -427,7 +482,7 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
       ? pretokenized(row, i, maxLength)
       : encodeSftExample(tokenizer ??= await loadTokenizer(model.dir), row, {
         index: i,
-        prompt: c.prompt,
+        prompt: promptOptions,
         maxLength,
       });
     checkIds(ex, i);

@@ -61,7 +61,8 @@ export interface TrainResult<M extends StepMetrics = StepMetrics> {
 /**
  * A JSON-safe description of a resolved configuration: numbers, strings, booleans, arrays and plain
  * objects as they are; functions as `"[function name]"`, class instances (tokenizers, models, engines)
- * as `"[ClassName]"`, tensors as `"[Tensor float32 2x3]"`, non-finite numbers as strings. Nothing is dropped.
+ * as `"[ClassName]"`, models as `"[model qwen2 <dir>]"`, tensors as `"[Tensor float32 2x3]"`, non-finite
+ * numbers as strings. Nothing is dropped.
  *
  * @example
  * ```ts
@@ -83,11 +84,16 @@ export function describeConfig(value: unknown, depth = 0): unknown {
   if (typeof v.dtype === "string" && Array.isArray(v.shape) && typeof v.dispose === "function") {
     return `[Tensor ${v.dtype} ${(v.shape as number[]).join("x")}]`;
   }
+  // A model (a reference model in grpo's options): named by its architecture, never its weights.
+  if (typeof v.generate === "function" && v.params && typeof v.config === "object") {
+    const config = v.config as { modelType?: string };
+    return `[model ${config.modelType ?? "unknown"}${typeof v.dir === "string" ? ` ${v.dir}` : ""}]`;
+  }
   const proto = Object.getPrototypeOf(value);
   if (proto !== Object.prototype && proto !== null) {
     return `[${proto?.constructor?.name ?? "object"}]`;
   }
-  // A plain object that is an interface implementation (a tokenizer, a remote policy): named by its kind.
+  // Plain objects (settings, or an interface implemented by an object literal) are described member by member.
   return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, describeConfig(x, depth + 1)]));
 }
 
