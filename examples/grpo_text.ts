@@ -228,17 +228,21 @@ async function sftStage(name: string, rows: ReturnType<typeof sftRows>, lr: numb
     maxSteps: Math.floor(rows.length / batchSize),
     batchSize,
     microBatchSize: batchSize,
-    lr,
-    scheduler: "constant",
+    learningRate: lr,
+    lrSchedulerType: "constant",
     warmupRatio: 0,
     weightDecay: 0,
     shuffle: false, // the rows are already in a random order
     seed,
     padTokenId: tok.padTokenId,
-    logFile: `${out}/${name}.jsonl`,
     progress: false,
   });
-  return { steps: result.losses.length, seconds: (performance.now() - start) / 1000 };
+  // One line per update (the SFT metrics under TRL's names), as the GRPO stage's metrics.jsonl.
+  await Deno.writeTextFile(
+    `${out}/${name}.jsonl`,
+    result.history.map((m) => JSON.stringify(m) + "\n").join(""),
+  );
+  return { steps: result.steps, seconds: (performance.now() - start) / 1000 };
 }
 
 // ---------------------------------------------------------------------------------------------
