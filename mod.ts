@@ -111,7 +111,7 @@ export type { AdamW, AdamWOptions, ValueAndGradsOptions } from "./lib/train/opti
 export { lrSchedule } from "./lib/train/schedule.ts";
 export { addLora, loadLora, mergeLora, saveLora } from "./lib/model/lora.ts";
 export type { LoraOptions } from "./lib/model/lora.ts";
-export { resolveSftConfig, sft, SFT_DEFAULTS } from "./lib/train/sft.ts";
+export { resolveSftConfig, sft, SFT_DEFAULTS, sftPromptText } from "./lib/train/sft.ts";
 export type { SftOptions, SftResult } from "./lib/train/sft.ts";
 export { groupAdvantages, grpoLoss, perTokenLogps } from "./lib/train/grpo_loss.ts";
 export type { GrpoBatch, GrpoLossOptions, GrpoLossType } from "./lib/train/grpo_loss.ts";
@@ -125,6 +125,7 @@ export {
 } from "./lib/train/grpo.ts";
 export type {
   GrpoConfig,
+  GrpoDefaultedKey,
   GrpoOptions,
   GrpoResult,
   GrpoStepMetrics,
@@ -234,7 +235,7 @@ export type { NamedRewardOptions, RewardSpec } from "./lib/reward/types.ts";
 export type { AdamWState, AdamWStepOptions, ParamGroup } from "./lib/train/optimizer.ts";
 export type { ScheduleOptions, ScheduleType } from "./lib/train/schedule.ts";
 export type { SftLossOptions, TokenLogprobs, TokenLogprobsOptions } from "./lib/train/losses.ts";
-export type { SftConfig, SftStepMetrics } from "./lib/train/sft.ts";
+export type { SftConfig, SftDefaultedKey, SftRow, SftStepMetrics } from "./lib/train/sft.ts";
 export type {
   CompletionBatch,
   GroupAdvantagesOptions,

@@ -34,7 +34,14 @@ Deno.test("sft resumed into its own folder: metrics.jsonl equals an uninterrupte
     const inputIds = Array.from({ length: 8 }, (_, t) => 3 + ((i * 37 + t * 11) % 290));
     return { inputIds, labels: inputIds.map((x, t) => (t < 4 ? -100 : x)) };
   });
-  const common = { batchSize: 4, microBatchSize: 4, maxSteps: 4, learningRate: 1e-2, warmupSteps: 0, progress: false };
+  const common = {
+    batchSize: 4,
+    microBatchSize: 4,
+    maxSteps: 4,
+    learningRate: 1e-2,
+    warmupSteps: 0,
+    progress: false,
+  };
   const a = await Deno.makeTempDir(), b = await Deno.makeTempDir();
   try {
     let model = await loadModel(FIXTURE, { backend: "wasm" });

@@ -229,74 +229,103 @@ export interface GrpoStepMetrics extends StepMetrics {
   train_tokens_per_s: number;
 }
 
-/** Every option key of {@linkcode grpo}, each with its default (`undefined`: none, or derived as documented). */
-export const GRPO_DEFAULTS = Object.freeze(
-  {
-    tokenizer: undefined,
-    prompt: undefined,
-    promptText: undefined,
-    rewards: undefined,
-    maxSteps: undefined,
-    numGenerations: 8,
-    promptsPerStep: 16,
-    miniBatchPrompts: undefined,
-    microBatchSize: 32,
-    numIterations: 1,
-    temperature: 1,
-    topP: 1,
-    topK: 0,
-    maxNewTokens: 256,
-    maxPromptLength: undefined,
-    learningRate: 1e-6,
-    lrSchedulerType: "constant" as ScheduleType,
-    warmupRatio: 0,
-    warmupSteps: undefined,
-    weightDecay: 0.01,
-    betas: [0.9, 0.999] as [number, number],
-    maxGradNorm: 1,
-    lossType: "dapo" as GrpoLossType,
-    beta: 0.01,
-    epsilonLow: 0.2,
-    epsilonHigh: undefined,
-    klClamp: undefined,
-    scaleRewards: "group" as ScaleRewards,
-    maskTruncatedCompletions: false,
-    dropZeroStdGroups: false,
-    maxRefillRounds: 4,
-    shuffle: true,
-    seed: 42,
-    sampler: undefined,
-    curriculum: undefined,
-    reference: undefined,
-    recomputeOldLogps: true,
-    chunkSize: 256,
-    outputDir: undefined,
-    saveSteps: 0,
-    resumeFrom: undefined,
-    samplesPerStep: 2,
-    maxSeconds: undefined,
-    stopAfterSteps: undefined,
-    onStep: undefined,
-    loggers: [] as StepLogger[],
-    progress: true,
-    remote: undefined,
-    importanceSamplingCap: undefined,
-    images: undefined,
-    freezeVision: false,
-    lora: undefined,
-    gradientCheckpointing: false,
-  } as const satisfies { [K in keyof Required<GrpoOptions>]: GrpoOptions[K] | undefined },
-);
+/** The option keys of {@linkcode GRPO_DEFAULTS} that have a default value (set in every resolved configuration). */
+export type GrpoDefaultedKey =
+  | "numGenerations"
+  | "promptsPerStep"
+  | "microBatchSize"
+  | "numIterations"
+  | "temperature"
+  | "topP"
+  | "topK"
+  | "maxNewTokens"
+  | "learningRate"
+  | "lrSchedulerType"
+  | "warmupRatio"
+  | "weightDecay"
+  | "betas"
+  | "maxGradNorm"
+  | "lossType"
+  | "beta"
+  | "epsilonLow"
+  | "scaleRewards"
+  | "maskTruncatedCompletions"
+  | "dropZeroStdGroups"
+  | "maxRefillRounds"
+  | "shuffle"
+  | "seed"
+  | "recomputeOldLogps"
+  | "chunkSize"
+  | "saveSteps"
+  | "samplesPerStep"
+  | "loggers"
+  | "progress"
+  | "freezeVision"
+  | "gradientCheckpointing";
 
-/** Options with a default value: set in every resolved configuration. */
-type Defaulted = {
-  [K in keyof typeof GRPO_DEFAULTS]: (typeof GRPO_DEFAULTS)[K] extends undefined ? never : K;
-}[keyof typeof GRPO_DEFAULTS];
+/** Every option key of {@linkcode grpo}, each with its default (`undefined`: none, or derived as documented). */
+export const GRPO_DEFAULTS: Readonly<
+  { [K in keyof Required<GrpoOptions>]: K extends GrpoDefaultedKey ? NonNullable<GrpoOptions[K]> : undefined }
+> = Object.freeze({
+  tokenizer: undefined,
+  prompt: undefined,
+  promptText: undefined,
+  rewards: undefined,
+  maxSteps: undefined,
+  numGenerations: 8,
+  promptsPerStep: 16,
+  miniBatchPrompts: undefined,
+  microBatchSize: 32,
+  numIterations: 1,
+  temperature: 1,
+  topP: 1,
+  topK: 0,
+  maxNewTokens: 256,
+  maxPromptLength: undefined,
+  learningRate: 1e-6,
+  lrSchedulerType: "constant" as ScheduleType,
+  warmupRatio: 0,
+  warmupSteps: undefined,
+  weightDecay: 0.01,
+  betas: [0.9, 0.999] as [number, number],
+  maxGradNorm: 1,
+  lossType: "dapo" as GrpoLossType,
+  beta: 0.01,
+  epsilonLow: 0.2,
+  epsilonHigh: undefined,
+  klClamp: undefined,
+  scaleRewards: "group" as ScaleRewards,
+  maskTruncatedCompletions: false,
+  dropZeroStdGroups: false,
+  maxRefillRounds: 4,
+  shuffle: true,
+  seed: 42,
+  sampler: undefined,
+  curriculum: undefined,
+  reference: undefined,
+  recomputeOldLogps: true,
+  chunkSize: 256,
+  outputDir: undefined,
+  saveSteps: 0,
+  resumeFrom: undefined,
+  samplesPerStep: 2,
+  maxSeconds: undefined,
+  stopAfterSteps: undefined,
+  onStep: undefined,
+  loggers: [] as StepLogger[],
+  progress: true,
+  remote: undefined,
+  importanceSamplingCap: undefined,
+  images: undefined,
+  freezeVision: false,
+  lora: undefined,
+  gradientCheckpointing: false,
+});
 
 /** The resolved configuration the step loop reads: every default filled in, derived values computed. */
 export type GrpoConfig =
   & GrpoOptions
-  & Required<Pick<GrpoOptions, Defaulted | "maxSteps" | "miniBatchPrompts" | "epsilonHigh">>;
+  & Required<Pick<GrpoOptions, GrpoDefaultedKey | "maxSteps" | "miniBatchPrompts" | "epsilonHigh">>;
 
 /**
  * The recipe's GRPO settings (MedVLThinker): n 8, temperature 1, top-p 1, lr 1e-6 constant, weight

@@ -123,44 +123,64 @@ export interface SftOptions {
   loggers?: StepLogger[];
 }
 
+/** The option keys of {@linkcode SFT_DEFAULTS} that have a default value (set in every resolved configuration). */
+export type SftDefaultedKey =
+  | "epochs"
+  | "batchSize"
+  | "learningRate"
+  | "lrSchedulerType"
+  | "warmupRatio"
+  | "weightDecay"
+  | "betas"
+  | "eps"
+  | "maxGradNorm"
+  | "paramGroups"
+  | "maxLength"
+  | "seed"
+  | "shuffle"
+  | "gradientCheckpointing"
+  | "saveSteps"
+  | "exportDtype"
+  | "loggers";
+
 /** Every option key of {@linkcode sft}, each with its default (`undefined`: none, or derived as documented). */
-export const SFT_DEFAULTS = Object.freeze(
-  {
-    tokenizer: undefined,
-    padTokenId: undefined,
-    prompt: undefined,
-    epochs: 1,
-    maxSteps: undefined,
-    batchSize: 16,
-    microBatchSize: undefined,
-    learningRate: 1e-5,
-    lrSchedulerType: "cosine" as ScheduleType,
-    warmupRatio: 0.05,
-    warmupSteps: undefined,
-    weightDecay: 1e-4,
-    betas: [0.9, 0.95] as [number, number],
-    eps: 1e-8,
-    maxGradNorm: 1,
-    paramGroups: "hf" as "hf" | "all",
-    maxLength: 4096,
-    seed: 42,
-    shuffle: true,
-    lora: undefined,
-    gradientCheckpointing: false,
-    outputDir: undefined,
-    saveSteps: 0,
-    progress: undefined,
-    resumeFrom: undefined,
-    stopAfterSteps: undefined,
-    maxSeconds: undefined,
-    exportDir: undefined,
-    exportDtype: "float32",
-    chunkSize: undefined,
-    images: undefined,
-    onStep: undefined,
-    loggers: [] as StepLogger[],
-  } as const satisfies { [K in keyof Required<SftOptions>]: SftOptions[K] | undefined },
-);
+export const SFT_DEFAULTS: Readonly<
+  { [K in keyof Required<SftOptions>]: K extends SftDefaultedKey ? NonNullable<SftOptions[K]> : undefined }
+> = Object.freeze({
+  tokenizer: undefined,
+  padTokenId: undefined,
+  prompt: undefined,
+  epochs: 1,
+  maxSteps: undefined,
+  batchSize: 16,
+  microBatchSize: undefined,
+  learningRate: 1e-5,
+  lrSchedulerType: "cosine" as ScheduleType,
+  warmupRatio: 0.05,
+  warmupSteps: undefined,
+  weightDecay: 1e-4,
+  betas: [0.9, 0.95] as [number, number],
+  eps: 1e-8,
+  maxGradNorm: 1,
+  paramGroups: "hf" as "hf" | "all",
+  maxLength: 4096,
+  seed: 42,
+  shuffle: true,
+  lora: undefined,
+  gradientCheckpointing: false,
+  outputDir: undefined,
+  saveSteps: 0,
+  progress: undefined,
+  resumeFrom: undefined,
+  stopAfterSteps: undefined,
+  maxSeconds: undefined,
+  exportDir: undefined,
+  exportDtype: "float32",
+  chunkSize: undefined,
+  images: undefined,
+  onStep: undefined,
+  loggers: [] as StepLogger[],
+});
 
 /** Keys `sft` took before `sft` and `grpo` shared one vocabulary, and their names now. */
 export const SFT_RENAMED: Readonly<Record<string, string>> = Object.freeze({
@@ -169,13 +189,8 @@ export const SFT_RENAMED: Readonly<Record<string, string>> = Object.freeze({
   logFile: "outputDir",
 });
 
-/** Options with a default value: set in every resolved configuration. */
-type SftDefaulted = {
-  [K in keyof typeof SFT_DEFAULTS]: (typeof SFT_DEFAULTS)[K] extends undefined ? never : K;
-}[keyof typeof SFT_DEFAULTS];
-
 /** The resolved configuration of an `sft` run: every default filled in. */
-export type SftConfig = SftOptions & Required<Pick<SftOptions, SftDefaulted | "microBatchSize">>;
+export type SftConfig = SftOptions & Required<Pick<SftOptions, SftDefaultedKey | "microBatchSize">>;
 
 const WHERE = "sft options";
 
