@@ -162,6 +162,7 @@ Deno.test("atomic: replaceDirAtomic leaves DEST untouched when filling fails; wr
     assertEquals(await latestCheckpoint(`${root}/run`), `${root}/run/checkpoint-3`);
     await Deno.remove(`${root}/run`, { recursive: true });
     await writeFileAtomic(`${root}/f.json`, "old");
+    await Deno.writeTextFile(`${root}/f.json.tmp-999999999-0abc`, "half a write"); // a killed writer's
     await writeFileAtomic(`${root}/f.json`, "new");
     assertEquals(await Deno.readTextFile(`${root}/f.json`), "new");
     assertEquals([...Deno.readDirSync(root)].map((e) => e.name).sort(), ["d", "f.json"]);

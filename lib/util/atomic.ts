@@ -242,7 +242,8 @@ async function removeOld(old: string): Promise<void> {
 
 /**
  * Write `data` to `path` crash-safely: to `path.tmp-<pid>-<rand>`, fsynced, then renamed over `path`
- * (the parent folder fsynced after), so `path` always holds the complete old or new bytes.
+ * (the parent folder fsynced after), so `path` always holds the complete old or new bytes. Temporary
+ * files that killed writers left beside `path` are removed first.
  *
  * @example
  * ```ts
@@ -258,6 +259,7 @@ export async function writeFileAtomic(
 ): Promise<void> {
   const { parent, base } = splitPath(path);
   const clean = `${parent}/${base}`;
+  await recoverInterrupted(clean); // a temporary file a killed writer left beside it
   const tmp = `${clean}.tmp-${tag()}`;
   const f = await Deno.open(tmp, { write: true, createNew: true });
   try {
