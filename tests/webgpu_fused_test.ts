@@ -13,6 +13,11 @@ import {
   swiglu,
 } from "../lib/model/fused.ts";
 import { attentionBias } from "../lib/model/qwen2.ts";
+import {
+  installSmallMatMul,
+  smallMatMulInstalled,
+  uninstallSmallMatMul,
+} from "../lib/model/webgpu_matmul.ts";
 import { backendTest } from "./_backends.ts";
 
 function check(ok: boolean, what: string): void {
@@ -76,7 +81,26 @@ async function bias(mask: number[][], t: number): Promise<Float32Array> {
   return out;
 }
 
-backendTest("fused: rmsNorm, swiglu and rotary against tf ops on cpu", "webgpu", async () => {
+/**
+ * A webgpu test with the programs on whatever MEDTHINK_WEBGPU_FUSED / MEDTHINK_WEBGPU_MATMUL say (they test
+ * the programs, not the switches), put back as the environment has them afterwards.
+ */
+function programTest(name: string, fn: () => Promise<void>): void {
+  backendTest(name, "webgpu", async () => {
+    const wasInstalled = smallMatMulInstalled();
+    setFused(true);
+    installSmallMatMul({});
+    try {
+      await fn();
+    } finally {
+      setFused(null);
+      uninstallSmallMatMul();
+      if (wasInstalled) installSmallMatMul();
+    }
+  });
+}
+
+programTest("fused: rmsNorm, swiglu and rotary against tf ops on cpu", async () => {
   await compare(
     "rmsNorm [5, 130]",
     [{ shape: [5, 130] }, { shape: [130] }],
@@ -106,9 +130,8 @@ backendTest("fused: rmsNorm, swiglu and rotary against tf ops on cpu", "webgpu",
   );
 });
 
-backendTest(
+programTest(
   "fused: a linear layer with its bias in one dispatch (small-M and tiled), and its gradients",
-  "webgpu",
   async () => {
     const x = tf.ones([3, 40]) as tf.Tensor2D, w = tf.ones([21, 40]), b = tf.ones([21]);
     check(linearSmall(x, w, b) !== null, "linearSmall should take [3, 40] x [21, 40]ᵀ + [21] on webgpu");
@@ -135,7 +158,7 @@ backendTest(
   },
 );
 
-backendTest("fused: attention (decode, prefill, masks) against tf ops on cpu", "webgpu", async () => {
+programTest("fused: attention (decode, prefill, masks) against tf ops on cpu", async () => {
   const att = (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, b: tf.Tensor) =>
     attention(q as tf.Tensor4D, k as tf.Tensor4D, v as tf.Tensor4D, b as tf.Tensor4D);
   // Decode: 2 rows, 2 KV heads of G = 3 query heads, 70 cached keys (two chunks), the first row

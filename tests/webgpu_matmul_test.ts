@@ -6,6 +6,7 @@ import {
   smallMatMul,
   smallMatMulApplies,
   smallMatMulHalfBT,
+  smallMatMulInstalled,
   uninstallSmallMatMul,
 } from "../lib/model/webgpu_matmul.ts";
 import { halfMatMulBT } from "../lib/model/fused.ts";
@@ -183,46 +184,54 @@ backendTest(
   "small-M matmul: packed bfloat16/float16 weights read as stored, with x's gradient",
   "webgpu",
   async () => {
-    for (const dtype of ["bfloat16", "float16"] as const) {
-      for (const [m, k, n] of [[1, 64, 33], [5, 136, 7], [32, 264, 40]]) {
-        // Random weights rounded to the format, packed two codes per word (element 2i low).
-        const bitsOf = new Uint32Array(values(n * k, m + k).buffer);
-        const codes = new Uint16Array(n * k).map((_, i) =>
-          dtype === "bfloat16" ? f32BitsToBf16(bitsOf[i]) : f32BitsToF16(bitsOf[i])
-        );
-        const packed = tf.tensor1d(new Int32Array(codes.buffer), "int32");
-        const w = { packed, shape: [n, k], dtype };
-        const xv = values(m * k, n);
-        const x = tf.tensor2d(xv, [m, k]);
-        const wide = widenHalf(w); // exact on webgpu (tests/model_half_weights_test.ts)
-        const wideValues = await wide.data() as Float32Array;
-        const got = smallMatMulHalfBT(x, packed, [n, k], dtype);
-        check(got !== null, `[${m},${k}] x ${dtype} [${n},${k}] should qualify`);
-        check(
-          JSON.stringify(got!.shape) === JSON.stringify([m, n]),
-          `shape [${got!.shape}], want [${m},${n}]`,
-        );
-        const [gv, want] = [
-          await got!.data(),
-          await (async () => {
-            await useBackend("cpu");
-            const y = tf.matMul(tf.tensor2d(xv, [m, k]), tf.tensor2d(wideValues, [n, k]), false, true);
-            const out = await y.data();
-            await useBackend("webgpu");
-            return out;
-          })(),
-        ];
-        const d = Math.max(...gv.map((v, i) => Math.abs(v - want[i])));
-        const scale = Math.max(1, ...want.map(Math.abs));
-        check(d <= 1e-5 * scale, `${dtype} [${m},${k}]x[${n},${k}]ᵀ: max |diff| ${d}`);
-        // d/dx sum(y * r) = r W, through halfMatMulBT's gradient.
-        const r = tf.tensor2d(values(m * n, 9), [m, n]);
-        const gx = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(halfMatMulBT(xx as tf.Tensor2D, w)!, r)))(x);
-        const wantGx = tf.matMul(r, wide);
-        const dg = await tf.max(tf.abs(tf.sub(gx, wantGx))).data();
-        check(dg[0] <= 1e-4, `${dtype} gradient: max |diff| ${dg[0]}`);
-        tf.dispose([packed, x, wide, got!, r, gx, wantGx]);
+    // The program on whatever MEDTHINK_WEBGPU_MATMUL says (halfMatMulBT needs it installed), put back after.
+    const wasInstalled = smallMatMulInstalled();
+    installSmallMatMul({});
+    try {
+      for (const dtype of ["bfloat16", "float16"] as const) {
+        for (const [m, k, n] of [[1, 64, 33], [5, 136, 7], [32, 264, 40]]) {
+          // Random weights rounded to the format, packed two codes per word (element 2i low).
+          const bitsOf = new Uint32Array(values(n * k, m + k).buffer);
+          const codes = new Uint16Array(n * k).map((_, i) =>
+            dtype === "bfloat16" ? f32BitsToBf16(bitsOf[i]) : f32BitsToF16(bitsOf[i])
+          );
+          const packed = tf.tensor1d(new Int32Array(codes.buffer), "int32");
+          const w = { packed, shape: [n, k], dtype };
+          const xv = values(m * k, n);
+          const x = tf.tensor2d(xv, [m, k]);
+          const wide = widenHalf(w); // exact on webgpu (tests/model_half_weights_test.ts)
+          const wideValues = await wide.data() as Float32Array;
+          const got = smallMatMulHalfBT(x, packed, [n, k], dtype);
+          check(got !== null, `[${m},${k}] x ${dtype} [${n},${k}] should qualify`);
+          check(
+            JSON.stringify(got!.shape) === JSON.stringify([m, n]),
+            `shape [${got!.shape}], want [${m},${n}]`,
+          );
+          const [gv, want] = [
+            await got!.data(),
+            await (async () => {
+              await useBackend("cpu");
+              const y = tf.matMul(tf.tensor2d(xv, [m, k]), tf.tensor2d(wideValues, [n, k]), false, true);
+              const out = await y.data();
+              await useBackend("webgpu");
+              return out;
+            })(),
+          ];
+          const d = Math.max(...gv.map((v, i) => Math.abs(v - want[i])));
+          const scale = Math.max(1, ...want.map(Math.abs));
+          check(d <= 1e-5 * scale, `${dtype} [${m},${k}]x[${n},${k}]ᵀ: max |diff| ${d}`);
+          // d/dx sum(y * r) = r W, through halfMatMulBT's gradient.
+          const r = tf.tensor2d(values(m * n, 9), [m, n]);
+          const gx = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(halfMatMulBT(xx as tf.Tensor2D, w)!, r)))(x);
+          const wantGx = tf.matMul(r, wide);
+          const dg = await tf.max(tf.abs(tf.sub(gx, wantGx))).data();
+          check(dg[0] <= 1e-4, `${dtype} gradient: max |diff| ${dg[0]}`);
+          tf.dispose([packed, x, wide, got!, r, gx, wantGx]);
+        }
       }
+    } finally {
+      uninstallSmallMatMul();
+      if (wasInstalled) installSmallMatMul();
     }
   },
 );
