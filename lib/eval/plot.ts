@@ -9,6 +9,7 @@
  * @module
  */
 import { parseHTML, Plot } from "../util/deps.ts";
+import { tableRows } from "../util/table.ts";
 
 /** Size and title of a chart. */
 export interface ChartOptions {
@@ -26,7 +27,7 @@ export type Rows = Record<string, unknown>[] | { objects(): unknown[] };
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 function toRows(data: Rows): Record<string, unknown>[] {
-  return Array.isArray(data) ? data : (data.objects() as Record<string, unknown>[]);
+  return tableRows(data, "A chart's data");
 }
 
 // Deno's default type libraries have no DOM: the document is only handed to Plot.

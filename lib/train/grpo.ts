@@ -19,6 +19,7 @@
  */
 import { createProgress, type Progress } from "../util/progress.ts";
 import { tf } from "../util/deps.ts";
+import { tableRows } from "../util/table.ts";
 import type { CausalLM } from "../model/types.ts";
 import type { Row } from "../data/types.ts";
 import { addLora, loraParams } from "../model/lora.ts";
@@ -134,7 +135,7 @@ interface UpdateStats {
  * ```
  */
 export async function grpo(model: CausalLM, dataset: GrpoDataset, options: GrpoOptions): Promise<GrpoResult> {
-  const rows = Array.isArray(dataset) ? dataset : dataset.objects() as Row[];
+  const rows = tableRows<Row>(dataset, "The grpo dataset");
   if (rows.length === 0) throw new Error("grpo: the dataset has no rows.");
   const c = resolveGrpoConfig(options, rows.length);
   const run = setUp(model, rows, c);

@@ -13,6 +13,7 @@
  * @module
  */
 import { tf } from "../util/deps.ts";
+import { tableRows } from "../util/table.ts";
 import type { CausalLM } from "../model/types.ts";
 import { saveModel } from "../model/load.ts";
 import { deriveSeed, Rng } from "../model/rng.ts";
@@ -406,11 +407,7 @@ export function epochOrder(n: number, seed: number, epoch: number, shuffle = tru
 }
 
 function datasetRows(dataset: unknown): SftRow[] {
-  if (Array.isArray(dataset)) return dataset;
-  // deno-lint-ignore no-explicit-any
-  const t = dataset as any;
-  if (t && typeof t.objects === "function") return t.objects();
-  throw new Error("sft: the dataset must be an arquero table or an array of rows.");
+  return tableRows(dataset as SftRow[], "The sft dataset");
 }
 
 function countLabels(e: SftExample): number {
