@@ -13,26 +13,19 @@
 import { openJsonlStore } from "../data/jsonl_store.ts";
 import { createProgress } from "../util/progress.ts";
 import type { ChatTokenizer, PromptBuilder } from "./generate_batch.ts";
+import type { SamplingOptions } from "./sampling.ts";
 
 /**
- * The options every sampled row job shares (`probe`, `distill`): one vocabulary for the sample count,
- * the decoding settings, the resumable JSONL file, the prompt, and the abort signal and progress.
+ * The options every sampled row job shares (`probe`, `distill`): the sampling settings of
+ * {@linkcode SamplingOptions} (defaults: `numGenerations` 16 for `probe`, the recipe, and 3 for `distill`;
+ * `temperature` 1, `topP` 1, `topK` 0, `maxNewTokens` 4096), the seed, the resumable JSONL file, the prompt,
+ * and the abort signal and progress.
  */
-export interface SampledRowJobOptions {
+export interface SampledRowJobOptions extends SamplingOptions {
   /** The model's tokenizer. Default: `loadTokenizer(model.dir)` (the folder's own, else the embedded Qwen2.5 one); an engine brings its own. */
   tokenizer?: ChatTokenizer;
-  /** Samples per question (at most, for `distill`). Default: 16 for `probe` (the recipe), 3 for `distill`. */
-  numGenerations?: number;
   /** Alias of `numGenerations`, kept for the CLI's `--n` flag and older scripts; give one of the two. */
   n?: number;
-  /** Sampling temperature. Default 1 (the recipe). */
-  temperature?: number;
-  /** Nucleus mass. Default 1 (the recipe). */
-  topP?: number;
-  /** Top-k; 0 = off. Default 0. */
-  topK?: number;
-  /** New tokens per completion. Default 4096 (the recipe). */
-  maxNewTokens?: number;
   /** Base seed: sample `j` of question `id` draws from `sampleSeed(seed, id, j)`. Default 0. */
   seed?: number;
   /** Questions per generation call. Default: 4 for `probe`, 8 for `distill`. */
