@@ -12,6 +12,7 @@
  */
 import { openJsonlStore } from "../data/jsonl_store.ts";
 import { createProgress } from "../util/progress.ts";
+import { buildPrompt } from "../data/prompt.ts";
 import type { ChatTokenizer, PromptBuilder } from "./generate_batch.ts";
 import type { SamplingOptions } from "./sampling.ts";
 
@@ -251,4 +252,50 @@ export function numGenerationsOption(
     throw new Error(`${where} option numGenerations must be a positive integer, got ${value}.`);
   }
   return value;
+}
+
+/** The settings of a sampled row job with every default filled in (see {@linkcode resolveSampledJob}). */
+export interface ResolvedSampledJob {
+  /** Samples per question. */
+  numGenerations: number;
+  /** Sampling temperature. */
+  temperature: number;
+  /** Nucleus mass. */
+  topP: number;
+  /** Top-k (0 = off). */
+  topK: number;
+  /** New tokens per completion. */
+  maxNewTokens: number;
+  /** Base seed. */
+  seed: number;
+  /** Questions per generation call. */
+  batchSize: number;
+  /** Row -> chat messages: `options.prompt`, else the recipe's prompt with `options.template`. */
+  prompt: PromptBuilder;
+}
+
+/**
+ * Fill in the defaults of a sampled row job (`numGenerations` and `batchSize` per function, the recipe's
+ * sampling otherwise) and check the counts; `where` names the function in errors.
+ *
+ * @example
+ * ```ts
+ * import { resolveSampledJob } from "./row_job.ts";
+ * const job = resolveSampledJob({ n: 4 }, { numGenerations: 16, batchSize: 4 }, "probe");
+ * console.assert(job.numGenerations === 4 && job.temperature === 1 && job.maxNewTokens === 4096);
+ * ```
+ */
+export function resolveSampledJob(
+  options: SampledRowJobOptions,
+  defaults: { numGenerations: number; batchSize: number },
+  where: string,
+): ResolvedSampledJob {
+  const numGenerations = numGenerationsOption(options, defaults.numGenerations, where);
+  const { temperature = 1, topP = 1, topK = 0, maxNewTokens = 4096, seed = 0 } = options;
+  const batchSize = options.batchSize ?? defaults.batchSize;
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new Error(`${where} option batchSize must be a positive integer, got ${batchSize}.`);
+  }
+  const prompt: PromptBuilder = options.prompt ?? ((row) => buildPrompt(row, { template: options.template }));
+  return { numGenerations, temperature, topP, topK, maxNewTokens, seed, batchSize, prompt };
 }

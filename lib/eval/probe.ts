@@ -11,18 +11,12 @@
 import { arquero as aq } from "../util/deps.ts";
 import type { CausalLM } from "../model/types.ts";
 import type { Table } from "../data/dataset.ts";
-import { buildPrompt } from "../data/prompt.ts";
 import { loadTokenizer } from "../data/tokenizer.ts";
 import { medvlthinkerReward } from "../reward/medvlthinker.ts";
+import { generateCompletions, type ImageInputBuilder, type QuestionRow } from "../engine/generate_batch.ts";
 import {
-  generateCompletions,
-  type ImageInputBuilder,
-  type PromptBuilder,
-  type QuestionRow,
-} from "../engine/generate_batch.ts";
-import {
-  numGenerationsOption,
   openRowJob,
+  resolveSampledJob,
   SAMPLED_ROW_JOB_KEYS,
   type SampledRowJobOptions,
   uniqueRowIds,
@@ -119,23 +113,13 @@ export async function probe(
   options: ProbeOptions = {},
 ): Promise<Table> {
   checkOptionKeys(options, PROBE_OPTION_KEYS, "probe options");
-  const numGenerations = numGenerationsOption(options, 16, "probe");
-  const {
-    temperature = 1,
-    topP = 1,
-    topK = 0,
-    maxNewTokens = 4096,
-    seed = 0,
-    batchSize = 4,
-    template,
-    reward = defaultReward,
-    images,
-    keepCompletions = false,
-  } = options;
-  if (!Number.isInteger(batchSize) || batchSize < 1) {
-    throw new Error(`probe option batchSize must be a positive integer, got ${batchSize}.`);
-  }
-  const prompt: PromptBuilder = options.prompt ?? ((row) => buildPrompt(row, { template }));
+  const { numGenerations, temperature, topP, topK, maxNewTokens, seed, batchSize, prompt } =
+    resolveSampledJob(
+      options,
+      { numGenerations: 16, batchSize: 4 },
+      "probe",
+    );
+  const { template, reward = defaultReward, images, keepCompletions = false } = options;
   const rows = tableRows(table) as QuestionRow[];
   uniqueRowIds(rows, "the probe table");
   const meta = probeMeta({ n: numGenerations, temperature, topP, topK, maxNewTokens, seed }, {

@@ -13,14 +13,13 @@
 import { arquero as aq } from "../util/deps.ts";
 import type { CausalLM } from "../model/types.ts";
 import type { Row, Table } from "../data/dataset.ts";
-import { buildPrompt } from "../data/prompt.ts";
 import { medvlthinkerReward } from "../reward/medvlthinker.ts";
-import { generateCompletions, type PromptBuilder } from "../engine/generate_batch.ts";
+import { generateCompletions } from "../engine/generate_batch.ts";
 import { loadTokenizer } from "../data/tokenizer.ts";
 import { type CompletionEngine, isCompletionEngine } from "../engine/types.ts";
 import {
-  numGenerationsOption,
   openRowJob,
+  resolveSampledJob,
   SAMPLED_ROW_JOB_KEYS,
   type SampledRowJobOptions,
   uniqueRowIds,
@@ -102,23 +101,15 @@ export async function distill(
   options: DistillOptions = {},
 ): Promise<DistillResult> {
   checkOptionKeys(options, DISTILL_OPTION_KEYS, "distill options");
-  const numGenerations = numGenerationsOption(options, 3, "distill");
-  const {
-    temperature = 1,
-    topP = 1,
-    topK = 0,
-    maxNewTokens = 4096,
-    seed = 0,
-    batchSize = 8,
-    template,
-    reward = defaultReward,
-  } = options;
-  if (!Number.isInteger(batchSize) || batchSize < 1) {
-    throw new Error(`distill option batchSize must be a positive integer, got ${batchSize}.`);
-  }
+  const { numGenerations, temperature, topP, topK, maxNewTokens, seed, batchSize, prompt } =
+    resolveSampledJob(
+      options,
+      { numGenerations: 3, batchSize: 8 },
+      "distill",
+    );
+  const { template, reward = defaultReward } = options;
   const rows = tableRows<Row>(dataset, "The distill dataset");
   uniqueRowIds(rows, "the distill dataset");
-  const prompt: PromptBuilder = options.prompt ?? ((row) => buildPrompt(row, { template }));
   const local = !isCompletionEngine(teacher);
   const tokenizer = options.tokenizer ?? (local ? await loadTokenizer((teacher as CausalLM).dir) : undefined);
   const meta = {
