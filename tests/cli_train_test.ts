@@ -87,11 +87,31 @@ Deno.test({
     const refused = await cli(["sft", "--config", `${out}/config.yaml`, "--no-quiet"]);
     assertEquals(refused.code, 1);
     assert(refused.stderr.includes("already holds checkpoint-1; pass --resume"), refused.stderr);
-    const b = await cli(["sft", "--config", `${out}/config.yaml`, "--resume", "--stop-after-steps", "2"]);
+    // (validated every 2 updates on 3 held-out questions: the last update's line carries eval_accuracy)
+    const b = await cli([
+      "sft",
+      "--config",
+      `${out}/config.yaml`,
+      "--resume",
+      "--stop-after-steps",
+      "2",
+      "--eval-data",
+      "lab_task",
+      "--lab-test",
+      "3",
+      "--eval-every",
+      "2",
+      "--eval-max-new-tokens",
+      "2",
+    ]);
     assertEquals(b.code, 0, b.stderr);
     assert(b.stdout.includes("sft: 2 of 2 updates"), b.stdout);
-    const log = await readJsonl<{ step: number; loss: number }>(`${out}/metrics.jsonl`);
-    assertEquals(log.map((r) => r.step), [1, 2]);
+    const log = await readJsonl<{ step: number; loss: number; eval_n?: number }>(`${out}/metrics.jsonl`);
+    assertEquals(log.map((r) => [r.step, r.eval_n]), [[1, undefined], [2, 3]]);
+    assertEquals(
+      (await readJsonl<{ step: number }>(`${out}/eval.jsonl`)).map((e) => e.step),
+      [2],
+    );
   },
 });
 

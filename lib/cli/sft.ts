@@ -80,7 +80,7 @@ export const SFT_COMMAND = defineCommand({
       throw new Error(`sft: betas must be two numbers (beta1,beta2), got ${config.betas.join(",")}.`);
     }
     const logger = await openRunLogger(out, config, evalRows, tokenizer, "sft");
-    const base = {
+    const options = {
       tokenizer,
       epochs: config.epochs,
       ...(config.maxSteps !== undefined ? { maxSteps: config.maxSteps } : {}),
@@ -102,57 +102,37 @@ export const SFT_COMMAND = defineCommand({
       outputDir: out,
       saveSteps: config.saveSteps,
       progress: config.quiet ? false : undefined,
-      onStep: (r: { step: number }) => logger.step(r.step, { ...r }),
+      stopAfterSteps: config.stopAfterSteps,
+      resumeFrom: latest ? true : false,
+      ...(config.export ? { exportDir: config.export } : {}),
+      loggers: [{
+        logStep: async (metrics: Record<string, unknown> & { step: number }) => {
+          logger.step(metrics.step, metrics);
+          // Every evalEvery updates (the last one is validated after the run, when its step is known).
+          const v = await logger.validate(model, metrics.step, Infinity);
+          validated = v ? metrics.step : validated;
+          // The validation metrics join the update's metrics.jsonl line.
+          if (v) Object.assign(metrics, v);
+        },
+      }],
     };
+    let validated = -1;
     try {
-      // sft's step hook is synchronous, so validation runs between segments: each segment stops (with a
-      // checkpoint) at the next validation step and the next one resumes from it, which continues the
-      // run exactly as an uninterrupted one (same data order, optimizer state and schedule).
-      const every = config.evalEvery > 0 || config.saveBest ? Math.max(0, config.evalEvery) : 0;
-      const finalStop = config.stopAfterSteps;
-      let resumeFrom: string | boolean = latest ? true : false;
-      for (;;) {
-        const stepsSoFar = await currentStep(out);
-        const next = every > 0 ? (Math.floor(stepsSoFar / every) + 1) * every : undefined;
-        const stopAt = [next, finalStop].filter((x): x is number => x !== undefined);
-        const result = await sft(model, rows, {
-          ...base,
-          resumeFrom,
-          ...(stopAt.length ? { stopAfterSteps: Math.min(...stopAt) } : {}),
-          ...(config.export ? { exportDir: config.export } : {}),
-        });
-        const last = finalStop !== undefined ? Math.min(finalStop, result.totalSteps) : result.totalSteps;
-        if (every > 0 || config.saveBest) await logger.validate(model, result.steps, last);
-        resumeFrom = true;
-        if (result.steps >= last) {
-          console.log(
-            `sft: ${result.steps} of ${result.totalSteps} updates, last loss ${
-              result.history.at(-1)?.loss.toFixed(4)
-            }` +
-              (result.checkpointDir ? `\ncheckpoint: ${result.checkpointDir}` : "") +
-              (result.exportDir ? `\nmodel: ${result.exportDir}` : "") +
-              `\nmetrics: ${result.files.metrics}\nsettings: ${out}/config.yaml`,
-          );
-          break;
-        }
+      const result = await sft(model, rows, options);
+      if (result.steps !== validated && (config.evalEvery > 0 || config.saveBest)) {
+        await logger.validate(model, result.steps, result.steps);
       }
+      console.log(
+        `sft: ${result.steps} of ${result.totalSteps} updates, last loss ${
+          result.history.at(-1)?.loss.toFixed(4)
+        }` +
+          (result.checkpointDir ? `\ncheckpoint: ${result.checkpointDir}` : "") +
+          (result.exportDir ? `\nmodel: ${result.exportDir}` : "") +
+          `\nmetrics: ${result.files.metrics}\nsettings: ${out}/config.yaml`,
+      );
     } finally {
       await logger.close();
       model.dispose();
     }
   },
 });
-
-/** Updates done by the run in `out` (its latest checkpoint's step; 0 when none). */
-async function currentStep(out: string): Promise<number> {
-  let best = 0;
-  try {
-    for await (const e of Deno.readDir(out)) {
-      const m = /^checkpoint-(\d+)$/.exec(e.name);
-      if (e.isDirectory && m) best = Math.max(best, Number(m[1]));
-    }
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  return best;
-}

@@ -711,11 +711,12 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
       };
       result.history.push(metrics);
       result.steps = step;
+      progress.update(step, { ...metrics });
+      for (const logger of c.loggers) await logger.logStep(metrics);
+      // After the loggers, as grpo: a logger may add metrics of its own to the step (validation).
       if (result.files.metrics) {
         await Deno.writeTextFile(result.files.metrics, JSON.stringify(metrics) + "\n", { append: true });
       }
-      progress.update(step, { ...metrics });
-      for (const logger of c.loggers) await logger.logStep(metrics);
       await c.onStep?.(metrics);
       if (c.saveSteps && step % c.saveSteps === 0 && step < stopAt) await checkpoint(step);
     }
