@@ -132,6 +132,14 @@ Deno.test("evaluate: sampled runs draw seed (seed, id, run); accuracy is the mea
   assertEquals(b.accuracyByRun, byRun);
   assert(Math.abs(b.accuracy - (byRun[0] + byRun[1] + byRun[2]) / 3) < 1e-12);
   assert(formatReport(report).includes("temperature 0.7"));
+  // numGenerations is the same setting under the toolkit's one name for the sample count
+  const same = await evaluate(fakeModel(), [{ name: "alpha", table: aq.from(rows) }], {
+    tokenizer: charTokenizer,
+    numGenerations: 3,
+    temperature: 0.7,
+    seed: 9,
+  });
+  assertEquals(same.benchmarks, report.benchmarks);
 });
 
 Deno.test("evaluate: stopped by a signal, the report covers what was answered and says so", async () => {
@@ -377,5 +385,9 @@ Deno.test("evaluate: unknown option keys and a doubled output folder are errors 
   await rejects(
     evaluate(fakeModel(), benches(), { tokenizer: charTokenizer, outputDir: "a", outDir: "b" }),
     /both outputDir and its alias outDir/,
+  );
+  await rejects(
+    evaluate(fakeModel(), benches(), { tokenizer: charTokenizer, numGenerations: 2, runs: 2 }),
+    /both numGenerations and its alias runs/,
   );
 });

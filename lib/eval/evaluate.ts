@@ -24,6 +24,7 @@ import {
   rowHasImages,
 } from "../engine/generate_batch.ts";
 import { openRowJob } from "../engine/row_job.ts";
+import type { SamplingOptions } from "../engine/sampling.ts";
 import { checkOptionKeys } from "../util/options.ts";
 import { type BenchmarkSpec, resolveBenchmarks, type ResolveOptions } from "./benchmarks.ts";
 import { compareReports, type EvalReport, formatReport, type Prediction, summarize } from "./report.ts";
@@ -50,18 +51,16 @@ export {
 } from "./report.ts";
 
 /** Options of {@linkcode evaluate}. */
-export interface EvaluateOptions extends ResolveOptions {
+export interface EvaluateOptions extends ResolveOptions, SamplingOptions {
   /** The model's tokenizer. Default: `loadTokenizer(model.dir)` (the folder's own, else the embedded Qwen2.5 one). */
   tokenizer?: ChatTokenizer;
-  /** 0 = greedy (default, the recipe); above 0 samples. */
-  temperature?: number;
-  /** Default 1. */
-  topP?: number;
-  /** Default 0 (off). */
-  topK?: number;
-  /** Default 4096 (the recipe). */
-  maxNewTokens?: number;
-  /** Runs per question (the recipe reports the mean of 3); run r of question q draws seed (seed, q, r). Default 1. */
+  /**
+   * Runs per question, the sample count of every generating function (the recipe reports the mean of 3);
+   * run r of question q draws seed (seed, q, r). Default 1. Decoding defaults: `temperature` 0 (greedy, the
+   * recipe's evaluation; above 0 samples), `topP` 1, `topK` 0, `maxNewTokens` 4096.
+   */
+  numGenerations?: number;
+  /** Alias of `numGenerations` (the CLI's `--runs`, the report's `settings.runs`); give one of the two. */
   runs?: number;
   /** Base seed. Default 0. */
   seed?: number;
@@ -139,6 +138,7 @@ const EVALUATE_OPTION_KEYS = [
   "topP",
   "topK",
   "maxNewTokens",
+  "numGenerations",
   "runs",
   "seed",
   "batchSize",
@@ -199,7 +199,6 @@ export async function evaluate(
     topP = 1,
     topK = 0,
     maxNewTokens = 4096,
-    runs = 1,
     seed = 0,
     batchSize = 8,
     template,
@@ -209,8 +208,12 @@ export async function evaluate(
     level = 0.95,
   } = options;
   const outputDir = options.outputDir ?? options.outDir;
+  if (options.numGenerations !== undefined && options.runs !== undefined) {
+    throw new Error("evaluate options give both numGenerations and its alias runs; keep numGenerations.");
+  }
+  const runs = options.numGenerations ?? options.runs ?? 1;
   if (!Number.isInteger(runs) || runs < 1) {
-    throw new Error(`evaluate option runs must be a positive integer, got ${runs}.`);
+    throw new Error(`evaluate option numGenerations (runs) must be a positive integer, got ${runs}.`);
   }
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new Error(`evaluate option batchSize must be a positive integer, got ${batchSize}.`);
