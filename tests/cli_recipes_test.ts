@@ -90,7 +90,7 @@ Deno.test("recipes: the paper's runs carry the published settings", async () => 
       [1e-5, "cosine", 0.05, [0.9, 0.95], 1e-4, 16],
     );
     const p = (await parseCommand("probe", ["--config", `${RECIPES}probe_qwen25vl_${size}.yaml`]))!;
-    assertEquals([p.n, p.temperature, p.topP, p.maxNewTokens], [16, 1, 1, 4096]);
+    assertEquals([p.numGenerations, p.temperature, p.topP, p.maxNewTokens], [16, 1, 1, 4096]);
     const f = (await parseCommand("filter", ["--config", `${RECIPES}probe_qwen25vl_${size}.yaml`]))!;
     assertEquals([f.minPass, f.maxPass, f.order], [1, 7, "easy-to-hard"]);
     const e = (await parseCommand("evaluate", ["--config", `${RECIPES}evaluate_qwen25vl_${size}.yaml`]))!;

@@ -52,18 +52,19 @@ Deno.test("cli: defaults < YAML config (any key case, command sections) < flags"
         "max_new_tokens: 64",
         "batch-size: 2",
         "probe:",
-        "  n: 8",
+        "  num_generations: 8",
         "  data: [a.jsonl, b.jsonl]",
         "evaluate:",
         "  runs: 3",
         "",
       ].join("\n"),
     );
-    const c = (await parseCommand("probe", ["--config", file, "--n", "4", "--keep-completions"]))!;
+    const c =
+      (await parseCommand("probe", ["--config", file, "--num-generations", "4", "--keep-completions"]))!;
     assertEquals(c.model, "/models/x");
     assertEquals(c.maxNewTokens, 64);
     assertEquals(c.batchSize, 2);
-    assertEquals(c.n, 4); // the flag wins over the section
+    assertEquals(c.numGenerations, 4); // the flag wins over the section
     assertEquals(c.data, ["a.jsonl", "b.jsonl"]);
     assertEquals(c.temperature, 1); // default
     assertEquals(c.keepCompletions, true);
@@ -71,12 +72,15 @@ Deno.test("cli: defaults < YAML config (any key case, command sections) < flags"
     assertEquals(e.runs, 3);
     assertEquals(e.benchmarks, ["medqa", "pubmedqa"]);
     assertEquals(e.temperature, 0);
-    await Deno.writeTextFile(`${dir}/bad.yaml`, "n: 4\nbogus_key: 1\n");
+    await Deno.writeTextFile(`${dir}/bad.yaml`, "num_generations: 4\nbogus_key: 1\n");
     await rejects(
       parseCommand("probe", ["--config", `${dir}/bad.yaml`]),
       /bad\.yaml: unknown key 'bogus_key' for probe/,
     );
-    await rejects(parseCommand("probe", ["--n", "four"]), /'--n' of probe must be a number, got 'four'/);
+    await rejects(
+      parseCommand("probe", ["--num-generations", "four"]),
+      /'--num-generations' of probe must be a number, got 'four'/,
+    );
     await rejects(parseCommand("probe", ["--nope"]), /nope/);
     await rejects(parseCommand("serve!", []), /Unknown command 'serve!'/);
     await Deno.writeTextFile(`${dir}/list.yaml`, "- 1\n- 2\n");
@@ -88,7 +92,7 @@ Deno.test("cli: defaults < YAML config (any key case, command sections) < flags"
 
 Deno.test("cli: the shipped example configs parse for their commands", async () => {
   const probe = (await parseCommand("probe", ["--config", `${ROOT}examples/configs/probe.yaml`]))!;
-  assertEquals([probe.n, probe.temperature, probe.topP], [16, 1, 1]);
+  assertEquals([probe.numGenerations, probe.temperature, probe.topP], [16, 1, 1]);
   const filter = (await parseCommand("filter", ["--config", `${ROOT}examples/configs/probe.yaml`]))!;
   assertEquals([filter.minPass, filter.maxPass, filter.order], [1, 7, "easy-to-hard"]);
   const evaluate = (await parseCommand("evaluate", ["--config", `${ROOT}examples/configs/evaluate.yaml`]))!;
@@ -121,7 +125,7 @@ Deno.test({
         [
           `data: ${DATA}medqa_4opt/test.jsonl`,
           "limit: 6",
-          "n: 2",
+          "num_generations: 2",
           "max_new_tokens: 2",
           "batch_size: 6",
           `out: ${dir}/probe/probe.jsonl`,

@@ -182,7 +182,7 @@ Deno.test({
       "distill",
       "--limit",
       "3",
-      "--n",
+      "--num-generations",
       "2",
       "--max-new-tokens",
       "4",

@@ -29,7 +29,11 @@ export const DISTILL_COMMAND = defineCommand({
     ...MODEL_SETTINGS,
     ...REMOTE_SETTINGS,
     ...DATA_SETTINGS,
-    n: { kind: "number", help: "samples per question at most (the recipe: 3 at T = 1)", default: 3 },
+    numGenerations: {
+      kind: "number",
+      help: "samples per question at most (the recipe: 3 at T = 1)",
+      default: 3,
+    },
     temperature: { kind: "number", help: "sampling temperature", default: 1 },
     ...SAMPLING_SETTINGS,
     batchSize: { kind: "number", help: "questions per teacher call", default: 8 },
@@ -53,7 +57,7 @@ export const DISTILL_COMMAND = defineCommand({
     const stop = abortOnInterrupt("distill");
     try {
       const result = await distill(model, rows, {
-        n: config.n,
+        numGenerations: config.numGenerations,
         temperature: config.temperature,
         topP: config.topP,
         topK: config.topK,

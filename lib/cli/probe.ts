@@ -33,7 +33,7 @@ export const PROBE_COMMAND = defineCommand({
       help: "dataset layout (medvlthinker, medagents, pubmedqa, closed_vqa); default: recognised",
     },
     limit: { kind: "number", help: "probe only the first N questions" },
-    n: { kind: "number", help: "samples per question", default: 16 },
+    numGenerations: { kind: "number", help: "samples per question (n)", default: 16 },
     temperature: { kind: "number", help: "sampling temperature", default: 1 },
     ...SAMPLING_SETTINGS,
     batchSize: { kind: "number", help: "questions per generate call", default: 4 },
@@ -63,7 +63,7 @@ export const PROBE_COMMAND = defineCommand({
     try {
       const result = await probe(model, table, {
         tokenizer,
-        n: config.n,
+        numGenerations: config.numGenerations,
         temperature: config.temperature,
         topP: config.topP,
         topK: config.topK,
@@ -80,7 +80,10 @@ export const PROBE_COMMAND = defineCommand({
       const histogram = config.histogram ?? `${dirOf(out)}/pass_counts.svg`;
       await writeSvg(
         histogram,
-        passCountHistogram(result, { n: config.n, title: `Pass counts (n = ${config.n})` }),
+        passCountHistogram(result, {
+          n: config.numGenerations,
+          title: `Pass counts (n = ${config.numGenerations})`,
+        }),
       );
       const csv = out.replace(/\.jsonl$/, "") + ".csv";
       await Deno.writeTextFile(csv, result.toCSV());
@@ -90,7 +93,7 @@ export const PROBE_COMMAND = defineCommand({
         // One point per probe run: the mean pass count and the share of each pass count (step = count).
         const tb = await TensorBoardWriter.open(`${dirOf(out)}/tensorboard`);
         tb.scalar("probe/mean_pass_count", mean, result.numRows());
-        for (let k = 0; k <= config.n; k++) {
+        for (let k = 0; k <= config.numGenerations; k++) {
           tb.scalar("probe/questions_with_pass_count", counts.filter((c) => c === k).length, k);
         }
         await tb.close();
@@ -98,7 +101,7 @@ export const PROBE_COMMAND = defineCommand({
       console.log(
         `probe: ${result.numRows()} of ${table.numRows()} questions done, mean pass count ${
           mean.toFixed(2)
-        } of ${config.n}` +
+        } of ${config.numGenerations}` +
           (result.numRows() < table.numRows() ? " (stopped: rerun the same command to resume)" : ""),
       );
       console.log(`results: ${out}\ntable: ${csv}\nhistogram: ${histogram}`);
