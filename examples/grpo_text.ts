@@ -411,7 +411,11 @@ function verdict(): string {
         same ? "about the same as" : `${pct(Math.abs(d))} points ${d > 0 ? "above" : "below"}`
       } ` +
         `GRPO (paired 95% CI ${signed(keyVsGrpo.low)} to ${signed(keyVsGrpo.high)}): ${meaning} ` +
-        `What this toy shows is that RL with a verifiable reward learns a task from no demonstrations; it ` +
+        `${
+          learned
+            ? "What this toy shows is that RL with a verifiable reward learns a task from no demonstrations; it"
+            : "In this run GRPO did not raise accuracy reliably, so it shows no effect of RL; and the toy"
+        } ` +
         `cannot test the paper's finding (on medical VQA, RL beat SFT on reasoning traces distilled from a ` +
         `larger model), since it has no distilled traces and no pretrained model.`,
     );
