@@ -150,7 +150,7 @@ for (const seed of seeds) {
 
   // Static: probe the pool, filter to the band, GRPO on what is kept for the rest of the budget.
   const probed = await probe(model, arquero.from(pool), {
-    n: N,
+    numGenerations: N,
     temperature: 1,
     maxNewTokens: 16,
     seed,

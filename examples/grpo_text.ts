@@ -315,7 +315,7 @@ const grpoQuestions = grpoRun.steps * (GRPO.promptsPerStep ?? 16);
 const PROBE = { size: Math.min(test.length, quick ? 40 : 200), n: 4 };
 async function probePolicy(name: string, label: string) {
   const probed = await probe(model, arquero.from(test.slice(0, PROBE.size)), {
-    n: PROBE.n,
+    numGenerations: PROBE.n,
     temperature: 1,
     maxNewTokens: EVAL.maxNewTokens,
     seed,
