@@ -132,6 +132,10 @@ function hash32(s: string): number {
 
 /** Values per chunk of generated weights: the writer never holds more than this (64 MB as float32). */
 const CHUNK = 1 << 24;
+// One set of buffers for every tensor: a fresh pair per tensor piled up 8.8 GB of garbage (measured, 7B).
+const f32 = new Float32Array(CHUNK);
+const bits = new Uint32Array(f32.buffer);
+const out = new Uint16Array(CHUNK);
 
 /**
  * Write `count` BF16 values of one tensor to `file`, made `CHUNK` at a time: ones for norm weights, else
@@ -142,11 +146,8 @@ async function writeTensorBf16(file: Deno.FsFile, name: string, count: number): 
   const ones = /norm[12]?\.weight$|ln_q\.weight$/.test(name);
   const a = 0.02 * Math.sqrt(3) / 2147483648;
   let s = (hash32(name) ^ 1) | 1;
-  const f32 = new Float32Array(Math.min(CHUNK, count));
-  const bits = new Uint32Array(f32.buffer);
-  const out = new Uint16Array(f32.length);
-  for (let done = 0; done < count; done += f32.length) {
-    const n = Math.min(f32.length, count - done);
+  for (let done = 0; done < count; done += CHUNK) {
+    const n = Math.min(CHUNK, count - done);
     for (let i = 0; i < n; i++) {
       if (ones) {
         f32[i] = 1;
