@@ -398,7 +398,12 @@ function verdict(): string {
     const same = keyVsGrpo.low <= 0 && keyVsGrpo.high >= 0;
     const control = `SFT on the answer key (the control: the same ${grpoQuestions} training questions, ` +
       `each with its right answer as the target)`;
-    const meaning = same
+    const brokeFormat = (evalSft.benchmarks[0].formatRate ?? 0) < 0.5;
+    const meaning = brokeFormat
+      ? `the control lost the answer format in its ${base?.steps} steps (format ${
+        pct(evalSft.benchmarks[0].formatRate ?? 0)
+      }%), so at this budget it is no comparison.`
+      : same
       ? `on this task the two teachers are indistinguishable at this budget.`
       : d > 0
       ? `with a known answer key, supervision states the answer in every example while GRPO must find it ` +
