@@ -205,6 +205,15 @@ export type { WireMessage } from "./lib/engine/messages.ts";
 export { serveModel } from "./lib/serve/server.ts";
 export type { ModelServer, ServeOptions } from "./lib/serve/server.ts";
 export { distill, extractReasoning } from "./lib/train/distill.ts";
+export { BestCheckpoint, validationAccuracy } from "./lib/train/validation.ts";
+export type {
+  BestRecord,
+  ValidationGrader,
+  ValidationOptions,
+  ValidationResult,
+} from "./lib/train/validation.ts";
+export { TensorBoardWriter } from "./lib/util/tensorboard.ts";
+export type { TensorBoardOptions } from "./lib/util/tensorboard.ts";
 export type { DistillOptions, DistillRecord, DistillResult } from "./lib/train/distill.ts";
 
 // Plots

@@ -305,7 +305,7 @@ Deno.test({
           medqa,
           "--limit",
           "3",
-          "--n",
+          "--num-generations",
           "2",
           "--temperature",
           "0",

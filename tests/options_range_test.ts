@@ -79,7 +79,7 @@ Deno.test("cli probe: --temperature=-1 and --max-new-tokens=-5 exit non-zero nam
         `${ROOT}data/medqa_4opt/test.jsonl`,
         "--limit",
         "1",
-        "--n",
+        "--num-generations",
         "1",
         flag,
         "--out",

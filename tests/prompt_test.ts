@@ -7,9 +7,9 @@ import type { Row } from "../lib/data/types.ts";
 const SHARED = new URL("../", import.meta.url).pathname; // the repository root: fixtures under tests/, data under data/
 const CACHE = await Deno.makeTempDir({ prefix: "medthink-prompt-" });
 const tok = await loadTokenizer(undefined, { cacheDir: `${CACHE}/tok` });
-const CASES = Deno.readTextFileSync(`${SHARED}tests/fixtures/chat_template_cases.jsonl`).split("\n").filter((l) =>
-  l.trim()
-)
+const CASES = Deno.readTextFileSync(`${SHARED}tests/fixtures/chat_template_cases.jsonl`).split("\n").filter((
+  l,
+) => l.trim())
   .map((l) => JSON.parse(l));
 
 Deno.test("the recipe instruction keeps its literal backslash-n", () => {

@@ -9,8 +9,7 @@ import { decodeImage } from "../lib/data/images.ts";
 import { imageTokenCount, processImages, readImageProcessorConfig } from "../lib/data/processor.ts";
 import { expandImageTokens, loadTokenizer } from "../lib/data/tokenizer.ts";
 
-const IMAGE =
-  new URL("../data/vqa_rad_closed/images/5e684d0681c86c3a.jpg", import.meta.url).pathname;
+const IMAGE = new URL("../data/vqa_rad_closed/images/5e684d0681c86c3a.jpg", import.meta.url).pathname;
 
 Deno.test("medthink-tiny-vl weights are a fixed function of the seed", async () => {
   const a = tinyVLModelTensors(), b = tinyVLModelTensors();

@@ -7,7 +7,6 @@
  *
  * @module
  */
-import { tf } from "../util/deps.ts";
 import { recoverInterrupted } from "../util/atomic.ts";
 import { useBackend } from "./backend.ts";
 import type { CausalLM } from "./types.ts";
