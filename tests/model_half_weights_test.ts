@@ -1,13 +1,15 @@
 // Frozen weights at 2 bytes (loadModel's weightsDtype): the widening is exact for all 65536 codes on
 // cpu, wasm, tensorflow and webgpu; the BF16 fixtures loaded as bfloat16 give the float32 path's logits (the weights are
-// the same numbers) and float16 within 1e-3 of the golden ones, with the golden greedy tokens; LoRA on a
-// half base trains; a BF16 checkpoint loads in about half the memory (peak RSS in a child process).
+// the same numbers) and float16 within 1e-3 of the golden ones, with the golden greedy tokens; an untied
+// head at 2 bytes gives the same logits and greedy tokens slice by slice of its rows as in one piece,
+// without a float32 copy of the whole head; LoRA on a half base trains; a BF16 checkpoint loads in about
+// half the memory (peak RSS in a child process).
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { tf } from "../lib/util/deps.ts";
 import { loadModel, saveModel } from "../lib/model/load.ts";
 import { addLora, loraParams } from "../lib/model/lora.ts";
 import type { Qwen25VLModel } from "../lib/model/qwen25vl.ts";
-import type { Qwen2Model } from "../lib/model/qwen2.ts";
+import { halfMatMulBTChunked, matMulBT, type Qwen2Model } from "../lib/model/qwen2.ts";
 import { writeCheckpoint } from "../lib/model/safetensors.ts";
 import { f32BitsToBf16, f32BitsToF16, widenHalf } from "../lib/model/weights.ts";
 import { valueAndGrads } from "../lib/train/optimizer.ts";
@@ -95,10 +97,11 @@ halfBackendsTest(
       const m = await loadModel(QWEN2_TINY, { backend, weightsDtype }) as Qwen2Model;
       try {
         const names = Object.keys(m.half);
-        // Every layer matrix, and the embedding (untied: a lookup widens only its rows); the head stays float32.
-        assert(names.length === 7 * m.config.numHiddenLayers + 1, `${names.length} weights at 2 bytes`);
+        // Every layer matrix, the embedding (untied: a lookup widens only its rows) and the untied head
+        // (its logits are computed slice by slice of its rows).
+        assert(names.length === 7 * m.config.numHiddenLayers + 2, `${names.length} weights at 2 bytes`);
         assert("model.embed_tokens.weight" in m.half, "the untied embedding at 2 bytes");
-        assert("lm_head.weight" in m.params, "the head stays float32");
+        assert("lm_head.weight" in m.half && !("lm_head.weight" in m.params), "the untied head at 2 bytes");
         const lg = m.logits(g.input_ids);
         const d = await maxDiff(lg, weightsDtype === "bfloat16" ? want : g.logits);
         lg.dispose();
@@ -111,6 +114,89 @@ halfBackendsTest(
     }
     want.dispose();
     full.dispose();
+  },
+);
+
+halfBackendsTest("halfMatMulBTChunked: any slice size gives x widen(W)^T (odd row length too)", async () => {
+  for (const [N, K] of [[10, 5], [12, 64]]) {
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32 - 0.5) * 2;
+    const codes = new Uint16Array(N * K).map(() => f32BitsToBf16(bits(rnd())));
+    const w = {
+      packed: tf.tensor1d(new Int32Array(codes.buffer), "int32"),
+      shape: [N, K],
+      dtype: "bfloat16" as const,
+    };
+    const x = tf.tensor2d(Float32Array.from({ length: 3 * K }, rnd), [3, K]);
+    const want = tf.tidy(() => matMulBT(x, widenHalf(w) as tf.Tensor2D));
+    try {
+      for (const rows of [1, 2, 3, 4, 7, N - 1, N, N + 5, undefined]) {
+        const got = halfMatMulBTChunked(x, w, rows);
+        assertEquals(got.shape, [3, N]);
+        const d = await maxDiff(got, want);
+        got.dispose();
+        assert(d <= 1e-6, `[${N}, ${K}] in slices of ${rows} rows: differs by ${d}`);
+      }
+    } finally {
+      tf.dispose([w.packed, x, want]);
+    }
+  }
+});
+
+halfBackendsTest(
+  "qwen2-tiny: a bfloat16 head in slices of rows gives the one-piece logits and greedy tokens, never widened whole",
+  async () => {
+    const g = loadGolden();
+    const m = await loadModel(QWEN2_TINY, { weightsDtype: "bfloat16" }) as Qwen2Model;
+    try {
+      const [V, H] = m.half["lm_head.weight"].shape;
+      m.headChunkRows = V; // one piece
+      const whole = m.logits(g.input_ids);
+      const wholeOut = await m.generate(g.input_ids, { maxNewTokens: 8, temperature: 0, eosTokenIds: [] });
+      m.headChunkRows = 7; // 43 slices, the last one shorter
+      const sliced = m.logits(g.input_ids);
+      const d = await maxDiff(sliced, whole);
+      tf.dispose([whole, sliced]);
+      assert(d <= 1e-6, `sliced head logits differ from the one-piece ones by ${d}`);
+      const out = await m.generate(g.input_ids, { maxNewTokens: 8, temperature: 0, eosTokenIds: [] });
+      assertEquals(out.tokens, wholeOut.tokens);
+      assertEquals(out.tokens, g.greedy_new_tokens);
+      assertEquals(out.logprobs, wholeOut.logprobs);
+
+      // lmHeadWeight (the training losses' head) widens the 2-byte head for its caller: the float32 values.
+      const full = await loadModel(QWEN2_TINY);
+      const lw = tf.tidy(() => m.lmHeadWeight().clone());
+      const dw = await maxDiff(lw, full.params["lm_head.weight"]);
+      tf.dispose(lw);
+      full.dispose();
+      assert(dw === 0, `lmHeadWeight differs from the float32 head by ${dw}`);
+
+      // Memory of one decoding row's logits: slices of 10 rows never hold more than a fraction of the
+      // float32 head (V x H x 4 bytes); the one-piece product holds all of it (the check can fail).
+      const h = tf.randomNormal([1, 1, H]);
+      const growth = (rows: number) => {
+        m.headChunkRows = rows;
+        const before = tf.memory().numBytes;
+        let out: tf.Tensor | null = null;
+        const info = tf.profile(() => {
+          out = m.project(h);
+        });
+        return info.then((p) => {
+          (out as tf.Tensor | null)?.dispose();
+          return p.peakBytes - before;
+        });
+      };
+      const headBytes = V * H * 4;
+      const slicedPeak = await growth(10), wholePeak = await growth(V);
+      assert(wholePeak >= headBytes, `the one-piece product grew memory by only ${wholePeak} B`);
+      assert(
+        slicedPeak < 0.5 * headBytes,
+        `slices of 10 rows grew memory by ${slicedPeak} B of ${headBytes}`,
+      );
+      h.dispose();
+    } finally {
+      m.dispose();
+    }
   },
 );
 

@@ -45,7 +45,7 @@ import {
 import { generate, type PrefillResult } from "./generate.ts";
 import type { KVCache } from "./kv_cache.ts";
 import { type LoadModelOptions, registerArchitecture } from "./registry.ts";
-import { loadWeights, WEIGHTS_DTYPES, widenHalf } from "./weights.ts";
+import { loadWeights, WEIGHTS_DTYPES, widenHalf, widenHalfRows } from "./weights.ts";
 
 export { disposeCache, emptyCache, selectCacheRows } from "./kv_cache.ts";
 export type { KVCache, PrefillResult };
@@ -165,6 +165,39 @@ const wasmMatMulBT = tf.customGrad(
 export function matMulBT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
   if (tf.getBackend() !== "wasm") return tf.matMul(x, w, false, true);
   return wasmMatMulBT(x, w) as tf.Tensor2D;
+}
+
+/** Bytes of float32 rows that {@linkcode halfMatMulBTChunked} widens at once by default (256 MiB). */
+export const HEAD_CHUNK_BYTES = 256 * 2 ** 20;
+
+/**
+ * `x W^T` for `x` `[M, K]` and a 2-byte weight `W` `[N, K]` (an untied head under `weightsDtype`) without
+ * a float32 copy of `W`: its rows are widened `chunkRows` at a time (default: {@linkcode HEAD_CHUNK_BYTES}
+ * of float32), each slice multiplied and freed before the next, and the `[M, slice]` products joined.
+ * On webgpu a decode-sized `x` reads the packed weight as stored (one dispatch, {@linkcode linearSmall}).
+ * The same values as `x widen(W)^T`: each output column is the same dot product either way.
+ */
+export function halfMatMulBTChunked(x: tf.Tensor2D, w: HalfWeight, chunkRows?: number): tf.Tensor2D {
+  const direct = linearSmall(x, w);
+  if (direct) return direct;
+  const [N, K] = w.shape;
+  let rows = Math.max(1, Math.floor(chunkRows ?? HEAD_CHUNK_BYTES / (4 * K)));
+  // A slice must start on a whole packed word: with an odd row length, an even number of rows.
+  if (K % 2 === 1) rows = Math.max(2, rows - (rows % 2));
+  if (rows >= N) {
+    return tf.tidy(() => matMulBT(x, widenHalf(w) as tf.Tensor2D));
+  }
+  const parts: tf.Tensor2D[] = [];
+  try {
+    for (let r0 = 0; r0 < N; r0 += rows) {
+      const n = Math.min(rows, N - r0);
+      // One slice at a time: its widened rows are freed (by this tidy) before the next are made.
+      parts.push(tf.tidy(() => matMulBT(x, widenHalfRows(w, r0, n) as tf.Tensor2D)));
+    }
+    return tf.concat(parts, 1) as tf.Tensor2D;
+  } finally {
+    tf.dispose(parts);
+  }
 }
 
 /** 2-D matmuls slice by slice: `a` `[N, M, K]` times `b` `[N, K, S]` (XNNPACK's fast path on wasm). */
@@ -684,6 +717,11 @@ export class Qwen2Model implements CausalLM {
   loraEnabled = true;
   /** Activation checkpointing of the decoder layers in training (see {@linkcode checkpointedLayer}). */
   gradientCheckpointing = false;
+  /**
+   * Rows of a 2-byte head widened at once when computing logits (undefined: as many as make
+   * {@linkcode HEAD_CHUNK_BYTES} of float32). The tests set a small value to run several slices.
+   */
+  headChunkRows?: number;
 
   /** Wrap loaded parameters (validated by the loader) as a model. */
   constructor(config: ModelConfig, params: Record<string, tf.Variable>, options: Qwen2ModelOptions = {}) {
@@ -720,27 +758,42 @@ export class Qwen2Model implements CausalLM {
     });
   }
 
-  /** The output projection `[V, H]` (the embedding matrix when tied). Owned by the model: do not dispose. */
+  /**
+   * The output projection `[V, H]` (the embedding matrix when tied). A float32 head is the model's own
+   * variable: do not dispose it. A head kept at 2 bytes (an untied head under `weightsDtype`) comes back
+   * as a float32 copy widened for this call, a new tensor for the caller's `tf.tidy` to free (the model's
+   * own logits never make that copy: see {@linkcode Qwen2Model.project}).
+   */
   lmHeadWeight(): tf.Tensor2D {
+    const hw = this.half["lm_head.weight"];
+    if (hw) return widenHalf(hw) as tf.Tensor2D;
     return (this.params["lm_head.weight"] ?? this.params["model.embed_tokens.weight"]) as tf.Tensor2D;
   }
 
   /**
    * `[..., H]` hidden states -> `[..., V]` logits. `headT` is the output matrix already transposed
-   * (`[H, V]`), which decoding keeps for the whole generation on wasm (see {@linkcode matMulBT}).
+   * (`[H, V]`), which decoding keeps for the whole generation on wasm (see {@linkcode matMulBT}). A head
+   * kept at 2 bytes is multiplied slice by slice of its rows ({@linkcode halfMatMulBTChunked}), so no
+   * float32 copy of the whole head ever exists.
    */
   project(hidden: tf.Tensor, headT?: tf.Tensor2D | null): tf.Tensor {
     return tf.tidy(() => {
       const H = hidden.shape[hidden.shape.length - 1];
       const h2 = tf.reshape(hidden, [-1, H]) as tf.Tensor2D;
-      const y = headT ? tf.matMul(h2, headT) : matMulBT(h2, this.lmHeadWeight());
+      const hw = this.half["lm_head.weight"];
+      const y = headT
+        ? tf.matMul(h2, headT)
+        : hw
+        ? halfMatMulBTChunked(h2, hw, this.headChunkRows)
+        : matMulBT(h2, this.lmHeadWeight());
       return tf.reshape(y, [...hidden.shape.slice(0, -1), y.shape[1] as number]);
     });
   }
 
   /** On wasm, the transposed output matrix kept in the cache for the whole generation. */
   protected cachedHeadT(cache: KVCache): tf.Tensor2D | null {
-    if (tf.getBackend() !== "wasm") return null;
+    // A 2-byte head is never widened whole (project multiplies it slice by slice).
+    if (tf.getBackend() !== "wasm" || this.half["lm_head.weight"]) return null;
     if (!cache.lmHeadT) cache.lmHeadT = tf.keep(tf.transpose(this.lmHeadWeight()));
     return cache.lmHeadT;
   }
@@ -866,13 +919,14 @@ export async function loadQwen2(
 
 /**
  * Which weights `weightsDtype` keeps at 2 bytes: the matrices of the decoder layers and of the vision
- * tower, and the embedding when it is not also the head (a lookup widens only the rows it reads). The
- * head stays float32: widening a 151936-row matrix per decoding step would cost more than the layers
- * themselves; norms and biases are too small to matter.
+ * tower, and an untied embedding and head (a lookup widens only the rows it reads; the head's logits are
+ * computed slice by slice of its rows, {@linkcode halfMatMulBTChunked}: the 7B's head is 2.2 GB as
+ * float32). A tied embedding stays float32: training reads it whole as the head (`lmHeadWeight`), and
+ * widening it per call there would cost a float32 copy each time; norms and biases are too small to matter.
  */
 export function halfCandidate(config: ModelConfig): (name: string, shape: number[]) => boolean {
   return (name, shape) =>
-    shape.length >= 2 && name.endsWith(".weight") && name !== "lm_head.weight" &&
+    shape.length >= 2 && name.endsWith(".weight") &&
     (name !== "model.embed_tokens.weight" || !config.tieWordEmbeddings);
 }
 

@@ -184,7 +184,11 @@ export interface CausalLM {
   gradientCheckpointing?: boolean;
   /** Final-norm hidden states `[B, T, H]` (differentiable; no logits materialised). */
   hidden(inputIds: number[][] | tf.Tensor2D, options?: ForwardOptions): tf.Tensor3D;
-  /** The output projection `[V, H]` (the embedding matrix when tied). */
+  /**
+   * The output projection `[V, H]` (the embedding matrix when tied): the model's own float32 variable, or
+   * for a head kept at 2 bytes (`weightsDtype`) a float32 copy widened for this call (a new tensor: call it
+   * inside a `tf.tidy`).
+   */
   lmHeadWeight(): tf.Tensor2D;
   /** Full logits `[B, T, V]`. */
   logits(inputIds: number[][] | tf.Tensor2D, options?: ForwardOptions): tf.Tensor3D;

@@ -362,17 +362,22 @@ export function attentionProgram(
  * The float32 values of 16-bit codes packed two per int32 word (element 2i in the low half of word i),
  * `bfloat16` or `float16`, in one dispatch: exact for every code (bit operations only, no float
  * arithmetic on the codes, so none of tfjs-webgpu's float32-emulated int32 kernels), subnormals and
- * signed zeros included. Needs no `shader-f16`.
+ * signed zeros included. Needs no `shader-f16`. With `startWord`, the codes from that word on (a slice of
+ * rows: tfjs-webgpu's `slice` of int32 words passes them through float32 and changes them).
  */
 export function widenHalfProgram(
   packed: tf.Tensor,
   shape: number[],
   dtype: "bfloat16" | "float16",
+  startWord = 0,
 ): tf.Tensor {
   const n = shape.reduce((p, d) => p * d, 1);
-  if (packed.dtype !== "int32" || packed.size * 2 !== n) {
+  const whole = startWord === 0 && packed.size * 2 === n;
+  if (packed.dtype !== "int32" || !(whole || (startWord >= 0 && 2 * (packed.size - startWord) >= n))) {
     throw new Error(
-      `widenHalfProgram takes ${n / 2} int32 words for [${shape}], not a ${packed.dtype} [${packed.shape}].`,
+      `widenHalfProgram takes ${
+        n / 2
+      } int32 words for [${shape}] from word ${startWord}, not a ${packed.dtype} [${packed.shape}].`,
     );
   }
   const widen = dtype === "bfloat16" ? `return bitcast<f32>(c << 16u);` : `let s = (c & 0x8000u) << 16u;
@@ -388,14 +393,14 @@ export function widenHalfProgram(
     fn main(gIndex : i32) {
       ${EW_INDEX}
       if (i < uniforms.n) {
-        let word = bitcast<u32>(P[i / 2]);
+        let word = bitcast<u32>(P[uniforms.start + i / 2]);
         var c = word & 0xffffu;
         if (i % 2 == 1) { c = word >> 16u; }
         result[i] = widen(c);
       }
     }`;
-  const p = new Program(["P"], shape, ewDispatch(n), EW, "n : i32,", `widenHalf_${dtype}`, code);
-  return run(p, [packed], [{ type: "int32", data: [n] }]);
+  const p = new Program(["P"], shape, ewDispatch(n), EW, "n : i32, start : i32,", `widenHalf_${dtype}`, code);
+  return run(p, [packed], [{ type: "int32", data: [n] }, { type: "int32", data: [startWord] }]);
 }
 
 /**

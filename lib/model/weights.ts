@@ -282,6 +282,26 @@ export function widenHalf(w: HalfWeight): tf.Tensor {
   });
 }
 
+/**
+ * Rows `[start, start + count)` of a 2-byte matrix {@linkcode HalfWeight} `[N, K]`, widened to float32
+ * `[count, K]` (a new tensor). `start * K` must be even (a slice starts on a whole packed word). On
+ * webgpu the program reads from that word on (tfjs-webgpu's int32 `slice` goes through float32 and
+ * would change the words); elsewhere the words are sliced, then widened.
+ */
+export function widenHalfRows(w: HalfWeight, start: number, count: number): tf.Tensor {
+  const K = w.shape[w.shape.length - 1];
+  if (w.shape.length !== 2 || (start * K) % 2 !== 0 || start < 0 || start + count > w.shape[0]) {
+    throw new Error(
+      `widenHalfRows: rows [${start}, ${start + count}) of [${w.shape}] do not start on a word.`,
+    );
+  }
+  if (tf.getBackend() === "webgpu") return widenHalfProgram(w.packed, [count, K], w.dtype, (start * K) / 2);
+  return tf.tidy(() => {
+    const packed = tf.slice(w.packed, [(start * K) / 2], [(count * K) / 2]) as tf.Tensor1D;
+    return widenHalf({ packed, shape: [count, K], dtype: w.dtype });
+  });
+}
+
 function nativeWiden(be: TfNodeBackend, w: HalfWeight): tf.Tensor {
   const b = be.binding;
   const half = w.dtype === "bfloat16" ? TF_BFLOAT16 : TF_HALF;
