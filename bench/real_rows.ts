@@ -98,6 +98,25 @@ function availableGiB(): number {
   }
 }
 
+/**
+ * Wait (up to `MEDTHINK_REAL_WAIT_MIN` minutes, default 30) until `need` GiB are available: on a shared
+ * machine another job's memory comes and goes, and starting a 20 GiB workload beside it would bring the
+ * kernel's out-of-memory killer. Returns the memory available when it stopped waiting.
+ */
+async function waitForMemory(need: number, what: string): Promise<number> {
+  const waitMin = Number(Deno.env.get("MEDTHINK_REAL_WAIT_MIN") ?? 30);
+  const until = performance.now() + waitMin * 60_000;
+  let free = availableGiB();
+  let said = false;
+  while (!(free >= need) && performance.now() < until) {
+    if (!said) console.log(`[bench] ${what}: waiting for ${need} GiB (${free.toFixed(1)} GiB available)`);
+    said = true;
+    await new Promise((r) => setTimeout(r, 10_000));
+    free = availableGiB();
+  }
+  return free;
+}
+
 async function runOne(cmd: string, args: string[], timeoutMin: number, log: string): Promise<Result> {
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), timeoutMin * 60_000);
@@ -179,9 +198,9 @@ export async function runRealRows(o: RealRowsOptions): Promise<void> {
       ], peer]);
     }
     for (const [who, cmd, args, into] of sides) {
-      const free = availableGiB();
       const need = o.minFreeGiB ?? r.needGiB[who as "medthink" | "pytorch"];
-      if (size !== "smoke" && !(free >= need)) {
+      const free = size === "smoke" ? Infinity : await waitForMemory(need, `${r.label} (${who})`);
+      if (!(free >= need)) {
         into[r.label] = { error: `not run: ${free.toFixed(1)} GiB available, ${need} GiB needed` };
         console.log(`[bench] ${r.label} (${who}): skipped, ${free.toFixed(1)} GiB available`);
         continue;
