@@ -6,6 +6,9 @@
  *
  * `MEDTHINK_WEBGPU_FUSED=0` turns the programs off (then every function is its tf ops).
  *
+ * On the `tensorflow` backend, {@linkcode rowMatMulBT} sends single-row products (decoding one sequence) to
+ * TensorFlow's 2-D `MatMul` (`MEDTHINK_TF_ROW_MATMUL=0` turns that off).
+ *
  * @module
  */
 import { tf } from "../util/deps.ts";
@@ -327,4 +330,61 @@ export function linearSmall(x: tf.Tensor2D, w: tf.Tensor | PackedHalf, bias?: tf
  */
 export function halfMatMulBT(x: tf.Tensor2D, w: PackedHalf): tf.Tensor2D | null {
   return linearSmall(x, w);
+}
+
+let rowForced: boolean | null = null;
+
+/**
+ * Turn {@linkcode rowMatMulBT} on or off for this process (null: back to `MEDTHINK_TF_ROW_MATMUL`); the
+ * tests compare both ways.
+ *
+ * @example
+ * ```ts
+ * import { setRowMatMul } from "./fused.ts";
+ * setRowMatMul(false);
+ * setRowMatMul(null);
+ * ```
+ */
+export function setRowMatMul(on: boolean | null): void {
+  rowForced = on;
+}
+
+/** The parts of tfjs-node's backend that {@linkcode rowMatMulBT} calls. */
+interface TfNodeExec {
+  binding: { TF_FLOAT: number; TF_ATTR_TYPE: number; TF_ATTR_BOOL: number };
+  executeSingleOutput(
+    name: string,
+    attrs: { name: string; type: number; value: unknown }[],
+    inputs: tf.Tensor[],
+  ): tf.Tensor;
+}
+
+/**
+ * `x Wᵀ` for one row `x` `[1, K]` and a float32 `W` `[N, K]` through TensorFlow's 2-D `MatMul` op, or
+ * null where it does not apply (another backend, more rows, a gradient tape recording, not float32,
+ * `MEDTHINK_TF_ROW_MATMUL=0`). tfjs sends every product to `BatchMatMulV2`, which for a single row is
+ * about 2x slower than `MatMul` (measured on the 0.5B decode's shapes; for 8 or more rows `MatMul` is
+ * the slower one, so it stays single-row). Not differentiable: under a tape the caller's tf op runs.
+ *
+ * @example
+ * ```ts
+ * import { tf } from "../util/deps.ts";
+ * import { rowMatMulBT } from "./fused.ts";
+ * console.log(rowMatMulBT(tf.ones([1, 4]) as tf.Tensor2D, tf.ones([2, 4]) as tf.Tensor2D)); // null on cpu
+ * ```
+ */
+export function rowMatMulBT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D | null {
+  if (tf.getBackend() !== "tensorflow" || x.rank !== 2 || w.rank !== 2 || x.shape[0] !== 1) return null;
+  if (x.dtype !== "float32" || w.dtype !== "float32" || x.shape[1] !== w.shape[1]) return null;
+  if (!(rowForced ?? envVar("MEDTHINK_TF_ROW_MATMUL") !== "0")) return null;
+  // deno-lint-ignore no-explicit-any
+  if ((tf.engine() as any).isTapeOn()) return null;
+  const be = tf.backend() as unknown as Partial<TfNodeExec>;
+  if (typeof be.executeSingleOutput !== "function" || !be.binding) return null;
+  const b = be.binding;
+  return be.executeSingleOutput("MatMul", [
+    { name: "T", type: b.TF_ATTR_TYPE, value: b.TF_FLOAT },
+    { name: "transpose_a", type: b.TF_ATTR_BOOL, value: false },
+    { name: "transpose_b", type: b.TF_ATTR_BOOL, value: true },
+  ], [x, w]) as tf.Tensor2D;
 }

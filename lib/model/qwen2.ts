@@ -40,6 +40,7 @@ import {
   fusedOn,
   linearSmall,
   rmsNorm as fusedRmsNorm,
+  rowMatMulBT,
   swiglu,
 } from "./fused.ts";
 import { generate, type PrefillResult } from "./generate.ts";
@@ -163,7 +164,7 @@ const wasmMatMulBT = tf.customGrad(
 
 /** `x W^T` for `x` `[M, K]` and `W` `[N, K]` (a linear layer's weight layout), differentiable, fast on every backend. */
 export function matMulBT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
-  if (tf.getBackend() !== "wasm") return tf.matMul(x, w, false, true);
+  if (tf.getBackend() !== "wasm") return rowMatMulBT(x, w) ?? tf.matMul(x, w, false, true);
   return wasmMatMulBT(x, w) as tf.Tensor2D;
 }
 
