@@ -27,8 +27,8 @@
  *
  * @module
  */
-import * as arquero from "npm:arquero@8.0.3";
 import {
+  aq,
   compareReports,
   type EvalReport,
   evaluate,
@@ -247,7 +247,7 @@ async function sftStage(name: string, rows: ReturnType<typeof sftRows>, lr: numb
 
 // ---------------------------------------------------------------------------------------------
 // Held-out evaluation: evaluate() with greedy decoding, the recipe's lenient grader.
-const heldOut = { name: "lab_task", table: arquero.from(test) };
+const heldOut = { name: "lab_task", table: aq.from(test) };
 async function evaluateHeldOut(name: string): Promise<EvalReport> {
   return await evaluate(model, [heldOut], {
     tokenizer: promptTokenizer,
@@ -314,7 +314,7 @@ const grpoQuestions = grpoRun.steps * (GRPO.promptsPerStep ?? 16);
 // the pass-count histogram shows how sure the policy is per question.
 const PROBE = { size: Math.min(test.length, quick ? 40 : 200), n: 4 };
 async function probePolicy(name: string, label: string) {
-  const probed = await probe(model, arquero.from(test.slice(0, PROBE.size)), {
+  const probed = await probe(model, aq.from(test.slice(0, PROBE.size)), {
     numGenerations: PROBE.n,
     temperature: 1,
     maxNewTokens: EVAL.maxNewTokens,

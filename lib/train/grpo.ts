@@ -240,6 +240,7 @@ function setUp(model: CausalLM, rows: Row[], c: GrpoConfig): GrpoRun {
       params: trainable,
       lr: c.learningRate,
       betas: c.betas,
+      eps: c.adamEpsilon,
       weightDecay: c.weightDecay,
     }),
     lrAt: lrSchedule({

@@ -95,6 +95,12 @@ export interface GrpoOptions extends SamplingOptions {
   weightDecay?: number;
   /** AdamW betas. */
   betas?: [number, number];
+  /**
+   * AdamW's epsilon, added to the root of the second moment (TRL's `adam_epsilon`). A larger value damps
+   * the update of elements whose gradients are far below it: GRPO's gradients can be tiny (a global norm
+   * of 0.001-0.03 on the embedded demo), and at 1e-8 Adam turns their noise into full-learning-rate steps.
+   */
+  adamEpsilon?: number;
   /** Clip the global gradient norm to this (0 = off). */
   maxGradNorm?: number;
   /** Loss aggregation (`dapo`: token mean over the mini-batch). */
@@ -244,6 +250,7 @@ export type GrpoDefaultedKey =
   | "warmupRatio"
   | "weightDecay"
   | "betas"
+  | "adamEpsilon"
   | "maxGradNorm"
   | "lossType"
   | "beta"
@@ -288,6 +295,7 @@ export const GRPO_DEFAULTS: Readonly<
   warmupSteps: undefined,
   weightDecay: 0.01,
   betas: [0.9, 0.999] as [number, number],
+  adamEpsilon: 1e-8,
   maxGradNorm: 1,
   lossType: "dapo" as GrpoLossType,
   beta: 0.01,
@@ -413,6 +421,7 @@ export function resolveGrpoConfig(options: GrpoOptions, numRows: number): GrpoCo
   check.range(WHERE, "warmupRatio", c.warmupRatio, 0, 1);
   if (c.warmupSteps !== undefined) check.int(WHERE, "warmupSteps", c.warmupSteps, 0);
   check.range(WHERE, "weightDecay", c.weightDecay, 0);
+  check.range(WHERE, "adamEpsilon", c.adamEpsilon, 0);
   check.range(WHERE, "maxGradNorm", c.maxGradNorm, 0);
   check.oneOf(WHERE, "lossType", c.lossType, ["grpo", "bnpo", "dr_grpo", "dapo"]);
   check.range(WHERE, "beta", c.beta, 0);

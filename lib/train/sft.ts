@@ -79,8 +79,8 @@ export interface SftOptions {
   weightDecay?: number;
   /** AdamW betas. */
   betas?: [number, number];
-  /** AdamW epsilon. */
-  eps?: number;
+  /** AdamW's epsilon, added to the root of the second moment (TRL's `adam_epsilon`). */
+  adamEpsilon?: number;
   /** Clip the global gradient norm to this (0 = off). */
   maxGradNorm?: number;
   /** `hf`: no decay on biases and norm weights (HF Trainer); `all`: decay on every tensor. */
@@ -133,7 +133,7 @@ export type SftDefaultedKey =
   | "warmupRatio"
   | "weightDecay"
   | "betas"
-  | "eps"
+  | "adamEpsilon"
   | "maxGradNorm"
   | "paramGroups"
   | "maxLength"
@@ -161,7 +161,7 @@ export const SFT_DEFAULTS: Readonly<
   warmupSteps: undefined,
   weightDecay: 1e-4,
   betas: [0.9, 0.95] as [number, number],
-  eps: 1e-8,
+  adamEpsilon: 1e-8,
   maxGradNorm: 1,
   paramGroups: "hf" as "hf" | "all",
   maxLength: 4096,
@@ -188,6 +188,7 @@ export const SFT_RENAMED: Readonly<Record<string, string>> = Object.freeze({
   lr: "learningRate",
   scheduler: "lrSchedulerType",
   logFile: "outputDir",
+  eps: "adamEpsilon",
 });
 
 /** The resolved configuration of an `sft` run: every default filled in. */
@@ -219,7 +220,7 @@ export function resolveSftConfig(options: SftOptions): SftConfig {
   check.range(WHERE, "warmupRatio", c.warmupRatio, 0, 1);
   if (c.warmupSteps !== undefined) check.int(WHERE, "warmupSteps", c.warmupSteps, 0);
   check.range(WHERE, "weightDecay", c.weightDecay, 0);
-  check.range(WHERE, "eps", c.eps, 0);
+  check.range(WHERE, "adamEpsilon", c.adamEpsilon, 0);
   check.range(WHERE, "maxGradNorm", c.maxGradNorm, 0);
   check.oneOf(WHERE, "paramGroups", c.paramGroups, ["hf", "all"]);
   check.int(WHERE, "maxLength", c.maxLength, 1);
@@ -567,7 +568,7 @@ export async function sft(model: CausalLM, dataset: unknown, options: SftOptions
     params: trainable,
     lr: c.learningRate,
     betas: c.betas,
-    eps: c.eps,
+    eps: c.adamEpsilon,
     weightDecay: c.weightDecay,
     paramGroups: c.paramGroups === "hf" ? hfParamGroups(names, c.weightDecay) : undefined,
   });

@@ -1,0 +1,177 @@
+/**
+ * One setting of the demo's GRPO stage (examples/grpo_text.ts on the embedded task), measured every few
+ * steps: training reward, zero-variance groups, KL, and greedy held-out accuracy on a small held-out set.
+ * The format-only warm-up is the demo's (random answer letters) and is cached per (seed, steps, lr, backend)
+ * under /tmp, so settings of the GRPO stage can be compared from the same start.
+ *
+ *   deno run -A bench/demo_grpo_sweep.ts --seed 0 --steps 60 --grpo '{"adamEpsilon":1e-6}'
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import {
+  aq,
+  evaluate,
+  grpo,
+  type GrpoOptions,
+  LAB_DEMO_ANALYTES,
+  labCompactPrompt,
+  type LabRow,
+  labTaskSplits,
+  loadModel,
+  loadTokenizer,
+  medvlthinkerReward,
+  readSafetensors,
+  type Row,
+  sft,
+  tf,
+  writeSafetensors,
+} from "../mod.ts";
+
+const { values: a } = parseArgs({
+  args: Deno.args,
+  options: {
+    seed: { type: "string", default: "0" },
+    steps: { type: "string", default: "60" },
+    every: { type: "string", default: "10" },
+    "eval-size": { type: "string", default: "150" },
+    "warm-steps": { type: "string", default: "80" },
+    "warm-lr": { type: "string", default: "4e-3" },
+    backend: { type: "string", default: "tensorflow" },
+    grpo: { type: "string", default: "{}" },
+    "min-reward": { type: "string", default: "0" },
+  },
+});
+const seed = Number(a.seed);
+const t0 = performance.now();
+const log = (m: string) => console.log(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(5)}s] ${m}`);
+const model = await loadModel("medthink-tiny", { backend: a.backend as never });
+const tok = await loadTokenizer();
+const evalSize = Number(a["eval-size"]);
+const splits = labTaskSplits({ train: 20000, test: 600, seed, analytes: LAB_DEMO_ANALYTES });
+const train: Row[] = splits.train.map((r) => ({ ...r, images: [] }) as unknown as Row);
+const test: Row[] = splits.test.slice(0, evalSize).map((r) => ({ ...r, images: [] }) as unknown as Row);
+const prompt = (row: Row) => labCompactPrompt(row as unknown as LabRow);
+
+function randomLetter(row: Row, position: number): string {
+  const letters = ["A", "B", "C"];
+  let h = 2166136261 ^ seed;
+  for (const ch of `${row.id}#${position}`) h = Math.imul(h ^ ch.charCodeAt(0), 16777619);
+  return letters[(h >>> 0) % letters.length];
+}
+
+const warmSteps = Number(a["warm-steps"]);
+const warmLr = Number(a["warm-lr"]);
+const cache = `/tmp/demo_warm_s${seed}_${warmSteps}_${warmLr}_${model.backend}.safetensors`;
+const warmRows = Array.from({ length: warmSteps * 16 }, (_, i) => train[i % train.length]);
+try {
+  const saved = await readSafetensors(cache);
+  for (const [k, v] of Object.entries(model.params)) {
+    const t = saved[k] as unknown as { data: Float32Array; shape: number[] };
+    v.assign(tf.tensor(t.data, v.shape));
+  }
+  log(`warm-up from ${cache}`);
+} catch {
+  await sft(model, warmRows.map((r, i) => {
+    const p = tok.encode(prompt(r));
+    const c = tok.encode(`<think> compare </think>\n<answer> ${randomLetter(r, i)} </answer><|im_end|>`);
+    return { inputIds: [...p, ...c], labels: [...p.map(() => -100), ...c] };
+  }), {
+    maxSteps: warmSteps,
+    batchSize: 16,
+    microBatchSize: 16,
+    learningRate: warmLr,
+    lrSchedulerType: "constant",
+    warmupRatio: 0,
+    weightDecay: 0,
+    shuffle: false,
+    seed,
+    padTokenId: tok.padTokenId,
+    progress: false,
+  });
+  await writeSafetensors(
+    cache,
+    Object.fromEntries(
+      Object.entries(model.params).map(([k, v]) => [k, { shape: v.shape, data: v.dataSync() as Float32Array }]),
+    ),
+  );
+  log(`warm-up trained (${warmSteps} steps), saved to ${cache}`);
+}
+
+const promptTokenizer = {
+  applyChatTemplate: (messages: { content: unknown }[]) => String(messages[0].content),
+  encodeBatch: tok.encodeBatch.bind(tok),
+  decode: tok.decode.bind(tok),
+};
+async function heldOut(): Promise<string> {
+  const r = await evaluate(model, [{ name: "lab", table: aq.from(test) }], {
+    tokenizer: promptTokenizer,
+    prompt: (row: Row) => [{ role: "user" as const, content: prompt(row) }],
+    maxNewTokens: 16,
+    batchSize: 150,
+    seed,
+    outDir: `/tmp/demo_sweep_eval_${Deno.pid}`,
+    overwrite: true,
+    progress: false,
+  });
+  const b = r.benchmarks[0];
+  // Which letters the greedy policy answers: a fixed letter scores 1/3 whatever the question.
+  const letters: Record<string, number> = {};
+  for (const line of (await Deno.readTextFile(r.files!.predictions)).split("\n").filter(Boolean)) {
+    const p = JSON.parse(line) as { predictedLabel: string | null };
+    letters[p.predictedLabel ?? "-"] = (letters[p.predictedLabel ?? "-"] ?? 0) + 1;
+  }
+  return `acc ${(100 * b.accuracy).toFixed(1)}% fmt ${(100 * (b.formatRate ?? 0)).toFixed(0)}% ${JSON.stringify(letters)}`;
+}
+log(`warm-up held-out (${test.length}): ${await heldOut()}`);
+
+const overrides = JSON.parse(a.grpo!);
+const every = Number(a.every);
+const minReward = Number(a["min-reward"]);
+let win: { r: number; z: number; kl: number; g: number }[] = [];
+const settings: Partial<GrpoOptions> = {
+  numGenerations: 4,
+  promptsPerStep: 16,
+  miniBatchPrompts: 8,
+  microBatchSize: 64,
+  maxNewTokens: 16,
+  temperature: 1,
+  learningRate: 1e-3,
+  lrSchedulerType: "constant",
+  warmupRatio: 0.1,
+  weightDecay: 0,
+  maxGradNorm: 1,
+  lossType: "dapo",
+  beta: 0.04,
+  epsilonLow: 0.2,
+  epsilonHigh: 0.28,
+  scaleRewards: "group",
+  recomputeOldLogps: false,
+  maxSteps: Number(a.steps),
+  ...overrides,
+};
+log(`GRPO ${JSON.stringify(overrides)}`);
+await grpo(model, train.slice(warmRows.length), {
+  shuffle: false,
+  ...settings,
+  tokenizer: tok,
+  promptText: prompt,
+  rewards: [["medvlthinker", (text: string, row: Row) => medvlthinkerReward(text, row).reward, 1]],
+  seed,
+  progress: false,
+  onStep: async (m) => {
+    win.push({ r: m.reward, z: m.frac_reward_zero_std, kl: m.kl, g: Number(m.grad_norm ?? NaN) });
+    if (m.step % every !== 0) return;
+    const mean = (f: (x: typeof win[0]) => number) => win.reduce((s, x) => s + f(x), 0) / win.length;
+    const line = `step ${m.step}: reward ${mean((x) => x.r).toFixed(3)} zero-std ${mean((x) => x.z).toFixed(2)} ` +
+      `kl ${mean((x) => x.kl).toFixed(3)} grad ${mean((x) => x.g).toFixed(4)}`;
+    const rew = mean((x) => x.r);
+    win = [];
+    log(`${line} | held-out ${await heldOut()}`);
+    if (minReward > 0 && m.step >= 30 && rew < minReward) {
+      log(`FLAT: reward ${rew.toFixed(3)} < ${minReward} at step ${m.step}; stopping`);
+      Deno.exit(0);
+    }
+  },
+} as GrpoOptions);
+log("done");
