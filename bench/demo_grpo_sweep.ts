@@ -72,27 +72,33 @@ try {
   }
   log(`warm-up from ${cache}`);
 } catch {
-  await sft(model, warmRows.map((r, i) => {
-    const p = tok.encode(prompt(r));
-    const c = tok.encode(`<think> compare </think>\n<answer> ${randomLetter(r, i)} </answer><|im_end|>`);
-    return { inputIds: [...p, ...c], labels: [...p.map(() => -100), ...c] };
-  }), {
-    maxSteps: warmSteps,
-    batchSize: 16,
-    microBatchSize: 16,
-    learningRate: warmLr,
-    lrSchedulerType: "constant",
-    warmupRatio: 0,
-    weightDecay: 0,
-    shuffle: false,
-    seed,
-    padTokenId: tok.padTokenId,
-    progress: false,
-  });
+  await sft(
+    model,
+    warmRows.map((r, i) => {
+      const p = tok.encode(prompt(r));
+      const c = tok.encode(`<think> compare </think>\n<answer> ${randomLetter(r, i)} </answer><|im_end|>`);
+      return { inputIds: [...p, ...c], labels: [...p.map(() => -100), ...c] };
+    }),
+    {
+      maxSteps: warmSteps,
+      batchSize: 16,
+      microBatchSize: 16,
+      learningRate: warmLr,
+      lrSchedulerType: "constant",
+      warmupRatio: 0,
+      weightDecay: 0,
+      shuffle: false,
+      seed,
+      padTokenId: tok.padTokenId,
+      progress: false,
+    },
+  );
   await writeSafetensors(
     cache,
     Object.fromEntries(
-      Object.entries(model.params).map(([k, v]) => [k, { shape: v.shape, data: v.dataSync() as Float32Array }]),
+      Object.entries(model.params).map((
+        [k, v],
+      ) => [k, { shape: v.shape, data: v.dataSync() as Float32Array }]),
     ),
   );
   log(`warm-up trained (${warmSteps} steps), saved to ${cache}`);
@@ -121,7 +127,9 @@ async function heldOut(): Promise<string> {
     const p = JSON.parse(line) as { predictedLabel: string | null };
     letters[p.predictedLabel ?? "-"] = (letters[p.predictedLabel ?? "-"] ?? 0) + 1;
   }
-  return `acc ${(100 * b.accuracy).toFixed(1)}% fmt ${(100 * (b.formatRate ?? 0)).toFixed(0)}% ${JSON.stringify(letters)}`;
+  return `acc ${(100 * b.accuracy).toFixed(1)}% fmt ${(100 * (b.formatRate ?? 0)).toFixed(0)}% ${
+    JSON.stringify(letters)
+  }`;
 }
 log(`warm-up held-out (${test.length}): ${await heldOut()}`);
 
@@ -163,7 +171,9 @@ await grpo(model, train.slice(warmRows.length), {
     win.push({ r: m.reward, z: m.frac_reward_zero_std, kl: m.kl, g: Number(m.grad_norm ?? NaN) });
     if (m.step % every !== 0) return;
     const mean = (f: (x: typeof win[0]) => number) => win.reduce((s, x) => s + f(x), 0) / win.length;
-    const line = `step ${m.step}: reward ${mean((x) => x.r).toFixed(3)} zero-std ${mean((x) => x.z).toFixed(2)} ` +
+    const line = `step ${m.step}: reward ${
+      mean((x) => x.r).toFixed(3)
+    } zero-std ${mean((x) => x.z).toFixed(2)} ` +
       `kl ${mean((x) => x.kl).toFixed(3)} grad ${mean((x) => x.g).toFixed(4)}`;
     const rew = mean((x) => x.r);
     win = [];

@@ -32,8 +32,7 @@ Deno.test("the import scanner sees every import form", () => {
 
 // Examples being rewritten on the public API, with who does it; an entry must be removed as soon as its
 // example is clean (the test fails on a stale entry), so the list only ever shrinks.
-const BEING_REWRITTEN: Record<string, string> = {
-};
+const BEING_REWRITTEN: Record<string, string> = {};
 
 Deno.test("examples import only mod.ts, node: built-ins and their own helpers", async () => {
   const bad: string[] = [];

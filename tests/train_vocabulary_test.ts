@@ -64,6 +64,14 @@ Deno.test("sft and grpo: unknown keys name the closest known key; renamed keys t
       () => grpo(model, GRPO_ROWS, { ...grpoBase, steps: 2 } as never),
       /Unknown key 'steps' in grpo options: did you mean 'maxSteps'\? \(renamed\)/,
     );
+    await assertRejects(
+      () => sft(model, SFT_ROWS, { eps: 1e-6 } as never),
+      /Unknown key 'eps' in sft options: did you mean 'adamEpsilon'\? \(renamed\)/,
+    );
+    await assertRejects(
+      () => grpo(model, GRPO_ROWS, { ...grpoBase, adamEpsilon: -1 }),
+      /grpo options: adamEpsilon must be a number >= 0, got -1/,
+    );
     // a model in the options (grpo's `reference`) is described by its architecture, never its weights
     assertEquals(describeConfig({ reference: model, x: NaN }), {
       reference: `[model qwen2 ${FIXTURE}]`,
@@ -83,6 +91,55 @@ Deno.test("sft and grpo: unknown keys name the closest known key; renamed keys t
     );
   } finally {
     model.dispose();
+  }
+});
+
+Deno.test("sft and grpo: adamEpsilon reaches AdamW (a huge epsilon leaves the weights almost still)", async () => {
+  // Adam's step is lr * m / (sqrt(v) + eps): with eps far above every gradient the step shrinks by
+  // about |g| / eps, so one update moves the weights orders of magnitude less than at the default.
+  const moved = async (train: (m: Awaited<ReturnType<typeof loadModel>>) => Promise<unknown>) => {
+    const model = await loadModel(FIXTURE, { backend: "wasm" });
+    try {
+      const before = Object.fromEntries(
+        Object.entries(model.params).map(([k, v]) => [k, (v.dataSync() as Float32Array).slice()]),
+      );
+      await train(model);
+      let most = 0;
+      for (const [k, v] of Object.entries(model.params)) {
+        const after = v.dataSync() as Float32Array;
+        for (let i = 0; i < after.length; i++) most = Math.max(most, Math.abs(after[i] - before[k][i]));
+      }
+      return most;
+    } finally {
+      model.dispose();
+    }
+  };
+  const sftRun = (adamEpsilon?: number) => (m: Awaited<ReturnType<typeof loadModel>>) =>
+    sft(m, SFT_ROWS, {
+      batchSize: 4,
+      maxSteps: 1,
+      learningRate: 1e-2,
+      lrSchedulerType: "constant",
+      warmupRatio: 0,
+      progress: false,
+      adamEpsilon,
+    });
+  const grpoRun = (adamEpsilon?: number) => (m: Awaited<ReturnType<typeof loadModel>>) =>
+    grpo(m, GRPO_ROWS, {
+      ...grpoBase,
+      numGenerations: 8,
+      beta: 0,
+      weightDecay: 0, // decay moves every weight whatever the epsilon
+      maxSteps: 1,
+      learningRate: 1e-2,
+      seed: 1,
+      adamEpsilon,
+    });
+  for (const [name, run] of [["sft", sftRun], ["grpo", grpoRun]] as const) {
+    const usual = await moved(run());
+    const damped = await moved(run(1e3));
+    assert(usual > 1e-3, `${name}: the default update moves the weights (max ${usual})`);
+    assert(damped < usual / 100, `${name}: adamEpsilon 1e3 moves them by ${damped}, the default by ${usual}`);
   }
 });
 
