@@ -84,6 +84,8 @@ export interface RealRowsOptions {
   only?: string[];
   /** Start a workload only with this much memory available (GiB; default: the row's own need). */
   minFreeGiB?: number;
+  /** Which sides to run (default both): the others keep their earlier results. */
+  sides?: ("medthink" | "pytorch")[];
 }
 
 // deno-lint-ignore no-explicit-any
@@ -198,6 +200,7 @@ export async function runRealRows(o: RealRowsOptions): Promise<void> {
       ], peer]);
     }
     for (const [who, cmd, args, into] of sides) {
+      if (o.sides && !o.sides.includes(who as "medthink" | "pytorch")) continue;
       const need = o.minFreeGiB ?? r.needGiB[who as "medthink" | "pytorch"];
       const free = size === "smoke" ? Infinity : await waitForMemory(need, `${r.label} (${who})`);
       if (!(free >= need)) {

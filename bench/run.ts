@@ -9,7 +9,7 @@
  *   deno task bench --runs 5 --backend wasm --no-pytorch --out /tmp/R.md
  *   deno task bench --rows real          # Qwen2.5-VL-3B/7B real sizes (bench/real_rows.ts; never in CI):
  *                                        # up to 21 GiB free and 25 GB of disk; --real-size smoke checks the
- *                                        # code path, --real-only "real 3b load,..." picks rows
+ *                                        # code path, --real-only "real 3b load,..." picks rows, --real-sides pytorch one side
  *
  * Each workload runs in its own process (bench/medthink_bench.ts, bench/pytorch_bench.py,
  * bench/trl_grpo_bench.py), one after the other, so that its peak RSS is its own and the two sides
@@ -270,6 +270,7 @@ async function main(): Promise<void> {
       "real-size": { type: "string" },
       "real-only": { type: "string" },
       "real-min-free": { type: "string" },
+      "real-sides": { type: "string" },
       out: { type: "string", default: `${BENCH}/RESULTS.md` },
       help: { type: "boolean", default: false },
     },
@@ -280,6 +281,17 @@ async function main(): Promise<void> {
         "[--backend auto|tensorflow|wasm|webgpu|cpu] [--no-pytorch] [--model DIR] [--out FILE]",
     );
     return;
+  }
+  /** `--real-sides medthink,pytorch`: which sides of the real rows run (default both). */
+  function realSides(v: string | undefined): ("medthink" | "pytorch")[] | undefined {
+    if (v === undefined) return undefined;
+    const sides = v.split(",").map((s) => s.trim());
+    for (const s of sides) {
+      if (s !== "medthink" && s !== "pytorch") {
+        throw new Error(`--real-sides: '${s}' is not a side; use medthink, pytorch or both comma-separated.`);
+      }
+    }
+    return sides as ("medthink" | "pytorch")[];
   }
   if (values.rows?.split(",").map((s) => s.trim()).includes("real")) {
     // The real-size rows (Qwen2.5-VL-3B/7B): their own checkpoints, processes and report section.
@@ -292,6 +304,7 @@ async function main(): Promise<void> {
       size: values["real-size"],
       only: values["real-only"]?.split(",").map((s) => s.trim()),
       minFreeGiB: values["real-min-free"] ? Number(values["real-min-free"]) : undefined,
+      sides: realSides(values["real-sides"]),
     });
     return;
   }
