@@ -40,6 +40,8 @@ const { values: a } = parseArgs({
     backend: { type: "string", default: "tensorflow" },
     grpo: { type: "string", default: "{}" },
     "min-reward": { type: "string", default: "0" },
+    // Keep the (tied) embedding fixed during GRPO: its 151,936 rows then take no noisy updates.
+    "freeze-embed": { type: "boolean", default: false },
   },
 });
 const seed = Number(a.seed);
@@ -158,7 +160,8 @@ const settings: Partial<GrpoOptions> = {
   maxSteps: Number(a.steps),
   ...overrides,
 };
-log(`GRPO ${JSON.stringify(overrides)}`);
+if (a["freeze-embed"]) model.params["model.embed_tokens.weight"].trainable = false;
+log(`GRPO ${JSON.stringify(overrides)}${a["freeze-embed"] ? " (embedding frozen)" : ""}`);
 await grpo(model, train.slice(warmRows.length), {
   shuffle: false,
   ...settings,
