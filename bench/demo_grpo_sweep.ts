@@ -40,6 +40,9 @@ const { values: a } = parseArgs({
     backend: { type: "string", default: "tensorflow" },
     grpo: { type: "string", default: "{}" },
     "min-reward": { type: "string", default: "0" },
+    // The warm-up's think block: fixed words, or a template restating the question ({analyte}, {value},
+    // {lead}: the value's integer part). The answer letters stay random either way (format only).
+    "warm-think": { type: "string", default: "compare" },
     // Keep the (tied) embedding fixed during GRPO: its 151,936 rows then take no noisy updates.
     "freeze-embed": { type: "boolean", default: false },
   },
@@ -64,7 +67,14 @@ function randomLetter(row: Row, position: number): string {
 
 const warmSteps = Number(a["warm-steps"]);
 const warmLr = Number(a["warm-lr"]);
-const cache = `/tmp/demo_warm_s${seed}_${warmSteps}_${warmLr}_${model.backend}.safetensors`;
+const warmThink = a["warm-think"]!;
+const thinkTag = warmThink === "compare" ? "" : `_${warmThink.replace(/[^\w]+/g, "-")}`;
+const cache = `/tmp/demo_warm_s${seed}_${warmSteps}_${warmLr}_${model.backend}${thinkTag}.safetensors`;
+function think(row: Row): string {
+  const lab = row as unknown as LabRow;
+  return warmThink.replaceAll("{analyte}", String(lab.analyte)).replaceAll("{value}", String(lab.valueText))
+    .replaceAll("{lead}", String(lab.valueText).split(".")[0]);
+}
 const warmRows = Array.from({ length: warmSteps * 16 }, (_, i) => train[i % train.length]);
 try {
   const saved = await readSafetensors(cache);
@@ -78,7 +88,7 @@ try {
     model,
     warmRows.map((r, i) => {
       const p = tok.encode(prompt(r));
-      const c = tok.encode(`<think> compare </think>\n<answer> ${randomLetter(r, i)} </answer><|im_end|>`);
+      const c = tok.encode(`<think> ${think(r)} </think>\n<answer> ${randomLetter(r, i)} </answer><|im_end|>`);
       return { inputIds: [...p, ...c], labels: [...p.map(() => -100), ...c] };
     }),
     {
@@ -115,7 +125,7 @@ async function heldOut(): Promise<string> {
   const r = await evaluate(model, [{ name: "lab", table: aq.from(test) }], {
     tokenizer: promptTokenizer,
     prompt: (row: Row) => [{ role: "user" as const, content: prompt(row) }],
-    maxNewTokens: 16,
+    maxNewTokens: 24,
     batchSize: 150,
     seed,
     outDir: `/tmp/demo_sweep_eval_${Deno.pid}`,
