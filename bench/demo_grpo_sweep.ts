@@ -88,7 +88,9 @@ try {
     model,
     warmRows.map((r, i) => {
       const p = tok.encode(prompt(r));
-      const c = tok.encode(`<think> ${think(r)} </think>\n<answer> ${randomLetter(r, i)} </answer><|im_end|>`);
+      const c = tok.encode(
+        `<think> ${think(r)} </think>\n<answer> ${randomLetter(r, i)} </answer><|im_end|>`,
+      );
       return { inputIds: [...p, ...c], labels: [...p.map(() => -100), ...c] };
     }),
     {
