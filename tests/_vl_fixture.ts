@@ -4,14 +4,45 @@
  *
  * @module
  */
+import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { tf } from "../lib/util/deps.ts";
 import { readSafetensors } from "../lib/model/safetensors.ts";
+import type { CausalLM } from "../lib/model/types.ts";
 
 /** The tiny Qwen2.5-VL fixture folder. */
 export const VL_DIR = new URL("./fixtures/qwen25vl-tiny", import.meta.url).pathname;
 
 // deno-lint-ignore no-explicit-any
 export const GOLDEN: any = JSON.parse(await Deno.readTextFile(`${VL_DIR}/golden.json`));
+
+/**
+ * Greedy-decode the golden single-image case (its pixel values and grid, temperature 0, 4 new tokens, no
+ * EOS) and assert that each of the `numSamples` rows is the golden continuation `greedy.new_tokens`.
+ */
+export async function assertGoldenGreedy(
+  model: Pick<CausalLM, "generate">,
+  { numSamples = 1, label = "" }: { numSamples?: number; label?: string } = {},
+): Promise<void> {
+  const c = GOLDEN.single_image;
+  const pv = tf.tensor2d(c.pixel_values);
+  try {
+    const out = await model.generate(c.input_ids, {
+      pixelValues: pv,
+      imageGridThw: c.image_grid_thw,
+      temperature: 0,
+      maxNewTokens: 4,
+      eosTokenIds: [],
+      numSamples,
+    });
+    const want = new Array(numSamples).fill(GOLDEN.greedy.new_tokens);
+    const msg = `${label ? `${label}: ` : ""}greedy tokens ${JSON.stringify(out.tokens)}, golden ${
+      JSON.stringify(want)
+    }`;
+    assertEquals(out.tokens, want, msg);
+  } finally {
+    pv.dispose();
+  }
+}
 
 /** Every tensor of the fixture as float32 tfjs tensors under its Hub name (caller disposes). */
 export async function fixtureParams(): Promise<Record<string, tf.Tensor>> {

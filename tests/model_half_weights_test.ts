@@ -16,7 +16,7 @@ import { f32BitsToBf16, f32BitsToF16, widenHalf } from "../lib/model/weights.ts"
 import { valueAndGrads } from "../lib/train/optimizer.ts";
 import { backendTest } from "./_backends.ts";
 import { loadGolden, QWEN2_TINY } from "./_model_fixtures.ts";
-import { GOLDEN as VL_GOLDEN, VL_DIR } from "./_vl_fixture.ts";
+import { assertGoldenGreedy, GOLDEN as VL_GOLDEN, VL_DIR } from "./_vl_fixture.ts";
 
 function bits(x: number): number {
   return new Uint32Array(new Float32Array([x]).buffer)[0];
@@ -222,14 +222,7 @@ halfBackendsTest(
       const d = await maxDiff(b, a);
       tf.dispose([a, b]);
       assert(d < 1e-5, `VL logits differ by ${d}`);
-      const out = await half.generate(c.input_ids, {
-        pixelValues: pv,
-        imageGridThw: c.image_grid_thw,
-        temperature: 0,
-        maxNewTokens: 4,
-        eosTokenIds: [],
-      });
-      assertEquals(out.tokens, [VL_GOLDEN.greedy.new_tokens]);
+      await assertGoldenGreedy(half, { label: "bfloat16" });
     } finally {
       tf.dispose(pv);
       full.dispose();

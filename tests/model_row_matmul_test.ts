@@ -9,7 +9,7 @@ import { matMulBT } from "../lib/model/qwen2.ts";
 import type { GenerateResult } from "../lib/model/types.ts";
 import { backendTest } from "./_backends.ts";
 import { loadGolden, QWEN2_TINY } from "./_model_fixtures.ts";
-import { GOLDEN as VL_GOLDEN, VL_DIR } from "./_vl_fixture.ts";
+import { assertGoldenGreedy, VL_DIR } from "./_vl_fixture.ts";
 
 async function maxRelDiff(a: tf.Tensor, b: tf.Tensor): Promise<number> {
   const x = await a.data(), y = await b.data();
@@ -96,24 +96,14 @@ backendTest(
   "qwen25vl-tiny batch 1: the row path gives the batched path's greedy tokens",
   "tensorflow",
   async () => {
-    const c = VL_GOLDEN.single_image;
     const model = await loadModel(VL_DIR, { backend: "tensorflow" });
-    const pv = tf.tensor2d(c.pixel_values);
     try {
       for (const on of [false, true]) {
         setRowMatMul(on);
-        const out = await model.generate(c.input_ids, {
-          pixelValues: pv,
-          imageGridThw: c.image_grid_thw,
-          temperature: 0,
-          maxNewTokens: 4,
-          eosTokenIds: [],
-        });
-        assertEquals(out.tokens, [VL_GOLDEN.greedy.new_tokens]);
+        await assertGoldenGreedy(model, { label: `row path ${on ? "on" : "off"}` });
       }
     } finally {
       setRowMatMul(null);
-      tf.dispose(pv);
       model.dispose();
     }
   },

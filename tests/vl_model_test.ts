@@ -12,7 +12,7 @@ import { type Qwen25VLModel, repeatImages } from "../lib/model/qwen25vl.ts";
 import { writeCheckpoint } from "../lib/model/safetensors.ts";
 import { QWEN25VL_PREPROCESSOR } from "../lib/model/tiny_vl.ts";
 import { allBackendsTest, backendTest } from "./_backends.ts";
-import { GOLDEN, maxAbsDiff, VL_DIR } from "./_vl_fixture.ts";
+import { assertGoldenGreedy, GOLDEN, maxAbsDiff, VL_DIR } from "./_vl_fixture.ts";
 
 /** Max |a - b| over the slots where mask = 1 (padded slots' logits mean nothing). */
 async function maskedDiff(t: tf.Tensor, expected: number[][][], mask: number[][]): Promise<number> {
@@ -106,27 +106,9 @@ allBackendsTest("qwen25vl-tiny: golden vision, positions, logits and greedy toke
       },
     );
     await t.step("greedy continuation with the KV cache, positions from rope_deltas", async () => {
-      const c = GOLDEN.single_image;
-      const pv = tf.tensor2d(c.pixel_values);
-      const out = await model.generate(c.input_ids, {
-        pixelValues: pv,
-        imageGridThw: c.image_grid_thw,
-        temperature: 0,
-        maxNewTokens: 4,
-        eosTokenIds: [],
-      });
+      await assertGoldenGreedy(model);
       // Several samples of one prompt share its prefill (the cache and the rope delta are repeated).
-      const two = await model.generate(c.input_ids, {
-        pixelValues: pv,
-        imageGridThw: c.image_grid_thw,
-        temperature: 0,
-        maxNewTokens: 4,
-        eosTokenIds: [],
-        numSamples: 2,
-      });
-      pv.dispose();
-      assertEquals(out.tokens, [GOLDEN.greedy.new_tokens]);
-      assertEquals(two.tokens, [GOLDEN.greedy.new_tokens, GOLDEN.greedy.new_tokens]);
+      await assertGoldenGreedy(model, { numSamples: 2, label: "numSamples 2" });
     });
     await t.step("the padded batch's rows generate as each row alone", async () => {
       const c = GOLDEN.batch;
