@@ -8,9 +8,10 @@ import { deepStrictEqual as assertEquals } from "node:assert/strict";
 import { tf } from "../lib/util/deps.ts";
 import { readSafetensors } from "../lib/model/safetensors.ts";
 import type { CausalLM } from "../lib/model/types.ts";
+import { QWEN25VL_TINY } from "./_model_fixtures.ts";
 
-/** The tiny Qwen2.5-VL fixture folder. */
-export const VL_DIR = new URL("./fixtures/qwen25vl-tiny", import.meta.url).pathname;
+/** The tiny Qwen2.5-VL fixture folder (the one of `_model_fixtures.ts`, under the name these tests use). */
+export const VL_DIR: string = QWEN25VL_TINY;
 
 // deno-lint-ignore no-explicit-any
 export const GOLDEN: any = JSON.parse(await Deno.readTextFile(`${VL_DIR}/golden.json`));

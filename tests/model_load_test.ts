@@ -17,6 +17,7 @@ import {
   QWEN2_TINY,
   take,
 } from "./_model_fixtures.ts";
+import { GOLDEN as VL_GOLDEN } from "./_vl_fixture.ts";
 
 const SHARD1 = "model-00001-of-00002.safetensors";
 const SHARD2 = "model-00002-of-00002.safetensors";
@@ -284,7 +285,7 @@ Deno.test("Qwen2.5-VL checkpoint: the text part loads (visual.* ignored) and mat
     !Object.keys(model.params).some((n) => n.startsWith("visual.")),
     "no vision params in the text model",
   );
-  const g = JSON.parse(await Deno.readTextFile(`${QWEN25VL_TINY}/golden.json`)).text_only;
+  const g = VL_GOLDEN.text_only;
   const mask = g.attention_mask;
   const got = await take(model.logits(g.input_ids, { attentionMask: mask }));
   check(maxAbsDiff(got, g.expected.logits, mask) < 1e-3, "text-only logits (1-D positions from the mask)");

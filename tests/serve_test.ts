@@ -4,9 +4,8 @@ import { OpenAI, tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { addLora, saveLora } from "../lib/model/lora.ts";
 import { loadTokenizer } from "../lib/data/tokenizer.ts";
+import { loadGolden, QWEN2_TINY } from "./_model_fixtures.ts";
 import { startServe } from "./_serve.ts";
-
-const FIXTURE = new URL("./fixtures/qwen2-tiny", import.meta.url).pathname;
 
 function client(url: string): OpenAI {
   return new OpenAI({ baseURL: `${url}/v1`, apiKey: "EMPTY", maxRetries: 0, timeout: 60_000 });
@@ -32,14 +31,14 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
-    const golden = JSON.parse(await Deno.readTextFile(`${FIXTURE}/golden.json`));
-    const server = await startServe(["--model", FIXTURE]);
+    const golden = loadGolden();
+    const server = await startServe(["--model", QWEN2_TINY]);
     try {
       const api = client(server.url);
       const models = await api.models.list();
-      assertEquals(models.data.map((m) => m.id), [FIXTURE]);
+      assertEquals(models.data.map((m) => m.id), [QWEN2_TINY]);
       const r = await api.completions.create({
-        model: FIXTURE,
+        model: QWEN2_TINY,
         prompt: golden.input_ids,
         max_tokens: 8,
         temperature: 0,
@@ -55,7 +54,7 @@ Deno.test({
       assertEquals(r.usage, { prompt_tokens: 24, completion_tokens: 16, total_tokens: 40 });
       // a token id outside this checkpoint's 300-token vocabulary is a 400, not a crash
       const bad = await post(server.url, "/v1/completions", {
-        model: FIXTURE,
+        model: QWEN2_TINY,
         prompt: [5, 300],
         max_tokens: 2,
       });
