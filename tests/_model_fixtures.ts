@@ -26,6 +26,17 @@ export function loadGolden(): Golden {
   return golden ??= JSON.parse(Deno.readTextFileSync(`${QWEN2_TINY}/golden.json`));
 }
 
+// deno-lint-ignore no-explicit-any
+let trainGolden: any = null;
+/**
+ * train_golden.json of qwen2-tiny (read once): the float64 references of the training tests (keys `sft`,
+ * `adamw`, `grpo`, `lora`, `picked_tensors`). Untyped unless the caller names the part it reads.
+ */
+// deno-lint-ignore no-explicit-any
+export function loadTrainGolden<T = any>(): T {
+  return trainGolden ??= JSON.parse(Deno.readTextFileSync(`${QWEN2_TINY}/train_golden.json`));
+}
+
 /** Largest |a - b| over positions where `mask` (per [b][t]) is 1 (all when absent). */
 export function maxAbsDiff(a: number[][][], b: number[][][], mask?: number[][]): number {
   let m = 0;

@@ -8,9 +8,9 @@ import { tf } from "../lib/util/deps.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { groupAdvantages, grpoLoss, perTokenLogps, readMetrics } from "../lib/train/grpo_loss.ts";
 import { allBackendsTest } from "./_backends.ts";
+import { loadTrainGolden, QWEN2_TINY as DIR } from "./_model_fixtures.ts";
 
-const DIR = new URL("./fixtures/qwen2-tiny", import.meta.url).pathname;
-const G = JSON.parse(await Deno.readTextFile(`${DIR}/train_golden.json`));
+const G = loadTrainGolden();
 const R = G.grpo;
 const BATCH = {
   promptIds: R.prompt_ids,

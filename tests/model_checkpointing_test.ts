@@ -8,13 +8,11 @@ import type { Qwen2Model } from "../lib/model/qwen2.ts";
 import { sftLoss } from "../lib/train/losses.ts";
 import { valueAndGrads } from "../lib/train/optimizer.ts";
 import { backendTest } from "./_backends.ts";
-import { check, QWEN2_TINY } from "./_model_fixtures.ts";
+import { check, loadTrainGolden, QWEN2_TINY } from "./_model_fixtures.ts";
 
-const G = JSON.parse(Deno.readTextFileSync(`${QWEN2_TINY}/train_golden.json`)).sft as {
-  input_ids: number[][];
-  attention_mask: number[][];
-  labels: number[][];
-};
+const G = loadTrainGolden<{
+  sft: { input_ids: number[][]; attention_mask: number[][]; labels: number[][] };
+}>().sft;
 
 /** Largest |a - b| over the largest |b|, over all gradients. */
 async function relDiff(a: Record<string, tf.Tensor>, b: Record<string, tf.Tensor>): Promise<number> {

@@ -5,7 +5,7 @@ import { loadModel } from "../lib/model/load.ts";
 import { batchMatMul, embeddingLookup, matMulBT, WASM_SLICE_MATMUL_MIN_WORK } from "../lib/model/qwen2.ts";
 import type { CausalLM } from "../lib/model/types.ts";
 import { BACKENDS, backendTest } from "./_backends.ts";
-import { check, maxAbsDiff, QWEN2_TINY, take } from "./_model_fixtures.ts";
+import { check, loadTrainGolden, maxAbsDiff, QWEN2_TINY, take } from "./_model_fixtures.ts";
 
 interface TrainGolden {
   sft: {
@@ -24,7 +24,7 @@ interface TrainGolden {
     expected_grads: Record<string, number[][]>;
   };
 }
-const G: TrainGolden = JSON.parse(Deno.readTextFileSync(`${QWEN2_TINY}/train_golden.json`));
+const G = loadTrainGolden<TrainGolden>();
 
 /** Hugging Face causal-LM loss: mean CE of logits[:, t] against labels[:, t + 1], -100 ignored. */
 function sftLoss(model: CausalLM, ids: number[][], mask: number[][], labels: number[][]): tf.Scalar {

@@ -9,9 +9,9 @@ import { sftLoss } from "../lib/train/losses.ts";
 import { adamw, clipGradNorm, valueAndGrads } from "../lib/train/optimizer.ts";
 import { addLora, loraParams } from "../lib/model/lora.ts";
 import { allBackendsTest } from "./_backends.ts";
+import { loadTrainGolden, QWEN2_TINY as DIR } from "./_model_fixtures.ts";
 
-const DIR = new URL("./fixtures/qwen2-tiny", import.meta.url).pathname;
-const G = JSON.parse(await Deno.readTextFile(`${DIR}/train_golden.json`));
+const G = loadTrainGolden();
 const BATCH = { inputIds: G.sft.input_ids, attentionMask: G.sft.attention_mask, labels: G.sft.labels };
 
 function relErr(got: number, want: number): number {
