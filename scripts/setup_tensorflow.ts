@@ -29,6 +29,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { cacheRoot } from "../lib/util/cache.ts";
 import { exists, isFile } from "../lib/util/fs.ts";
+import { buildNativeGemv } from "../lib/model/native_gemv.ts";
 
 const PKG = "@tensorflow/tfjs-node";
 const VERSION = "4.22.0";
@@ -391,6 +392,16 @@ console.log("ok " + tf.version_core);
 
 // ---------------------------------------------------------------------------------------------------
 
+/**
+ * Compiles the C loop of the batch-1 decoding products (lib/model/native/gemv.c) for this processor. A
+ * machine without a C compiler only loses that speed-up (the TensorFlow path runs), so this warns.
+ */
+function buildNative(): void {
+  const { lib, reason } = buildNativeGemv();
+  if (lib) log(`native single-row products: ${lib}`);
+  else log(`warning: native single-row products not built (${reason}); decoding uses TensorFlow's MatMul`);
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -432,6 +443,7 @@ async function main(): Promise<void> {
     }
     if (done.every(Boolean)) {
       log(`already built in ${pkgs.join(", ")} (--force rebuilds)`);
+      buildNative();
       if (!values["no-check"]) await check(root);
       return;
     }
@@ -457,6 +469,7 @@ async function main(): Promise<void> {
     await Deno.remove(path.join(p, MARKER)).catch(() => {}); // may be a hard link into the other copy
     await Deno.writeTextFile(path.join(p, MARKER), libtf + "\n");
   }
+  buildNative();
   if (!values["no-check"]) await check(root);
 }
 

@@ -4,6 +4,7 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { tf } from "../lib/util/deps.ts";
 import { rowMatMulBT, setRowMatMul } from "../lib/model/fused.ts";
+import { setNativeGemv } from "../lib/model/native_gemv.ts";
 import { loadModel } from "../lib/model/load.ts";
 import { matMulBT } from "../lib/model/qwen2.ts";
 import type { GenerateResult } from "../lib/model/types.ts";
@@ -60,6 +61,7 @@ backendTest(
     try {
       const ids = [g.input_ids[0]];
       const runs: { logits: tf.Tensor; out: GenerateResult }[] = [];
+      setNativeGemv(false); // this file tests TensorFlow's row path (model_native_gemv_test.ts the native one)
       for (const on of [false, true]) {
         setRowMatMul(on);
         const logits = model.logits(ids.map((r) => r.slice(0, 1))); // one position: single-row products
@@ -87,6 +89,7 @@ backendTest(
       tf.dispose(runs.map((r) => r.logits));
     } finally {
       setRowMatMul(null);
+      setNativeGemv(null);
       model.dispose();
     }
   },
@@ -97,6 +100,7 @@ backendTest(
   "tensorflow",
   async () => {
     const model = await loadModel(VL_DIR, { backend: "tensorflow" });
+    setNativeGemv(false);
     try {
       for (const on of [false, true]) {
         setRowMatMul(on);
@@ -104,6 +108,7 @@ backendTest(
       }
     } finally {
       setRowMatMul(null);
+      setNativeGemv(null);
       model.dispose();
     }
   },

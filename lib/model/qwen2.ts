@@ -45,6 +45,7 @@ import {
 } from "./fused.ts";
 import { generate, type PrefillResult } from "./generate.ts";
 import type { KVCache } from "./kv_cache.ts";
+import { nativeHalfRowMatMulBT, nativeRowMatMulBT } from "./native_gemv.ts";
 import { type LoadModelOptions, registerArchitecture } from "./registry.ts";
 import { loadWeights, WEIGHTS_DTYPES, widenHalf, widenHalfRows } from "./weights.ts";
 
@@ -164,7 +165,9 @@ const wasmMatMulBT = tf.customGrad(
 
 /** `x W^T` for `x` `[M, K]` and `W` `[N, K]` (a linear layer's weight layout), differentiable, fast on every backend. */
 export function matMulBT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
-  if (tf.getBackend() !== "wasm") return rowMatMulBT(x, w) ?? tf.matMul(x, w, false, true);
+  if (tf.getBackend() !== "wasm") {
+    return nativeRowMatMulBT(x, w) ?? rowMatMulBT(x, w) ?? tf.matMul(x, w, false, true);
+  }
   return wasmMatMulBT(x, w) as tf.Tensor2D;
 }
 
@@ -179,7 +182,7 @@ export const HEAD_CHUNK_BYTES = 256 * 2 ** 20;
  * The same values as `x widen(W)^T`: each output column is the same dot product either way.
  */
 export function halfMatMulBTChunked(x: tf.Tensor2D, w: HalfWeight, chunkRows?: number): tf.Tensor2D {
-  const direct = linearSmall(x, w);
+  const direct = linearSmall(x, w) ?? nativeHalfRowMatMulBT(x, w);
   if (direct) return direct;
   const [N, K] = w.shape;
   let rows = Math.max(1, Math.floor(chunkRows ?? HEAD_CHUNK_BYTES / (4 * K)));
@@ -270,9 +273,11 @@ export function linear(model: DecoderWeights, x: tf.Tensor, name: string): tf.Te
   const hw = model.half?.[`${name}.weight`];
   const pw = model.params[`${name}.weight`];
   const direct = hw || pw ? linearSmall(x2, hw ?? pw, b) : null;
-  const w = direct ? null : weightOf(model, `${name}.weight`);
-  if (!direct && !w) throw new Error(`The model has no parameter ${name}.weight.`);
-  let y: tf.Tensor = direct ?? matMulBT(x2, w as tf.Tensor2D);
+  // tensorflow, one row: a 2-byte weight read as stored by the native loop, not widened whole (native_gemv.ts).
+  const halfRow = !direct && hw ? nativeHalfRowMatMulBT(x2, hw) : null;
+  const w = direct || halfRow ? null : weightOf(model, `${name}.weight`);
+  if (!direct && !halfRow && !w) throw new Error(`The model has no parameter ${name}.weight.`);
+  let y: tf.Tensor = direct ?? halfRow ?? matMulBT(x2, w as tf.Tensor2D);
   if (b && !direct) y = tf.add(y, b);
   const ad = model.loraEnabled ? model.lora[name] : undefined;
   if (ad) {

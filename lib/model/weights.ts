@@ -8,6 +8,7 @@ import { tf } from "../util/deps.ts";
 import { uploadNow } from "./backend.ts";
 import type { HalfWeight } from "./types.ts";
 import { widenHalfProgram } from "./webgpu_fused.ts";
+import { hostFloatTensor, hostHalfWords } from "./native_gemv.ts";
 import {
   checkpointFiles,
   decodeTensorBytes,
@@ -110,16 +111,20 @@ export async function loadWeights(
           const shape = check(raw, file, t.shape);
           const name = canonicalTensorName(raw);
           if (halfDtype && isHalf(name, shape)) {
-            halfOut[name] = {
-              packed: packedTensor(packHalf(t, halfDtype, raw, file)),
-              shape,
-              dtype: halfDtype,
-            };
+            const words = packHalf(t, halfDtype, raw, file);
+            // In host memory that the native single-row products read (native_gemv.ts) where they are on.
+            const packed = (native && shape.length === 2 ? hostHalfWords(words, halfDtype) : null) ??
+              packedTensor(words);
+            halfOut[name] = { packed, shape, dtype: halfDtype };
             return;
           }
           if (!native) return keep(raw, jsFloatTensor(decodeRaw(t, raw, file), shape));
-          // Both conversions copy the bytes out before returning, so one read buffer serves every tensor.
-          keep(raw, nativeFloatTensor(native, t, shape) ?? jsFloatTensor(decodeRaw(t, raw, file), shape));
+          // All conversions copy the bytes out before returning, so one read buffer serves every tensor.
+          keep(
+            raw,
+            (shape.length === 2 ? hostMatrix(t, shape) : null) ?? nativeFloatTensor(native, t, shape) ??
+              jsFloatTensor(decodeRaw(t, raw, file), shape),
+          );
         }, { filter, reuseBuffer: readBuffer });
       } else {
         await forEachTensor(file, (raw, t) => {
@@ -369,6 +374,21 @@ interface TfNodeTensorMeta {
   id: number;
   shape: number[];
   dtype: number;
+}
+
+/**
+ * A float32 matrix in host memory that the native single-row products read (lib/model/native_gemv.ts;
+ * TensorFlow adopts that memory, so it is the weight's only copy), from a stored F32, BF16 or F16 tensor;
+ * null where the native products are off or for other dtypes (the caller's TensorFlow-made tensor then).
+ */
+function hostMatrix(t: RawTensor, shape: number[]): tf.Tensor | null {
+  const n = shape.reduce((a, d) => a * d, 1);
+  const buf = t.bytes.buffer as ArrayBuffer;
+  if (t.dtype === "F32") return hostFloatTensor(new Float32Array(buf, 0, n), shape);
+  if (t.dtype === "BF16" || t.dtype === "F16") {
+    return hostFloatTensor(new Uint16Array(buf, 0, n), shape, t.dtype === "BF16" ? "bfloat16" : "float16");
+  }
+  return null;
 }
 
 /** The active backend when it is tfjs-node's (the TensorFlow C binding), else null. */

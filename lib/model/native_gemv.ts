@@ -1,0 +1,380 @@
+/**
+ * Single-row products in C for batch-1 decoding on the `tensorflow` backend (issue #20 item 4).
+ *
+ * Decoding one sequence reads every weight matrix once per token: memory-bound. TensorFlow's `MatMul`
+ * reads float32 weights at ~15 GB/s on the 2-core test machine; the loop in `native/gemv.c` reads them at
+ * ~19 GB/s and, for weights kept at 2 bytes (`weightsDtype: "bfloat16" | "float16"`), reads half the bytes
+ * and widens them in registers, where TensorFlow would first write a float32 copy of each matrix.
+ *
+ * The loop needs the weights' memory. TensorFlow adopts a 64-byte-aligned JavaScript buffer without a copy
+ * (tfjs-node's `createTensor` hands it to `TF_NewTensor`, which keeps aligned memory), so on the
+ * `tensorflow` backend, when the library is built, the loader creates each weight from such a buffer
+ * ({@linkcode hostFloatTensor}, {@linkcode hostHalfWords}) and this module remembers the buffer under the
+ * tensor's `dataId`: no second copy of the weights exists. A view is only ever used for the `dataId` it was
+ * made for: `Variable.assign` (optimizer updates, LoRA merges) gives the variable a new `dataId`, which has
+ * no view, so products of an assigned weight go back to TensorFlow (never a stale host copy).
+ *
+ * Built by `deno task setup:tensorflow` ({@linkcode buildNativeGemv}: `cc -O3 -march=native` into
+ * medthink's cache, keyed by the source and the processor), opened with `Deno.dlopen` when present. Off
+ * (the TensorFlow path runs unchanged) when not built, on other backends, under a gradient tape, without
+ * `--allow-ffi`, or with `MEDTHINK_NATIVE_GEMV=0`.
+ *
+ * @module
+ */
+import { tf } from "../util/deps.ts";
+import { cacheRoot } from "../util/cache.ts";
+import { env } from "../util/env.ts";
+import type { HalfWeight } from "./types.ts";
+
+const SOURCE_URL = new URL("./native/gemv.c", import.meta.url);
+
+/** `-z nodelete`: closing Deno's handle never unmaps code the pool's sleeping threads run. */
+const FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-pthread", "-Wl,-z,nodelete"];
+
+const SYMBOLS = {
+  medthink_gemv_threads: { parameters: [], result: "i32" },
+  medthink_gemv_f32: { parameters: ["buffer", "buffer", "buffer", "i64", "i64"], result: "void" },
+  medthink_gemv_half: { parameters: ["buffer", "buffer", "buffer", "i64", "i64", "i32"], result: "void" },
+  medthink_widen: { parameters: ["buffer", "buffer", "i64", "i32"], result: "void" },
+} as const;
+
+type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
+
+/** The weight memory a tensor was made from: float32 values, or 2-byte codes (0 bfloat16, 1 float16). */
+interface HostView {
+  data: Float32Array | Uint16Array;
+  kind: -1 | 0 | 1;
+}
+
+// Keyed by the tensor's dataId: a tensor that gets new data (Variable.assign) has no view any more.
+const views = new WeakMap<object, HostView>();
+
+let forced: boolean | null = null;
+let located: { lib: string; reason: string } | undefined;
+let open: Lib | null = null;
+
+/**
+ * Turn the native products on or off for this process (null: back to `MEDTHINK_NATIVE_GEMV`); the tests
+ * and benchmarks compare both ways. Weights already loaded keep their host memory either way.
+ *
+ * @example
+ * ```ts
+ * import { setNativeGemv } from "./native_gemv.ts";
+ * setNativeGemv(false);
+ * setNativeGemv(null);
+ * ```
+ */
+export function setNativeGemv(on: boolean | null): void {
+  forced = on;
+}
+
+function granted(desc: Deno.PermissionDescriptor): boolean {
+  try {
+    return Deno.permissions.querySync(desc).state === "granted";
+  } catch {
+    return false;
+  }
+}
+
+/** FNV-1a, 32 bits, as 8 hex digits: names the build of this source for this processor. */
+function fnv(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, "0");
+}
+
+/** The processor's model and feature flags (Linux): a cache shared between machines never hands one
+ * processor a build made for another (`-march=native`). */
+function cpuKey(): string {
+  try {
+    const info = Deno.readTextFileSync("/proc/cpuinfo");
+    const line = (name: string) => info.match(new RegExp(`^${name}\\s*:(.*)$`, "m"))?.[1]?.trim() ?? "";
+    return `${line("model name")}|${line("flags")}`;
+  } catch {
+    return Deno.build.target;
+  }
+}
+
+/** Where this source's build for this processor lives (whether or not it is built), or why nowhere. */
+function libPath(): { lib: string; source: string; reason: string } {
+  const none = (reason: string) => ({ lib: "", source: "", reason });
+  if (Deno.build.os === "windows") return none("not built on Windows");
+  if (SOURCE_URL.protocol !== "file:") return none(`the C source is not a local file (${SOURCE_URL.href})`);
+  let dir: string, source: string;
+  try {
+    dir = `${cacheRoot()}/native`;
+    source = Deno.readTextFileSync(SOURCE_URL);
+  } catch (e) {
+    return none((e as Error).message);
+  }
+  return { lib: `${dir}/gemv-${fnv(source + FLAGS.join(" ") + cpuKey())}.so`, source, reason: "" };
+}
+
+/**
+ * Compile `native/gemv.c` for this processor into medthink's cache (nothing to do when that build is
+ * there). Returns the library's path, or why it could not be built (`lib` empty). Called by
+ * `deno task setup:tensorflow`; the library itself never compiles at run time.
+ *
+ * @example
+ * ```ts ignore
+ * import { buildNativeGemv } from "./native_gemv.ts";
+ * const { lib, reason } = buildNativeGemv();
+ * console.log(lib || reason);
+ * ```
+ */
+export function buildNativeGemv(): { lib: string; reason: string } {
+  const p = libPath();
+  if (!p.lib) return { lib: "", reason: p.reason };
+  try {
+    Deno.statSync(p.lib);
+    return { lib: p.lib, reason: "" };
+  } catch { /* not built yet */ }
+  const cc = env("CC") ?? "cc";
+  const dir = p.lib.slice(0, p.lib.lastIndexOf("/"));
+  try {
+    Deno.mkdirSync(dir, { recursive: true });
+    // A name of its own per process: concurrent builds (parallel test files) each write, one renames last.
+    const tmp = `${p.lib}.${Deno.pid}.${Date.now()}`;
+    Deno.writeTextFileSync(`${tmp}.c`, p.source);
+    const out = new Deno.Command(cc, {
+      args: [...FLAGS, `${tmp}.c`, "-o", tmp],
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .outputSync();
+    Deno.removeSync(`${tmp}.c`);
+    if (!out.success) {
+      const err = new TextDecoder().decode(out.stderr).trim().split("\n").slice(0, 3).join(" ");
+      return { lib: "", reason: `${cc} failed: ${err}` };
+    }
+    Deno.renameSync(tmp, p.lib);
+    located = undefined; // the next lookup finds it
+    return { lib: p.lib, reason: "" };
+  } catch (e) {
+    return { lib: "", reason: `cannot build ${p.lib} with ${cc}: ${(e as Error).message}` };
+  }
+}
+
+/** The built library's path, or why it is not used (looked up once per process). */
+function locate(): { lib: string; reason: string } {
+  if (located) return located;
+  if (!granted({ name: "ffi" })) return located = { lib: "", reason: "no --allow-ffi" };
+  const p = libPath();
+  if (!p.lib) return located = { lib: "", reason: p.reason };
+  try {
+    Deno.statSync(p.lib);
+  } catch {
+    return located = { lib: "", reason: `not built (run \`deno task setup:tensorflow\`): ${p.lib}` };
+  }
+  return located = { lib: p.lib, reason: "" };
+}
+
+/**
+ * Why the native products are off (empty when they are on): another backend, `MEDTHINK_NATIVE_GEMV=0`,
+ * {@linkcode setNativeGemv}, or a library that is not built or cannot be loaded.
+ *
+ * @example
+ * ```ts
+ * import { nativeGemvReason } from "./native_gemv.ts";
+ * console.log(nativeGemvReason() || "on");
+ * ```
+ */
+export function nativeGemvReason(): string {
+  if (tf.getBackend() !== "tensorflow") return `backend ${tf.getBackend()} (only tensorflow)`;
+  if (forced === false) return "switched off (setNativeGemv)";
+  if (forced === null && env("MEDTHINK_NATIVE_GEMV") === "0") return "MEDTHINK_NATIVE_GEMV=0";
+  const be = tf.backend() as unknown as Partial<TfNode>;
+  if (typeof be.binding?.createTensor !== "function" || typeof be.createOutputTensor !== "function") {
+    return "the tensorflow backend is not tfjs-node's binding";
+  }
+  return locate().reason;
+}
+
+/**
+ * The library, open until the current synchronous run of JavaScript ends: `Deno.test`'s resource
+ * sanitizer counts a library left open as a leak of whichever test opened it, so it is closed from a
+ * microtask (one open per decoding step: a lookup of the already loaded library, which `-z nodelete`
+ * keeps mapped).
+ */
+function lib(): Lib | null {
+  if (open) return open;
+  const { lib: path } = locate();
+  if (!path) return null;
+  try {
+    open = Deno.dlopen(path, SYMBOLS);
+  } catch (e) {
+    located = { lib: "", reason: `cannot load ${path}: ${(e as Error).message}` };
+    return null;
+  }
+  const handle = open;
+  queueMicrotask(() => {
+    handle.close();
+    if (open === handle) open = null;
+  });
+  return open;
+}
+
+/** The parts of tfjs-node's backend used here. */
+interface TfNode {
+  binding: {
+    TF_FLOAT: number;
+    TF_INT32: number;
+    createTensor(shape: number[], dtype: number, values: Float32Array | Int32Array): number;
+  };
+  createOutputTensor(meta: { id: number; shape: number[]; dtype: number }): tf.Tensor;
+  tensorMap: { has(dataId: object): boolean };
+}
+
+function on(): TfNode | null {
+  return nativeGemvReason() === "" ? tf.backend() as unknown as TfNode : null;
+}
+
+/** `n` float32 values (or `n` 16-bit codes with `bytesPer` 2) in a buffer whose start is 64-byte aligned,
+ * the alignment at which TensorFlow adopts memory instead of copying it. */
+function alignedBuffer(bytes: number): { buffer: ArrayBuffer; offset: number } {
+  const buffer = new ArrayBuffer(bytes + 64);
+  const addr = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(buffer))));
+  return { buffer, offset: (64 - (addr % 64)) % 64 };
+}
+
+/**
+ * A float32 tensor `shape` made from host memory that the native products can read, filled from
+ * `source`: float32 values, or 2-byte codes (`Uint16Array`, `kind` bfloat16 / float16) widened in C. null
+ * where the native products are off (the caller makes its tensor as before).
+ *
+ * @example
+ * ```ts ignore
+ * const w = hostFloatTensor(new Float32Array(8), [2, 4]);
+ * ```
+ */
+export function hostFloatTensor(
+  source: Float32Array | Uint16Array,
+  shape: number[],
+  kind: "bfloat16" | "float16" = "bfloat16",
+): tf.Tensor | null {
+  const be = on();
+  if (!be) return null;
+  const n = shape.reduce((a, d) => a * d, 1);
+  if (source.length !== n || n === 0) return null;
+  const { buffer, offset } = alignedBuffer(n * 4);
+  const data = new Float32Array(buffer, offset, n);
+  if (source instanceof Float32Array) data.set(source);
+  else {
+    const l = lib();
+    if (!l) return null;
+    l.symbols.medthink_widen(source, data, BigInt(n), kind === "float16" ? 1 : 0);
+  }
+  const b = be.binding;
+  const t = be.createOutputTensor({ id: b.createTensor(shape, b.TF_FLOAT, data), shape, dtype: b.TF_FLOAT });
+  views.set(t.dataId, { data, kind: -1 });
+  return t;
+}
+
+/**
+ * The packed int32 words of a 2-byte weight (two 16-bit codes per word, as `HalfWeight.packed`) as a
+ * tensor made from host memory the native products can read, copied from `words` (which may be a reused
+ * read buffer). null where the native products are off.
+ *
+ * @example
+ * ```ts ignore
+ * const packed = hostHalfWords(new Int32Array(4), "bfloat16");
+ * ```
+ */
+export function hostHalfWords(words: Int32Array, dtype: "bfloat16" | "float16"): tf.Tensor1D | null {
+  const be = on();
+  if (!be || words.length === 0) return null;
+  const { buffer, offset } = alignedBuffer(words.length * 4);
+  const data = new Int32Array(buffer, offset, words.length);
+  data.set(words);
+  const b = be.binding;
+  const shape = [words.length];
+  const t = be.createOutputTensor({ id: b.createTensor(shape, b.TF_INT32, data), shape, dtype: b.TF_INT32 });
+  views.set(t.dataId, {
+    data: new Uint16Array(buffer, offset, words.length * 2),
+    kind: dtype === "float16" ? 1 : 0,
+  });
+  return t as tf.Tensor1D;
+}
+
+/** The host view of `t`'s current data when a product of one row by it can run natively now. */
+function viewFor(x: tf.Tensor, t: tf.Tensor, be: TfNode): HostView | undefined {
+  if (x.rank !== 2 || x.shape[0] !== 1 || x.dtype !== "float32") return undefined;
+  // deno-lint-ignore no-explicit-any
+  if ((tf.engine() as any).isTapeOn()) return undefined; // the caller's tf op records the gradient
+  const v = views.get(t.dataId);
+  return v && be.tensorMap.has(t.dataId) ? v : undefined;
+}
+
+let calls = 0;
+
+/**
+ * Products the native loop has computed in this process (the tests check that it ran).
+ *
+ * @example
+ * ```ts
+ * import { nativeGemvCalls } from "./native_gemv.ts";
+ * console.log(nativeGemvCalls());
+ * ```
+ */
+export function nativeGemvCalls(): number {
+  return calls;
+}
+
+function rowProduct(be: TfNode, x: tf.Tensor, v: HostView, N: number, K: number): tf.Tensor2D | null {
+  const l = lib();
+  if (!l) return null;
+  calls++;
+  const xs = x.dataSync() as Float32Array; // K floats copied out of TensorFlow
+  const { buffer, offset } = alignedBuffer(N * 4);
+  const y = new Float32Array(buffer, offset, N);
+  if (v.kind < 0) l.symbols.medthink_gemv_f32(xs, v.data, y, BigInt(N), BigInt(K));
+  else l.symbols.medthink_gemv_half(xs, v.data, y, BigInt(N), BigInt(K), v.kind);
+  const b = be.binding;
+  return be.createOutputTensor({
+    id: b.createTensor([1, N], b.TF_FLOAT, y),
+    shape: [1, N],
+    dtype: b.TF_FLOAT,
+  }) as tf.Tensor2D;
+}
+
+/**
+ * `x Wᵀ` for one row `x` `[1, K]` and a float32 `W` `[N, K]` made by {@linkcode hostFloatTensor}, in C;
+ * null where that does not apply (the native products off, more rows, a gradient tape recording, a weight
+ * without host memory, e.g. one assigned since loading): the caller's TensorFlow path runs.
+ *
+ * @example
+ * ```ts
+ * import { tf } from "../util/deps.ts";
+ * import { nativeRowMatMulBT } from "./native_gemv.ts";
+ * console.log(nativeRowMatMulBT(tf.ones([1, 4]) as tf.Tensor2D, tf.ones([2, 4]) as tf.Tensor2D)); // null
+ * ```
+ */
+export function nativeRowMatMulBT(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D | null {
+  const be = on();
+  if (!be || w.rank !== 2 || w.dtype !== "float32" || x.shape[1] !== w.shape[1]) return null;
+  const v = viewFor(x, w, be);
+  if (!v || v.kind !== -1 || v.data.length !== w.size) return null;
+  return rowProduct(be, x, v, w.shape[0], w.shape[1]);
+}
+
+/**
+ * `x widen(W)ᵀ` for one row `x` `[1, K]` and a 2-byte weight `W` `[N, K]` whose words were made by
+ * {@linkcode hostHalfWords}: the codes are read as stored and widened in registers (no float32 copy of
+ * `W`); null where that does not apply (see {@linkcode nativeRowMatMulBT}).
+ *
+ * @example
+ * ```ts
+ * import { tf } from "../util/deps.ts";
+ * import { nativeHalfRowMatMulBT } from "./native_gemv.ts";
+ * const w = { packed: tf.zeros([4], "int32") as tf.Tensor1D, shape: [2, 4], dtype: "bfloat16" as const };
+ * console.log(nativeHalfRowMatMulBT(tf.ones([1, 4]) as tf.Tensor2D, w)); // null
+ * ```
+ */
+export function nativeHalfRowMatMulBT(x: tf.Tensor2D, w: HalfWeight): tf.Tensor2D | null {
+  const be = on();
+  if (!be || w.shape.length !== 2 || x.shape[1] !== w.shape[1]) return null;
+  const v = viewFor(x, w.packed, be);
+  const want = w.dtype === "float16" ? 1 : 0;
+  if (!v || v.kind !== want || v.data.length !== w.shape[0] * w.shape[1]) return null;
+  return rowProduct(be, x, v, w.shape[0], w.shape[1]);
+}
