@@ -15,6 +15,8 @@ import { parseArgs } from "node:util";
 import { tf } from "../lib/util/deps.ts";
 import { useBackend } from "../lib/model/backend.ts";
 import { loadModel } from "../lib/model/load.ts";
+import { checkWeightsDtype } from "../lib/model/qwen2.ts";
+import { nativeGemvReason } from "../lib/model/native_gemv.ts";
 import type { CausalLM, GenerateOptions, GenerateResult } from "../lib/model/types.ts";
 import { sftLoss } from "../lib/train/losses.ts";
 import { adamw, clipScale, valueAndGrads } from "../lib/train/optimizer.ts";
@@ -78,6 +80,8 @@ interface Args {
   micro: number;
   beta: number;
   adamw?: string;
+  /** `--weights-dtype bfloat16|float16`: the frozen matrices kept at 2 bytes (decode only). */
+  weightsDtype?: "float32" | "bfloat16" | "float16";
 }
 
 async function benchLoad(a: Args): Promise<Record<string, unknown>> {
@@ -113,7 +117,7 @@ async function benchPrefill(a: Args): Promise<Record<string, unknown>> {
 }
 
 async function benchDecode(a: Args): Promise<Record<string, unknown>> {
-  const model = await loadModel(a.model, { backend: a.backend });
+  const model = await loadModel(a.model, { backend: a.backend, weightsDtype: a.weightsDtype });
   const ids = tokenIds(a.batch, a.prompt, 2);
   // No stop ids: every row makes exactly the tokens asked for.
   const gen = (input: number[][], n: number): Promise<GenerateResult> =>
@@ -147,6 +151,8 @@ async function benchDecode(a: Args): Promise<Record<string, unknown>> {
     batch: a.batch,
     new_tokens: a.newTokens,
     tok_s: (a.batch * a.newTokens) / t,
+    weights_dtype: a.weightsDtype ?? "float32",
+    native_gemv: nativeGemvReason() || "on",
   };
 }
 
@@ -349,6 +355,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
       micro: { type: "string", default: "8" },
       beta: { type: "string", default: "0.01" },
       adamw: { type: "string" },
+      "weights-dtype": { type: "string" },
     },
   });
   if (!values.model || !values.workload) {
@@ -372,6 +379,7 @@ export async function main(args: string[] = Deno.args): Promise<void> {
     micro: Number(values.micro),
     beta: Number(values.beta),
     adamw: values.adamw,
+    weightsDtype: checkWeightsDtype(values["weights-dtype"]),
   };
   const backend = await useBackend(a.backend);
   const fns: Record<string, (a: Args) => Promise<Record<string, unknown>>> = {

@@ -5,7 +5,7 @@
  *
  *   deno task bench                      # every row, medians of several runs (< 30 min on 2 cores)
  *   deno task bench --quick              # smoke test: prefill, decode b1/b8, load; one run each
- *   deno task bench --rows sft,grpo      # chosen rows (prefill, decode-b1, decode-b8, decode-b32, sft, grpo, load)
+ *   deno task bench --rows sft,grpo      # chosen rows (prefill, decode-b1, decode-b8, decode-b32, decode-b1-bf16, sft, grpo, load)
  *   deno task bench --runs 5 --backend wasm --no-pytorch --out /tmp/R.md
  *   deno task bench --rows real          # Qwen2.5-VL-3B/7B real sizes (bench/real_rows.ts; never in CI):
  *                                        # up to 21 GiB free and 25 GB of disk; --real-size smoke checks the
@@ -69,6 +69,34 @@ const ROWS: RowSpec[] = [
     },
     timeoutMin: 15,
   })),
+  {
+    // Batch-1 decoding with the decoder's matrices at 2 bytes on both sides: medthink's `weightsDtype:
+    // "bfloat16"` (bf16 storage, float32 arithmetic; the tied head stays float32) vs PyTorch's bf16 model.
+    key: "decode-b1-bf16",
+    label: "decode b1, bf16 weights (both sides)",
+    kind: "tok_s",
+    runs: 3,
+    ours: [
+      ...["--workload", "decode", "--batch", "1", "--prompt", "64", "--new-tokens", "64"],
+      ...["--weights-dtype", "bfloat16"],
+    ],
+    peer: {
+      script: "pytorch_bench.py",
+      args: [
+        "--workload",
+        "decode",
+        "--batch",
+        "1",
+        "--prompt",
+        "64",
+        "--new-tokens",
+        "64",
+        "--dtype",
+        "bfloat16",
+      ],
+    },
+    timeoutMin: 15,
+  },
   {
     key: "sft",
     label: "sft step 4x256",
@@ -277,7 +305,7 @@ async function main(): Promise<void> {
   });
   if (values.help) {
     console.log(
-      "deno task bench [--quick] [--rows prefill,decode-b1,decode-b8,decode-b32,sft,grpo,load | real] [--runs N] " +
+      "deno task bench [--quick] [--rows prefill,decode-b1,decode-b8,decode-b32,decode-b1-bf16,sft,grpo,load | real] [--runs N] " +
         "[--backend auto|tensorflow|wasm|webgpu|cpu] [--no-pytorch] [--model DIR] [--out FILE]",
     );
     return;
@@ -589,6 +617,11 @@ function report(x: ReportInput): string {
     "- `decode bN`: greedy, N prompts of 64 tokens, 64 new tokens/s with the prompt excluded. PyTorch: `model.generate` " +
       "with a streamer that timestamps each token (64 decode steps after the first token). medthink: " +
       "`generate(65 new) - generate(1 new)` (the public API has no per-step clock; the prompt's share cancels).",
+  );
+  L.push(
+    '- `decode b1, bf16 weights`: the same with 2-byte weights: medthink `weightsDtype: "bfloat16"` (the decoder\'s ' +
+      "matrices stored as bf16, widened to float32 in registers, float32 arithmetic; the tied head stays float32), " +
+      "PyTorch `--dtype bfloat16` (the whole model in bf16).",
   );
   L.push(
     "- `sft step 4x256`: forward, backward, clip to norm 1, AdamW (lr 1e-5, betas 0.9/0.95, wd 1e-4), loss on every token; tokens/s = 1024 / step time.",
