@@ -11,6 +11,7 @@ import { addLora, loraParams } from "../lib/model/lora.ts";
 import type { Qwen25VLModel } from "../lib/model/qwen25vl.ts";
 import { halfMatMulBTChunked, matMulBT, type Qwen2Model } from "../lib/model/qwen2.ts";
 import { setRowMatMul } from "../lib/model/fused.ts";
+import { setNativeGemv } from "../lib/model/native_gemv.ts";
 import { writeCheckpoint } from "../lib/model/safetensors.ts";
 import { f32BitsToBf16, f32BitsToF16, widenHalf } from "../lib/model/weights.ts";
 import { valueAndGrads } from "../lib/train/optimizer.ts";
@@ -189,10 +190,13 @@ halfBackendsTest(
       };
       const headBytes = V * H * 4;
       // tf.profile's peak is taken after each engine kernel: the row product (TensorFlow's MatMul called
-      // directly) is none, so the batched one runs here.
+      // directly) is none, so the batched one runs here; the native loop (native_gemv.ts) widens nothing
+      // at all, so it is off here too.
       setRowMatMul(false);
+      setNativeGemv(false);
       const slicedPeak = await growth(10), wholePeak = await growth(V);
       setRowMatMul(null);
+      setNativeGemv(null);
       // (On webgpu a decode row reads the packed head as stored: nothing is widened either way.)
       if (backend !== "webgpu") {
         assert(wholePeak >= headBytes, `the one-piece product grew memory by only ${wholePeak} B`);
