@@ -30,12 +30,31 @@ const SOURCE_URL = new URL("./native/gemv.c", import.meta.url);
 
 /** `-z nodelete`: closing Deno's handle never unmaps code the pool's sleeping threads run. */
 const FLAGS = ["-O3", "-march=native", "-shared", "-fPIC", "-pthread", "-Wl,-z,nodelete"];
+const LIBS = ["-lm"];
 
 const SYMBOLS = {
   medthink_gemv_threads: { parameters: [], result: "i32" },
   medthink_gemv_f32: { parameters: ["buffer", "buffer", "buffer", "i64", "i64"], result: "void" },
   medthink_gemv_half: { parameters: ["buffer", "buffer", "buffer", "i64", "i64", "i32"], result: "void" },
   medthink_widen: { parameters: ["buffer", "buffer", "i64", "i32"], result: "void" },
+  medthink_gemv_add: {
+    parameters: ["buffer", "buffer", "i32", "buffer", "buffer", "i64", "i64"],
+    result: "void",
+  },
+  medthink_gemv3: {
+    parameters: [
+      ...["buffer", "i64"],
+      ...["buffer", "i32", "buffer", "buffer", "i64"],
+      ...["buffer", "i32", "buffer", "buffer", "i64"],
+      ...["buffer", "i32", "buffer", "buffer", "i64"],
+    ],
+    result: "void",
+  },
+  medthink_glu: {
+    parameters: ["buffer", "i64", "buffer", "i32", "buffer", "i32", "buffer", "i64"],
+    result: "void",
+  },
+  medthink_rmsnorm: { parameters: ["buffer", "buffer", "f32", "buffer", "i64"], result: "void" },
 } as const;
 
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
@@ -137,7 +156,7 @@ export function buildNativeGemv(): { lib: string; reason: string } {
     const tmp = `${p.lib}.${Deno.pid}.${Date.now()}`;
     Deno.writeTextFileSync(`${tmp}.c`, p.source);
     const out = new Deno.Command(cc, {
-      args: [...FLAGS, `${tmp}.c`, "-o", tmp],
+      args: [...FLAGS, `${tmp}.c`, "-o", tmp, ...LIBS],
       stdout: "piped",
       stderr: "piped",
     })
@@ -377,4 +396,155 @@ export function nativeHalfRowMatMulBT(x: tf.Tensor2D, w: HalfWeight): tf.Tensor2
   const want = w.dtype === "float16" ? 1 : 0;
   if (!v || v.kind !== want || v.data.length !== w.shape[0] * w.shape[1]) return null;
   return rowProduct(be, x, v, w.shape[0], w.shape[1]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A whole decoder layer's products for one decoding row
+
+/** A decoder layer's tensors, as the model holds them (a matrix: a float32 tensor or a 2-byte weight). */
+export interface NativeLayerTensors {
+  inputNorm: tf.Tensor;
+  postNorm: tf.Tensor;
+  q: tf.Tensor | HalfWeight;
+  k: tf.Tensor | HalfWeight;
+  v: tf.Tensor | HalfWeight;
+  o: tf.Tensor | HalfWeight;
+  gate: tf.Tensor | HalfWeight;
+  up: tf.Tensor | HalfWeight;
+  down: tf.Tensor | HalfWeight;
+  qBias?: tf.Tensor;
+  kBias?: tf.Tensor;
+  vBias?: tf.Tensor;
+}
+
+interface Matrix {
+  view: HostView;
+  N: number;
+  K: number;
+}
+
+/** A layer whose matrices all have host memory now (see {@linkcode nativeLayer}). */
+export interface NativeLayer {
+  readonly tensors: NativeLayerTensors;
+  readonly m: Record<"q" | "k" | "v" | "o" | "gate" | "up" | "down", Matrix>;
+}
+
+function matrixOf(t: tf.Tensor | HalfWeight, be: TfNode): Matrix | null {
+  if (t instanceof tf.Tensor) {
+    const v = views.get(t.dataId);
+    if (!v || v.kind !== -1 || t.rank !== 2 || v.data.length !== t.size || !be.tensorMap.has(t.dataId)) {
+      return null;
+    }
+    return { view: v, N: t.shape[0], K: t.shape[1] as number };
+  }
+  const v = views.get(t.packed.dataId);
+  const kind = t.dtype === "float16" ? 1 : 0;
+  if (!v || v.kind !== kind || t.shape.length !== 2 || !be.tensorMap.has(t.packed.dataId)) return null;
+  if (v.data.length !== t.shape[0] * t.shape[1]) return null;
+  return { view: v, N: t.shape[0], K: t.shape[1] };
+}
+
+/**
+ * The native plan of one decoder layer for a decoding step of one row, or null where it does not apply
+ * (the native products off, a gradient tape recording, a matrix without host memory, e.g. one assigned
+ * since loading, or shapes that do not chain): then the caller runs the layer's tf ops. Looked up per step,
+ * so an assignment between steps is seen at the next one.
+ *
+ * @example
+ * ```ts ignore
+ * const plan = nativeLayer({ inputNorm, postNorm, q, k, v, o, gate, up, down, qBias, kBias, vBias });
+ * ```
+ */
+export function nativeLayer(tensors: NativeLayerTensors): NativeLayer | null {
+  const be = on();
+  // deno-lint-ignore no-explicit-any
+  if (!be || (tf.engine() as any).isTapeOn()) return null;
+  const m: Partial<NativeLayer["m"]> = {};
+  for (const key of ["q", "k", "v", "o", "gate", "up", "down"] as const) {
+    const x = matrixOf(tensors[key], be);
+    if (!x) return null;
+    m[key] = x;
+  }
+  const { q, k, v, o, gate, up, down } = m as NativeLayer["m"];
+  const H = q.K;
+  if (k.K !== H || v.K !== H || o.N !== H || gate.K !== H || up.K !== H || gate.N !== up.N) return null;
+  if (down.N !== H || down.K !== gate.N) return null;
+  return { tensors, m: m as NativeLayer["m"] };
+}
+
+function floats(t: tf.Tensor | undefined): Float32Array | null {
+  return t ? t.dataSync() as Float32Array : null; // small (norms, biases), read fresh every step
+}
+
+function hostArray(n: number): Float32Array {
+  const { buffer, offset } = alignedBuffer(n * 4);
+  return new Float32Array(buffer, offset, n);
+}
+
+/**
+ * RMSNorm of the host row `h` with the layer's input norm, then q, k, v with their biases, in C: the
+ * attention's inputs `[Nq]`, `[Nk]`, `[Nv]` as host arrays.
+ */
+export function nativeAttentionInputs(
+  layer: NativeLayer,
+  h: Float32Array,
+  eps: number,
+): { q: Float32Array; k: Float32Array; v: Float32Array } {
+  const l = lib()!;
+  const { q, k, v } = layer.m;
+  const H = q.K;
+  const xn = hostArray(H);
+  l.symbols.medthink_rmsnorm(h, floats(layer.tensors.inputNorm)!, eps, xn, BigInt(H));
+  const out = { q: hostArray(q.N), k: hostArray(k.N), v: hostArray(v.N) };
+  const t = layer.tensors;
+  l.symbols.medthink_gemv3(
+    xn,
+    BigInt(H),
+    ...[q.view.data, q.view.kind, floats(t.qBias), out.q, BigInt(q.N)] as const,
+    ...[k.view.data, k.view.kind, floats(t.kBias), out.k, BigInt(k.N)] as const,
+    ...[v.view.data, v.view.kind, floats(t.vBias), out.v, BigInt(v.N)] as const,
+  );
+  calls += 3;
+  return out;
+}
+
+/**
+ * The rest of the layer after attention, in C: `mid = h + o(attn)`, then
+ * `mid + down(silu(gate(n)) * up(n))` with `n` the post-attention RMSNorm of `mid`; a new host row.
+ */
+export function nativeLayerOutput(
+  layer: NativeLayer,
+  h: Float32Array,
+  attn: Float32Array,
+  eps: number,
+): Float32Array {
+  const l = lib()!;
+  const { o, gate, up, down } = layer.m;
+  const H = o.N;
+  const mid = hostArray(H);
+  l.symbols.medthink_gemv_add(attn, o.view.data, o.view.kind, h, mid, BigInt(H), BigInt(o.K));
+  const xn = hostArray(H);
+  l.symbols.medthink_rmsnorm(mid, floats(layer.tensors.postNorm)!, eps, xn, BigInt(H));
+  const act = hostArray(gate.N);
+  l.symbols.medthink_glu(
+    xn,
+    BigInt(H),
+    gate.view.data,
+    gate.view.kind,
+    up.view.data,
+    up.view.kind,
+    act,
+    BigInt(gate.N),
+  );
+  const out = hostArray(H);
+  l.symbols.medthink_gemv_add(act, down.view.data, down.view.kind, mid, out, BigInt(H), BigInt(down.K));
+  calls += 4;
+  return out;
+}
+
+/** A float32 tensor of `shape` that adopts the host array `data` (the native layer's outputs). */
+export function hostTensor(data: Float32Array, shape: number[]): tf.Tensor {
+  const be = tf.backend() as unknown as TfNode;
+  const b = be.binding;
+  return be.createOutputTensor({ id: b.createTensor(shape, b.TF_FLOAT, data), shape, dtype: b.TF_FLOAT });
 }

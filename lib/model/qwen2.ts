@@ -45,7 +45,15 @@ import {
 } from "./fused.ts";
 import { generate, type PrefillResult } from "./generate.ts";
 import type { KVCache } from "./kv_cache.ts";
-import { nativeHalfRowMatMulBT, nativeRowMatMulBT } from "./native_gemv.ts";
+import {
+  hostTensor,
+  nativeAttentionInputs,
+  nativeHalfRowMatMulBT,
+  type NativeLayer,
+  nativeLayer,
+  nativeLayerOutput,
+  nativeRowMatMulBT,
+} from "./native_gemv.ts";
 import { type LoadModelOptions, registerArchitecture } from "./registry.ts";
 import { loadWeights, WEIGHTS_DTYPES, widenHalf, widenHalfRows } from "./weights.ts";
 
@@ -476,13 +484,30 @@ function selfAttention(
   rope: RopeFactors,
   cache?: KVCache,
 ): tf.Tensor2D {
-  const { numAttentionHeads: NH, numKeyValueHeads: KV, headDim: D } = model.config;
-  const { B, T } = shape;
-  const G = NH / KV;
   const p = `model.layers.${layer}.self_attn`;
   const qFlat = linear(model, x, `${p}.q_proj`);
   const kFlat = linear(model, x, `${p}.k_proj`);
   const vFlat = linear(model, x, `${p}.v_proj`);
+  const out = attend(model, layer, [qFlat, kFlat, vFlat], shape, bias, rope, cache);
+  return linear(model, out, `${p}.o_proj`) as tf.Tensor2D;
+}
+
+/**
+ * Attention from the projected `q`, `k`, `v` (`[B*T, heads * D]` each): RoPE, the cache, scores, softmax
+ * and values; `[B*T, NH * D]` for `o_proj`. Shared by the tf path and the native decoding step.
+ */
+function attend(
+  model: DecoderWeights,
+  layer: number,
+  [qFlat, kFlat, vFlat]: tf.Tensor[],
+  shape: { B: number; T: number },
+  bias: tf.Tensor4D,
+  rope: RopeFactors,
+  cache?: KVCache,
+): tf.Tensor2D {
+  const { numAttentionHeads: NH, numKeyValueHeads: KV, headDim: D } = model.config;
+  const { B, T } = shape;
+  const G = NH / KV;
   // Grouped-query attention without repeating k/v: query head h = kv * G + g uses kv head kv
   // (as HF's repeat_kv), so the G query heads of a group are stacked along the query axis.
   let q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D;
@@ -529,7 +554,94 @@ function selfAttention(
     const context = tf.reshape(batchMatMul(probs, v), [B, NH, T, D]);
     out = tf.transpose(context, [0, 2, 1, 3]);
   }
-  return linear(model, tf.reshape(out, [B * T, NH * D]), `${p}.o_proj`) as tf.Tensor2D;
+  return tf.reshape(out, [B * T, NH * D]) as tf.Tensor2D;
+}
+
+/**
+ * The native plans of all decoder layers for a decoding step of one row on `tensorflow`
+ * (lib/model/native_gemv.ts), or null where any layer cannot take it: a LoRA adapter enabled on it, a
+ * bias where Qwen2 has none, a matrix without host memory (assigned since loading), a tape recording.
+ */
+function nativeLayers(model: DecoderWeights): NativeLayer[] | null {
+  const { params } = model;
+  const out: NativeLayer[] = [];
+  for (let i = 0; i < model.config.numHiddenLayers; i++) {
+    const p = `model.layers.${i}`;
+    const a = `${p}.self_attn`, m = `${p}.mlp`;
+    const modules = [
+      `${a}.q_proj`,
+      `${a}.k_proj`,
+      `${a}.v_proj`,
+      `${a}.o_proj`,
+      `${m}.gate_proj`,
+      `${m}.up_proj`,
+    ];
+    modules.push(`${m}.down_proj`);
+    if (model.loraEnabled && modules.some((n) => model.lora[n])) return null;
+    if (modules.slice(3).some((n) => params[`${n}.bias`])) return null;
+    const mat = (n: string) => model.half?.[`${n}.weight`] ?? params[`${n}.weight`];
+    const [q, k, v, o, gate, up, down] = modules.map(mat);
+    const inputNorm = params[`${p}.input_layernorm.weight`],
+      postNorm = params[`${p}.post_attention_layernorm.weight`];
+    if (!q || !k || !v || !o || !gate || !up || !down || !inputNorm || !postNorm) return null;
+    const plan = nativeLayer({
+      inputNorm,
+      postNorm,
+      q,
+      k,
+      v,
+      o,
+      gate,
+      up,
+      down,
+      qBias: params[`${a}.q_proj.bias`],
+      kBias: params[`${a}.k_proj.bias`],
+      vBias: params[`${a}.v_proj.bias`],
+    });
+    if (!plan) return null;
+    out.push(plan);
+  }
+  return out;
+}
+
+/**
+ * The decoder layers for one row and one position in C (native_gemv.ts): per layer, RMSNorm and q/k/v
+ * in one call, attention with tf ops (RoPE, the cache), then o_proj, the residual, RMSNorm, SwiGLU and
+ * down_proj in C. The hidden state stays a host row between layers: ~6 native calls per layer instead of
+ * ~49 tfjs ops, the products read the weights as stored. Returns the last layer's output `[1, H]`.
+ */
+function nativeDecoderLayers(
+  model: DecoderWeights,
+  plans: NativeLayer[],
+  h0: tf.Tensor2D,
+  bias: tf.Tensor4D,
+  rope: RopeFactors,
+  cache?: KVCache,
+): tf.Tensor2D {
+  const eps = model.config.rmsNormEps;
+  let h = h0.dataSync() as Float32Array;
+  for (let i = 0; i < plans.length; i++) {
+    const { q, k, v } = nativeAttentionInputs(plans[i], h, eps);
+    const out = tf.tidy(() =>
+      attend(
+        model,
+        i,
+        [
+          hostTensor(q, [1, q.length]),
+          hostTensor(k, [1, k.length]),
+          hostTensor(v, [1, v.length]),
+        ],
+        { B: 1, T: 1 },
+        bias,
+        rope,
+        cache,
+      )
+    );
+    const attn = out.dataSync() as Float32Array;
+    out.dispose();
+    h = nativeLayerOutput(plans[i], h, attn, eps);
+  }
+  return hostTensor(h, [1, h.length]) as tf.Tensor2D;
 }
 
 function mlp(model: DecoderWeights, layer: number, x: tf.Tensor): tf.Tensor {
@@ -560,7 +672,10 @@ export function decoderForward(model: DecoderWeights, inputs: DecoderInputs): tf
   // Hidden states stay [B*T, H] through the layers: the linear layers need no reshapes.
   let h = tf.reshape(inputsEmbeds, [B * T, H]) as tf.Tensor2D;
   const eps = config.rmsNormEps;
-  for (let i = 0; i < config.numHiddenLayers; i++) {
+  // Decoding one row on tensorflow: the layers in C where every layer can (else the tf ops below).
+  const plans = B === 1 && T === 1 ? nativeLayers(model) : null;
+  if (plans) h = nativeDecoderLayers(model, plans, h, bias, rope, cache);
+  for (let i = 0; i < (plans ? 0 : config.numHiddenLayers); i++) {
     const p = `model.layers.${i}`;
     // The layer as a function of its input and of the tensors it shares with the other layers (which
     // a checkpointed layer saves for its backward, as they are freed with this forward pass).

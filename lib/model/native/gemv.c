@@ -18,6 +18,7 @@
  * Built by `deno task setup:tensorflow` (scripts/setup_tensorflow.ts -> buildNativeGemv) with `cc -O3
  * -march=native`; the AVX-512, AVX2 and plain C branches below are chosen at compile time.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -60,10 +61,8 @@ static float widen_f16_scalar(uint16_t h) {
   return f;
 }
 
-static void rows_f32(const float *restrict x, const float *restrict W, float *restrict y, int64_t K,
-                     int64_t r0, int64_t r1) {
-  for (int64_t n = r0; n < r1; n++) {
-    const float *w = W + n * K;
+static inline float dot_f32(const float *restrict x, const float *restrict w, int64_t K) {
+  {
     int64_t k = 0;
     float s = 0;
 #if defined(__AVX512F__)
@@ -99,15 +98,18 @@ static void rows_f32(const float *restrict x, const float *restrict W, float *re
     for (int j = 0; j < 8; j++) s += acc[j];
 #endif
     for (; k < K; k++) s += x[k] * w[k];
-    y[n] = s;
+    return s;
   }
 }
 
+static void rows_f32(const float *restrict x, const float *restrict W, float *restrict y, int64_t K,
+                     int64_t r0, int64_t r1) {
+  for (int64_t n = r0; n < r1; n++) y[n] = dot_f32(x, W + n * K, K);
+}
+
 /* kind 0: bfloat16, 1: float16. */
-static void rows_half(const float *restrict x, const uint16_t *restrict W, float *restrict y, int64_t K,
-                      int64_t r0, int64_t r1, int kind) {
-  for (int64_t n = r0; n < r1; n++) {
-    const uint16_t *w = W + n * K;
+static inline float dot_half(const float *restrict x, const uint16_t *restrict w, int64_t K, int kind) {
+  {
     int64_t k = 0;
     float s = 0;
 #if defined(__AVX512F__)
@@ -155,20 +157,66 @@ static void rows_half(const float *restrict x, const uint16_t *restrict W, float
       for (; k < K; k++) s += x[k] * widen_bf16(w[k]);
     else
       for (; k < K; k++) s += x[k] * widen_f16_scalar(w[k]);
-    y[n] = s;
+    return s;
   }
 }
 
+static void rows_half(const float *restrict x, const uint16_t *restrict W, float *restrict y, int64_t K,
+                      int64_t r0, int64_t r1, int kind) {
+  for (int64_t n = r0; n < r1; n++) y[n] = dot_half(x, W + n * K, K, kind);
+}
+
+/* One row of W (float32, or 2-byte codes of `kind`) times x. */
+static inline float dot_row(const float *x, const void *W, int kind, int64_t n, int64_t K) {
+  return kind < 0 ? dot_f32(x, (const float *)W + n * K, K) : dot_half(x, (const uint16_t *)W + n * K, K, kind);
+}
+
 /* ---------------------------------------------------------------------------------------------------- */
-/* A pool of sleeping workers: each call hands every thread a contiguous share of the rows. */
+/* A pool of sleeping workers: each call hands every thread a contiguous share of the job's rows. */
+
+/* A product of up to 3 matrices by one x (rows numbered through all of them), each with an optional bias
+ * and residual; or (glu) silu(Wg x) * (Wu x) row by row. */
+typedef struct {
+  const void *W;
+  const float *bias, *residual;
+  float *y;
+  int64_t N;
+  int kind; /* -1: float32, 0: bfloat16, 1: float16 */
+} seg_t;
 
 typedef struct {
   const float *x;
-  const void *W;
-  float *y;
-  int64_t N, K;
-  int kind; /* -1: float32, 0: bfloat16, 1: float16 */
+  int64_t K, N; /* N: rows in all */
+  int nseg, glu;
+  seg_t seg[3];
 } job_t;
+
+static void run_rows(const job_t *j, int64_t r0, int64_t r1) {
+  if (j->glu) {
+    const seg_t *g = &j->seg[0], *u = &j->seg[1];
+    for (int64_t n = r0; n < r1; n++) {
+      float a = dot_row(j->x, g->W, g->kind, n, j->K), b = dot_row(j->x, u->W, u->kind, n, j->K);
+      g->y[n] = a / (1.0f + expf(-a)) * b;
+    }
+    return;
+  }
+  int64_t base = 0;
+  for (int i = 0; i < j->nseg; i++) {
+    const seg_t *s = &j->seg[i];
+    int64_t a = r0 > base ? r0 - base : 0, b = r1 - base < s->N ? r1 - base : s->N;
+    if (a < b) {
+      if (s->kind < 0)
+        rows_f32(j->x, (const float *)s->W, s->y, j->K, a, b);
+      else
+        rows_half(j->x, (const uint16_t *)s->W, s->y, j->K, a, b, s->kind);
+      if (s->bias)
+        for (int64_t n = a; n < b; n++) s->y[n] += s->bias[n];
+      if (s->residual)
+        for (int64_t n = a; n < b; n++) s->y[n] = s->residual[n] + s->y[n];
+    }
+    base += s->N;
+  }
+}
 
 #define MAX_THREADS 8
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -181,11 +229,7 @@ static void run_share(const job_t *j, int t, int parts) {
   /* Shares rounded to 16 rows, so that no two threads write into one cache line of y. */
   int64_t per = ((j->N + parts - 1) / parts + 15) / 16 * 16;
   int64_t r0 = per * t, r1 = r0 + per < j->N ? r0 + per : j->N;
-  if (r0 >= r1) return;
-  if (j->kind < 0)
-    rows_f32(j->x, (const float *)j->W, j->y, j->K, r0, r1);
-  else
-    rows_half(j->x, (const uint16_t *)j->W, j->y, j->K, r0, r1, j->kind);
+  if (r0 < r1) run_rows(j, r0, r1);
 }
 
 static void *worker(void *arg) {
@@ -237,8 +281,9 @@ static pthread_mutex_t call_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void run(const job_t *j) {
   pthread_once(&once, start_pool);
-  if (nthreads == 1 || j->N * j->K < PARALLEL_MIN || j->N < 32) {
-    run_share(j, 0, 1);
+  int64_t work = j->N * j->K * (j->glu ? 2 : 1);
+  if (nthreads == 1 || work < PARALLEL_MIN || j->N < 32) {
+    run_rows(j, 0, j->N);
     return;
   }
   pthread_mutex_lock(&call_mu);
@@ -256,7 +301,7 @@ static void run(const job_t *j) {
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
-/* Exported. */
+/* Exported. `kind` everywhere: -1 float32 weights, 0 bfloat16, 1 float16. */
 
 /** Threads of the pool (starting it). */
 int32_t medthink_gemv_threads(void) {
@@ -266,14 +311,46 @@ int32_t medthink_gemv_threads(void) {
 
 /** y[n] = sum_k W[n, k] x[k] for a float32 W [N, K] (row-major). */
 void medthink_gemv_f32(const float *x, const float *W, float *y, int64_t N, int64_t K) {
-  job_t j = {x, W, y, N, K, -1};
+  job_t j = {x, K, N, 1, 0, {{W, NULL, NULL, y, N, -1}}};
   run(&j);
 }
 
 /** The same for a 2-byte W [N, K] (kind 0: bfloat16, 1: float16), widened to float32 in registers. */
 void medthink_gemv_half(const float *x, const uint16_t *W, float *y, int64_t N, int64_t K, int32_t kind) {
-  job_t j = {x, W, y, N, K, kind ? 1 : 0};
+  job_t j = {x, K, N, 1, 0, {{W, NULL, NULL, y, N, kind ? 1 : 0}}};
   run(&j);
+}
+
+/** y = r + W x (a residual connection after a bias-free projection); W of `kind`. */
+void medthink_gemv_add(const float *x, const void *W, int32_t kind, const float *r, float *y, int64_t N,
+                       int64_t K) {
+  job_t j = {x, K, N, 1, 0, {{W, NULL, r, y, N, kind}}};
+  run(&j);
+}
+
+/** Three projections of one x with biases (null: none), in one parallel call: attention's q, k, v. */
+void medthink_gemv3(const float *x, int64_t K, const void *W0, int32_t k0, const float *b0, float *y0,
+                    int64_t N0, const void *W1, int32_t k1, const float *b1, float *y1, int64_t N1,
+                    const void *W2, int32_t k2, const float *b2, float *y2, int64_t N2) {
+  job_t j = {x, K, N0 + N1 + N2, 3, 0,
+             {{W0, b0, NULL, y0, N0, k0}, {W1, b1, NULL, y1, N1, k1}, {W2, b2, NULL, y2, N2, k2}}};
+  run(&j);
+}
+
+/** act[i] = silu((Wg x)[i]) * (Wu x)[i] for Wg, Wu [I, K]: SwiGLU's gate and up in one pass. */
+void medthink_glu(const float *x, int64_t K, const void *Wg, int32_t kg, const void *Wu, int32_t ku,
+                  float *act, int64_t I) {
+  job_t j = {x, K, I, 2, 1, {{Wg, NULL, NULL, act, I, kg}, {Wu, NULL, NULL, NULL, I, ku}}};
+  run(&j);
+}
+
+/** out = w * (x / sqrt(mean(x^2) + eps)) over K values (RMSNorm of one row), as the tf ops compute it:
+ * the mean in float32, then x * rsqrt, then the weight. */
+void medthink_rmsnorm(const float *x, const float *w, float eps, float *out, int64_t K) {
+  float s = 0;
+  for (int64_t k = 0; k < K; k++) s += x[k] * x[k];
+  float r = 1.0f / sqrtf(s / (float)K + eps);
+  for (int64_t k = 0; k < K; k++) out[k] = w[k] * (x[k] * r);
 }
 
 /** dst[i] = float32 of the 2-byte src[i] (kind 0: bfloat16, 1: float16): loading 2-byte checkpoints into
