@@ -186,20 +186,21 @@ for (const weightsDtype of ["float32", "bfloat16"] as const) {
         // the 7 decode steps after the prompt), plus the head on the prompt's last position; the tied head
         // is float32 also under 2-byte weights.
         assertEquals(runs[1].calls, 8 * (7 * model.config.numHiddenLayers + 1) + 1);
-        // The decoder layers run in C as a whole (RMSNorm, SwiGLU, residuals): a one-position forward pass
-        // has only the final norm's Rsqrt and no Sigmoid among its tfjs kernels (the check can fail).
+        // The decoder layers run in C as a whole (RMSNorm, SwiGLU, residuals; RoPE on the host): a
+        // one-position forward pass has only the final norm's Rsqrt, no Sigmoid and no SplitV among its
+        // tfjs kernels (the check can fail).
         const kernels = async (on: boolean) => {
           setNativeGemv(on);
           const info = await tf.profile(() => model.logits([[g.input_ids[0][0]]]));
           tf.dispose(info.result as tf.Tensor);
           const count = (name: string) => info.kernels.filter((k) => k.name === name).length;
-          return [count("Rsqrt"), count("Sigmoid")];
+          return [count("Rsqrt"), count("Sigmoid"), count("SplitV")];
         };
-        assertEquals(await kernels(false), [
-          2 * model.config.numHiddenLayers + 1,
-          model.config.numHiddenLayers,
-        ]);
-        assertEquals(await kernels(true), [1, 0]);
+        const L = model.config.numHiddenLayers;
+        // (RoPE's split of q and k per layer: rotated on the host with the path on.)
+        const off = await kernels(false);
+        assertEquals(off.slice(0, 2), [2 * L + 1, L]);
+        assertEquals(await kernels(true), [1, 0, off[2] - 2 * L]);
         const d = await maxRelDiff(runs[1].logits, runs[0].logits);
         assert(d < 1e-5, `one-position logits differ by ${d} (relative)`);
         assertEquals(runs[1].out.tokens, runs[0].out.tokens);

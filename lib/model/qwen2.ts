@@ -493,8 +493,9 @@ function selfAttention(
 }
 
 /**
- * Attention from the projected `q`, `k`, `v` (`[B*T, heads * D]` each): RoPE, the cache, scores, softmax
- * and values; `[B*T, NH * D]` for `o_proj`. Shared by the tf path and the native decoding step.
+ * Attention from the projected `q`, `k`, `v` (`[B*T, heads * D]` each): RoPE (unless `rotated`: the native
+ * decoding step rotates on the host), the cache, scores, softmax and values; `[B*T, NH * D]` for `o_proj`.
+ * Shared by the tf path and the native decoding step.
  */
 function attend(
   model: DecoderWeights,
@@ -504,6 +505,7 @@ function attend(
   bias: tf.Tensor4D,
   rope: RopeFactors,
   cache?: KVCache,
+  rotated = false,
 ): tf.Tensor2D {
   const { numAttentionHeads: NH, numKeyValueHeads: KV, headDim: D } = model.config;
   const { B, T } = shape;
@@ -523,9 +525,11 @@ function attend(
     k = heads(kFlat, KV);
     v = heads(vFlat, KV);
   }
-  q = applyRope(q, rope.qCos, rope.qSin);
-  if (!rope.qScaled) q = tf.mul(q, 1 / Math.sqrt(D));
-  k = applyRope(k, rope.cos, rope.sin);
+  if (!rotated) {
+    q = applyRope(q, rope.qCos, rope.qSin);
+    if (!rope.qScaled) q = tf.mul(q, 1 / Math.sqrt(D));
+    k = applyRope(k, rope.cos, rope.sin);
+  }
   if (cache) {
     const oldK = cache.keys[layer], oldV = cache.values[layer];
     if (oldK && oldV) {
@@ -605,6 +609,29 @@ function nativeLayers(model: DecoderWeights): NativeLayer[] | null {
 }
 
 /**
+ * {@linkcode applyRope} of heads of `D` values laid end to end, for one position (`cos`, `sinSigned` `[D]`),
+ * then times `scale` (1: none) as the tf path's query scaling: each step rounded to float32 as the tf ops
+ * round it (`x cos`, `swap(x) sin`, their sum, the scaling).
+ */
+function rotateHost(
+  x: Float32Array,
+  cos: Float32Array,
+  sinSigned: Float32Array,
+  D: number,
+  scale: number,
+): Float32Array {
+  const out = new Float32Array(x.length), half = D / 2, f = Math.fround;
+  for (let o = 0; o < x.length; o += D) {
+    for (let d = 0; d < D; d++) {
+      const swapped = x[o + (d < half ? d + half : d - half)];
+      const y = f(f(x[o + d] * cos[d]) + f(swapped * sinSigned[d]));
+      out[o + d] = scale === 1 ? y : y * scale;
+    }
+  }
+  return out;
+}
+
+/**
  * The decoder layers for one row and one position in C (native_gemv.ts): per layer, RMSNorm and q/k/v
  * in one call, attention with tf ops (RoPE, the cache), then o_proj, the residual, RMSNorm, SwiGLU and
  * down_proj in C. The hidden state stays a host row between layers: ~6 native calls per layer instead of
@@ -618,10 +645,20 @@ function nativeDecoderLayers(
   rope: RopeFactors,
   cache?: KVCache,
 ): tf.Tensor2D {
-  const eps = model.config.rmsNormEps;
+  const eps = model.config.rmsNormEps, D = model.config.headDim;
+  // One position: the rotation factors are D values shared by all heads, rotated here on the host (two
+  // dozen tfjs ops per layer less); factors of another shape take the tf ops.
+  const host = [rope.cos, rope.sin, rope.qCos, rope.qSin].every((t) => t.size === D)
+    ? [rope.cos, rope.sin, rope.qCos, rope.qSin].map((t) => t.dataSync() as Float32Array)
+    : null;
+  const qScale = rope.qScaled ? 1 : Math.fround(1 / Math.sqrt(D));
   let h = h0.dataSync() as Float32Array;
   for (let i = 0; i < plans.length; i++) {
-    const { q, k, v } = nativeAttentionInputs(plans[i], h, eps);
+    let { q, k, v } = nativeAttentionInputs(plans[i], h, eps);
+    if (host) {
+      q = rotateHost(q, host[2], host[3], D, qScale);
+      k = rotateHost(k, host[0], host[1], D, 1);
+    }
     const out = tf.tidy(() =>
       attend(
         model,
@@ -635,6 +672,7 @@ function nativeDecoderLayers(
         bias,
         rope,
         cache,
+        host !== null,
       )
     );
     const attn = out.dataSync() as Float32Array;
