@@ -485,13 +485,14 @@ function report(x: ReportInput): string {
   );
   L.push(
     anyPeer
-      ? `- pytorch: torch ${anyPeer.torch} eager, float32, ${anyPeer.threads} threads, transformers ${anyPeer.transformers}` +
+      ? `- pytorch: torch ${anyPeer.torch} eager, float32 (bfloat16 in the bf16 weights row), ${anyPeer.threads} threads, transformers ${anyPeer.transformers}` +
         (trl?.trl ? `; TRL ${trl.trl} GRPOTrainer for the GRPO step` : "")
       : `- pytorch: ${x.skipPeer ?? "no result"}`,
   );
   L.push(
     "- Model: Qwen2.5-0.5B's config (hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate 4864, vocab 151936, " +
-      "tied head), random weights saved once in Hub layout (BF16 shards) and loaded by both sides as float32.",
+      "tied head), random weights saved once in Hub layout (BF16 shards) and loaded by both sides as float32 " +
+      "(the bf16 weights row: see below).",
   );
   L.push("");
   L.push("| workload | medthink | pytorch | ratio |");
