@@ -514,10 +514,13 @@ function attend(
   // (as HF's repeat_kv), so the G query heads of a group are stacked along the query axis.
   let q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D;
   if (T === 1) {
-    // One new token (decoding): [B, heads * D] is already [B, KV, G, D] in memory, no transposes.
-    q = tf.reshape(qFlat, [B, KV, G, D]);
-    k = tf.reshape(kFlat, [B, KV, 1, D]);
-    v = tf.reshape(vFlat, [B, KV, 1, D]);
+    // One new token (decoding): [B, heads * D] is already [B, KV, G, D] in memory, no transposes (the
+    // native step makes its tensors in these shapes: a reshape is a TensorFlow op each).
+    const as = (t: tf.Tensor, s: [number, number, number, number]) =>
+      (t.rank === 4 ? t : tf.reshape(t, s)) as tf.Tensor4D;
+    q = as(qFlat, [B, KV, G, D]);
+    k = as(kFlat, [B, KV, 1, D]);
+    v = as(vFlat, [B, KV, 1, D]);
   } else {
     const heads = (t: tf.Tensor, n: number) =>
       tf.transpose(tf.reshape(t, [B, T, n, D]), [0, 2, 1, 3]) as tf.Tensor4D;
@@ -558,7 +561,8 @@ function attend(
     const context = tf.reshape(batchMatMul(probs, v), [B, NH, T, D]);
     out = tf.transpose(context, [0, 2, 1, 3]);
   }
-  return tf.reshape(out, [B * T, NH * D]) as tf.Tensor2D;
+  // The native step reads the values as they lie ([1, KV, G, D] is [1, NH * D] in memory).
+  return (rotated && T === 1 ? out : tf.reshape(out, [B * T, NH * D])) as tf.Tensor2D;
 }
 
 /**
@@ -645,7 +649,7 @@ function nativeDecoderLayers(
   rope: RopeFactors,
   cache?: KVCache,
 ): tf.Tensor2D {
-  const eps = model.config.rmsNormEps, D = model.config.headDim;
+  const { rmsNormEps: eps, headDim: D, numKeyValueHeads: KV } = model.config;
   // One position: the rotation factors are D values shared by all heads, rotated here on the host (two
   // dozen tfjs ops per layer less); factors of another shape take the tf ops.
   const host = [rope.cos, rope.sin, rope.qCos, rope.qSin].every((t) => t.size === D)
@@ -664,9 +668,9 @@ function nativeDecoderLayers(
         model,
         i,
         [
-          hostTensor(q, [1, q.length]),
-          hostTensor(k, [1, k.length]),
-          hostTensor(v, [1, v.length]),
+          hostTensor(q, [1, KV, q.length / (KV * D), D]),
+          hostTensor(k, [1, KV, 1, D]),
+          hostTensor(v, [1, KV, 1, D]),
         ],
         { B: 1, T: 1 },
         bias,
