@@ -27,6 +27,7 @@ import {
   tf,
   writeSafetensors,
 } from "../mod.ts";
+import { LAB_DEMO_WARMUP, labDemoGrpo, labDemoTarget, warmupLetter } from "../examples/_lab_demo.ts";
 
 const { values: a } = parseArgs({
   args: Deno.args,
@@ -35,16 +36,22 @@ const { values: a } = parseArgs({
     steps: { type: "string", default: "60" },
     every: { type: "string", default: "10" },
     "eval-size": { type: "string", default: "150" },
-    "warm-steps": { type: "string", default: "80" },
-    "warm-lr": { type: "string", default: "4e-3" },
+    "warm-steps": { type: "string", default: String(LAB_DEMO_WARMUP.steps) },
+    "warm-lr": { type: "string", default: String(LAB_DEMO_WARMUP.learningRate) },
     backend: { type: "string", default: "tensorflow" },
     grpo: { type: "string", default: "{}" },
     "min-reward": { type: "string", default: "0" },
     // The warm-up's think block: fixed words, or a template restating the question ({analyte}, {value},
     // {lead}: the value's integer part). The answer letters stay random either way (format only).
-    "warm-think": { type: "string", default: "compare" },
+    "warm-think": { type: "string", default: LAB_DEMO_WARMUP.reasoning },
     // Keep the (tied) embedding fixed during GRPO: its 151,936 rows then take no noisy updates.
     "freeze-embed": { type: "boolean", default: false },
+    // Greedy held-out completions printed at each check.
+    show: { type: "string", default: "0" },
+    // "random": one random letter per warm-up example (the demo's); "all": every warm-up question three times
+    // in the same batch, once with each letter, so the letter's target is uniform with no noise.
+    "warm-letters": { type: "string", default: "random" },
+    "warm-batch": { type: "string", default: String(LAB_DEMO_WARMUP.batchSize) },
   },
 });
 const seed = Number(a.seed);
@@ -58,24 +65,27 @@ const train: Row[] = splits.train.map((r) => ({ ...r, images: [] }) as unknown a
 const test: Row[] = splits.test.slice(0, evalSize).map((r) => ({ ...r, images: [] }) as unknown as Row);
 const prompt = (row: Row) => labCompactPrompt(row as unknown as LabRow);
 
-function randomLetter(row: Row, position: number): string {
-  const letters = ["A", "B", "C"];
-  let h = 2166136261 ^ seed;
-  for (const ch of `${row.id}#${position}`) h = Math.imul(h ^ ch.charCodeAt(0), 16777619);
-  return letters[(h >>> 0) % letters.length];
-}
+const randomLetter = (row: Row, position: number) => warmupLetter(seed, row, position);
 
 const warmSteps = Number(a["warm-steps"]);
 const warmLr = Number(a["warm-lr"]);
 const warmThink = a["warm-think"]!;
-const thinkTag = warmThink === "compare" ? "" : `_${warmThink.replace(/[^\w]+/g, "-")}`;
-const cache = `/tmp/demo_warm_s${seed}_${warmSteps}_${warmLr}_${model.backend}${thinkTag}.safetensors`;
+const thinkTag = warmThink === LAB_DEMO_WARMUP.reasoning ? "" : `_${warmThink.replace(/[^\w]+/g, "-")}`;
+const letterTag = a["warm-letters"] === "all" ? `_all${a["warm-batch"]}` : "";
+const cache =
+  `/tmp/demo_warm_s${seed}_${warmSteps}_${warmLr}_${model.backend}${thinkTag}${letterTag}.safetensors`;
 function think(row: Row): string {
   const lab = row as unknown as LabRow;
   return warmThink.replaceAll("{analyte}", String(lab.analyte)).replaceAll("{value}", String(lab.valueText))
     .replaceAll("{lead}", String(lab.valueText).split(".")[0]);
 }
-const warmRows = Array.from({ length: warmSteps * 16 }, (_, i) => train[i % train.length]);
+const warmBatch = Number(a["warm-batch"]);
+const allLetters = a["warm-letters"] === "all";
+const warmRows = Array.from(
+  { length: warmSteps * warmBatch },
+  (_, i) => train[(allLetters ? Math.floor(i / 3) : i) % train.length],
+);
+const warmLetter = (r: Row, i: number) => allLetters ? ["A", "B", "C"][i % 3] : randomLetter(r, i);
 try {
   const saved = await readSafetensors(cache);
   for (const [k, v] of Object.entries(model.params)) {
@@ -89,14 +99,14 @@ try {
     warmRows.map((r, i) => {
       const p = tok.encode(prompt(r));
       const c = tok.encode(
-        `<think> ${think(r)} </think>\n<answer> ${randomLetter(r, i)} </answer><|im_end|>`,
+        labDemoTarget(think(r), warmLetter(r, i)),
       );
       return { inputIds: [...p, ...c], labels: [...p.map(() => -100), ...c] };
     }),
     {
       maxSteps: warmSteps,
-      batchSize: 16,
-      microBatchSize: 16,
+      batchSize: warmBatch,
+      microBatchSize: warmBatch,
       learningRate: warmLr,
       lrSchedulerType: "constant",
       warmupRatio: 0,
@@ -137,13 +147,15 @@ async function heldOut(): Promise<string> {
   const b = r.benchmarks[0];
   // Which letters the greedy policy answers: a fixed letter scores 1/3 whatever the question.
   const letters: Record<string, number> = {};
+  const shown: string[] = [];
   for (const line of (await Deno.readTextFile(r.files!.predictions)).split("\n").filter(Boolean)) {
-    const p = JSON.parse(line) as { predictedLabel: string | null };
+    const p = JSON.parse(line) as { predictedLabel: string | null; completion?: string };
+    if (p.completion !== undefined && shown.length < Number(a.show)) shown.push(JSON.stringify(p.completion));
     letters[p.predictedLabel ?? "-"] = (letters[p.predictedLabel ?? "-"] ?? 0) + 1;
   }
   return `acc ${(100 * b.accuracy).toFixed(1)}% fmt ${(100 * (b.formatRate ?? 0)).toFixed(0)}% ${
     JSON.stringify(letters)
-  }`;
+  }${shown.length ? "\n    " + shown.join("\n    ") : ""}`;
 }
 log(`warm-up held-out (${test.length}): ${await heldOut()}`);
 
@@ -152,23 +164,7 @@ const every = Number(a.every);
 const minReward = Number(a["min-reward"]);
 let win: { r: number; z: number; kl: number; g: number }[] = [];
 const settings: Partial<GrpoOptions> = {
-  numGenerations: 4,
-  promptsPerStep: 16,
-  miniBatchPrompts: 8,
-  microBatchSize: 64,
-  maxNewTokens: 16,
-  temperature: 1,
-  learningRate: 1e-3,
-  lrSchedulerType: "constant",
-  warmupRatio: 0.1,
-  weightDecay: 0,
-  maxGradNorm: 1,
-  lossType: "dapo",
-  beta: 0.04,
-  epsilonLow: 0.2,
-  epsilonHigh: 0.28,
-  scaleRewards: "group",
-  recomputeOldLogps: false,
+  ...labDemoGrpo(false),
   maxSteps: Number(a.steps),
   ...overrides,
 };

@@ -51,6 +51,7 @@ import {
   tf,
 } from "../mod.ts";
 import { outDir, parseExampleArgs, readYamlConfig, section, since } from "./_common.ts";
+import { LAB_DEMO_WARMUP, labDemoGrpo, labDemoTarget, warmupLetter } from "./_lab_demo.ts";
 
 const USAGE = `
 examples/grpo_text.ts: a format-only SFT warm-up, GRPO, and SFT on the answer key, evaluated on held-out questions.
@@ -86,47 +87,24 @@ const log = (msg: string) => console.log(`[${since(t0).padStart(6)}s] ${msg}`);
 const quick = args.quick;
 const num = (o: Record<string, unknown>, k: string, d: number) => (o[k] === undefined ? d : Number(o[k]));
 const WARMUP = {
-  steps: num(warmConfig, "steps", embedded ? (quick ? 60 : 80) : 0),
-  batchSize: num(warmConfig, "batch_size", 16),
-  lr: num(warmConfig, "lr", embedded ? 4e-3 : 1e-5),
-  // The same words for every question by default, so the warm-up says nothing about the answer. `{analyte}`,
-  // `{value}` and `{unit}` restate the question (measured: 120 steps do not teach this model to copy the
-  // value; it writes the most frequent one, so the default stays a fixed word).
-  reasoning: (warmConfig.reasoning as string | undefined) ?? "compare",
+  steps: num(
+    warmConfig,
+    "steps",
+    embedded ? (quick ? LAB_DEMO_WARMUP.quickSteps : LAB_DEMO_WARMUP.steps) : 0,
+  ),
+  batchSize: num(warmConfig, "batch_size", LAB_DEMO_WARMUP.batchSize),
+  lr: num(warmConfig, "lr", embedded ? LAB_DEMO_WARMUP.learningRate : 1e-5),
+  reasoning: (warmConfig.reasoning as string | undefined) ?? LAB_DEMO_WARMUP.reasoning,
 };
-const GRPO: Partial<GrpoOptions> = embedded
-  ? {
-    numGenerations: 4,
-    promptsPerStep: 16,
-    // Two optimizer updates per generation batch (as the recipe's 256 prompts in mini-batches of 128).
-    miniBatchPrompts: 8,
-    microBatchSize: 64,
-    maxNewTokens: 16,
-    temperature: 1,
-    learningRate: 1e-3,
-    lrSchedulerType: "constant",
-    warmupRatio: 0.1,
-    weightDecay: 0,
-    maxGradNorm: 1,
-    lossType: "dapo",
-    // A KL penalty to the warm-up policy: without it this tiny model's format tokens drift under the
-    // reward noise until a whole batch breaks the format at once (reward 0 everywhere, no gradient left);
-    // measured: runs at beta 0 lost the format after 40-110 updates, none at 0.04.
-    beta: 0.04,
-    epsilonLow: 0.2,
-    epsilonHigh: 0.28,
-    scaleRewards: "group",
-    recomputeOldLogps: false,
-    maxSteps: quick ? 4 : 90,
-  }
-  : {
-    ...MEDVLTHINKER_GRPO,
-    maxNewTokens: 1024,
-    promptsPerStep: 16,
-    miniBatchPrompts: 8,
-    microBatchSize: 8,
-    maxSteps: 50,
-  };
+// The embedded demo's GRPO settings live in examples/_lab_demo.ts (bench/demo_grpo_sweep.ts varies them).
+const GRPO: Partial<GrpoOptions> = embedded ? labDemoGrpo(quick) : {
+  ...MEDVLTHINKER_GRPO,
+  maxNewTokens: 1024,
+  promptsPerStep: 16,
+  miniBatchPrompts: 8,
+  microBatchSize: 8,
+  maxSteps: 50,
+};
 for (const [k, v] of Object.entries(grpoConfig)) (GRPO as Record<string, unknown>)[camel(k)] = v;
 const BASELINE = {
   enabled: baseConfig.enabled === undefined ? true : Boolean(baseConfig.enabled),
@@ -195,15 +173,7 @@ const asMessages = (row: Row) => [{ role: "user" as const, content: prompt(row) 
 // ---------------------------------------------------------------------------------------------
 // SFT (the warm-up and the answer-key control) through sft() on pre-tokenized rows: the prompt, then the
 // target `<think> {reasoning} </think>\n<answer> {letter} </answer><|im_end|>` with the loss on the target.
-const LETTERS = ["A", "B", "C", "D", "E"];
-// The warm-up's letter for a row: a seeded hash of (seed, row id, position), not the row's answer, so the
-// warm-up data carry no information about the task on any machine.
-function randomLetter(row: Row, position: number): string {
-  const letters = Object.keys(row.options).filter((k) => LETTERS.includes(k));
-  let h = 2166136261 ^ seed;
-  for (const ch of `${row.id}#${position}`) h = Math.imul(h ^ ch.charCodeAt(0), 16777619);
-  return letters[(h >>> 0) % letters.length];
-}
+const randomLetter = (row: Row, position: number) => warmupLetter(seed, row, position);
 
 function restate(row: Row): string {
   if (!embedded) return String(row.reasoning ?? ""); // real data: its own reasoning column
@@ -217,7 +187,7 @@ function restate(row: Row): string {
 function sftRows(rows: Row[], letter: (row: Row, i: number) => string, reasoning: (row: Row) => string) {
   return rows.map((r, i) => {
     const p = tok.encode(prompt(r));
-    const c = tok.encode(`<think> ${reasoning(r)} </think>\n<answer> ${letter(r, i)} </answer><|im_end|>`);
+    const c = tok.encode(labDemoTarget(reasoning(r), letter(r, i)));
     return { inputIds: [...p, ...c], labels: [...p.map(() => -100), ...c] };
   });
 }
