@@ -22,38 +22,19 @@ import type { GenerateResult, HalfWeight } from "../lib/model/types.ts";
 import { backendTest } from "./_backends.ts";
 import { loadGolden, QWEN2_TINY } from "./_model_fixtures.ts";
 import { assertGoldenGreedy, VL_DIR } from "./_vl_fixture.ts";
+import { lcgValues, maxRelDiff } from "./_numeric.ts";
 
 const built = buildNativeGemv();
 if (!built.lib) console.warn(`native products not built here: ${built.reason}`);
-
-async function maxRelDiff(a: tf.Tensor, b: tf.Tensor): Promise<number> {
-  const x = await a.data(), y = await b.data();
-  let num = 0, den = 0;
-  for (let i = 0; i < y.length; i++) {
-    num = Math.max(num, Math.abs(x[i] - y[i]));
-    den = Math.max(den, Math.abs(y[i]));
-  }
-  return num / den;
-}
-
-function randomValues(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 32 - 0.5;
-  }
-  return out;
-}
 
 const SHAPES = [[7, 5], [300, 64], [1000, 896], [4864, 896], [896, 4864], [33, 37]];
 
 backendTest("native gemv: float32 rows equal TensorFlow's product", "tensorflow", async () => {
   assertEquals(nativeGemvReason(), "", "the library is built and on here");
   for (const [N, K] of SHAPES) {
-    const w = hostFloatTensor(randomValues(N * K, N), [N, K]) as tf.Tensor2D;
+    const w = hostFloatTensor(lcgValues(N * K, N), [N, K]) as tf.Tensor2D;
     assert(w !== null, "host memory on tensorflow");
-    const x = tf.tensor2d(randomValues(K, K + 1), [1, K]);
+    const x = tf.tensor2d(lcgValues(K, K + 1), [1, K]);
     const before = nativeGemvCalls();
     const got = nativeRowMatMulBT(x, w);
     assert(got !== null, "applies to one float32 row without a tape");
@@ -69,7 +50,7 @@ backendTest("native gemv: float32 rows equal TensorFlow's product", "tensorflow"
 backendTest("native gemv: 2-byte rows equal the product of the widened weight", "tensorflow", async () => {
   for (const dtype of ["bfloat16", "float16"] as const) {
     for (const [N, K] of SHAPES.filter(([n, k]) => (n * k) % 2 === 0)) {
-      const bits = new Uint32Array(randomValues(N * K, N + K).buffer);
+      const bits = new Uint32Array(lcgValues(N * K, N + K).buffer);
       const codes = new Uint16Array(N * K);
       for (let i = 0; i < codes.length; i++) {
         codes[i] = dtype === "bfloat16" ? f32BitsToBf16(bits[i]) : f32BitsToF16(bits[i]);
@@ -77,7 +58,7 @@ backendTest("native gemv: 2-byte rows equal the product of the widened weight", 
       const packed = hostHalfWords(new Int32Array(codes.buffer), dtype);
       assert(packed !== null);
       const w: HalfWeight = { packed, shape: [N, K], dtype };
-      const x = tf.tensor2d(randomValues(K, 7), [1, K]);
+      const x = tf.tensor2d(lcgValues(K, 7), [1, K]);
       const got = nativeHalfRowMatMulBT(x, w);
       assert(got !== null, `${dtype}: applies`);
       const wide = widenHalf(w);
@@ -96,7 +77,7 @@ backendTest(
   "native gemv: only without a tape, only when on, never for assigned data",
   "tensorflow",
   async () => {
-    const w = tf.variable(hostFloatTensor(randomValues(12, 1), [3, 4])!, true);
+    const w = tf.variable(hostFloatTensor(lcgValues(12, 1), [3, 4])!, true);
     const x1 = tf.tensor2d([[1, 2, 3, 4]]);
     try {
       assert(

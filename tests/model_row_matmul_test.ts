@@ -11,16 +11,7 @@ import type { GenerateResult } from "../lib/model/types.ts";
 import { backendTest } from "./_backends.ts";
 import { loadGolden, QWEN2_TINY } from "./_model_fixtures.ts";
 import { assertGoldenGreedy, VL_DIR } from "./_vl_fixture.ts";
-
-async function maxRelDiff(a: tf.Tensor, b: tf.Tensor): Promise<number> {
-  const x = await a.data(), y = await b.data();
-  let num = 0, den = 0;
-  for (let i = 0; i < y.length; i++) {
-    num = Math.max(num, Math.abs(x[i] - y[i]));
-    den = Math.max(den, Math.abs(y[i]));
-  }
-  return num / den;
-}
+import { maxRelDiff } from "./_numeric.ts";
 
 backendTest("rowMatMulBT: one row through MatMul equals the batched product", "tensorflow", async () => {
   try {

@@ -19,20 +19,10 @@ import {
   uninstallSmallMatMul,
 } from "../lib/model/webgpu_matmul.ts";
 import { backendTest } from "./_backends.ts";
+import { lcgValues } from "./_numeric.ts";
 
 function check(ok: boolean, what: string): void {
   if (!ok) throw new Error(what);
-}
-
-/** Deterministic values in [-1, 1) (a small LCG: the same data on every run). */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
 }
 
 type Inputs = { shape: number[]; data?: Float32Array }[];
@@ -43,10 +33,10 @@ type Inputs = { shape: number[]; data?: Float32Array }[];
  */
 async function evaluate(inputs: Inputs, fn: (...xs: tf.Tensor[]) => tf.Tensor, seed: number) {
   const xs = inputs.map((x, i) =>
-    tf.tensor(x.data ?? values(x.shape.reduce((p, d) => p * d, 1), seed + i), x.shape)
+    tf.tensor(x.data ?? lcgValues(x.shape.reduce((p, d) => p * d, 1), seed + i, 2), x.shape)
   );
   const y = fn(...xs);
-  const r = tf.tensor(values(y.size, seed + 99), y.shape);
+  const r = tf.tensor(lcgValues(y.size, seed + 99, 2), y.shape);
   const grads = tf.grads((...a: tf.Tensor[]) => tf.sum(tf.mul(fn(...a), r)))(xs);
   const out = [await y.data(), ...await Promise.all(grads.map((g) => g.data()))] as Float32Array[];
   tf.dispose([...xs, y, r, ...grads]);

@@ -12,20 +12,10 @@ import {
 import { halfMatMulBT } from "../lib/model/fused.ts";
 import { f32BitsToBf16, f32BitsToF16, widenHalf } from "../lib/model/weights.ts";
 import { backendTest } from "./_backends.ts";
+import { lcgValues } from "./_numeric.ts";
 
 function check(ok: boolean, what: string): void {
   if (!ok) throw new Error(what);
-}
-
-/** Deterministic values in [-1, 1) (a small LCG: the same data on every run). */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
 }
 
 interface Case {
@@ -53,7 +43,7 @@ async function reference(c: Case, av: Float32Array, bv: Float32Array): Promise<F
 
 /** Largest |got - want|, checked against 1e-4 of the result's scale. */
 async function compare(c: Case, run: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor, seed: number): Promise<void> {
-  const av = values(size(c.a), seed), bv = values(size(c.b), seed + 1);
+  const av = lcgValues(size(c.a), seed, 2), bv = lcgValues(size(c.b), seed + 1, 2);
   const want = await reference(c, av, bv);
   const a = tf.tensor(av, c.a), b = tf.tensor(bv, c.b);
   const y = run(a, b);
@@ -137,7 +127,7 @@ backendTest("small-M matmul: installed under tf.matMul, fallbacks and gradients"
       // int32 data cast to float32 (tfjs-webgpu keeps the int32 buffer): the program reads it as floats.
       const idList = [3, 3, 0, 5, 3, 7, 7, 1];
       const ids = tf.tensor1d(idList, "int32");
-      const w = tf.tensor2d(values(11 * 8, 300), [11, 8]);
+      const w = tf.tensor2d(lcgValues(11 * 8, 300, 2), [11, 8]);
       const rows = await w.array();
       for (const transposeB of [false, true]) {
         const oneHot = tf.cast(transposeB ? tf.oneHot(ids, 8) : tf.oneHot(ids, 11), "float32");
@@ -156,7 +146,7 @@ backendTest("small-M matmul: installed under tf.matMul, fallbacks and gradients"
       i.dispose();
     });
     await t.step("gradients of x wᵀ", async () => {
-      const xv = values(3 * 10, 7), wv = values(7 * 10, 8);
+      const xv = lcgValues(3 * 10, 7, 2), wv = lcgValues(7 * 10, 8, 2);
       const grads = async () => {
         const x = tf.tensor2d(xv, [3, 10]), w = tf.tensor2d(wv, [7, 10]);
         const g = tf.grads((x: tf.Tensor, w: tf.Tensor) => tf.matMul(x, w, false, true).square().sum());
@@ -191,13 +181,13 @@ backendTest(
       for (const dtype of ["bfloat16", "float16"] as const) {
         for (const [m, k, n] of [[1, 64, 33], [5, 136, 7], [32, 264, 40]]) {
           // Random weights rounded to the format, packed two codes per word (element 2i low).
-          const bitsOf = new Uint32Array(values(n * k, m + k).buffer);
+          const bitsOf = new Uint32Array(lcgValues(n * k, m + k, 2).buffer);
           const codes = new Uint16Array(n * k).map((_, i) =>
             dtype === "bfloat16" ? f32BitsToBf16(bitsOf[i]) : f32BitsToF16(bitsOf[i])
           );
           const packed = tf.tensor1d(new Int32Array(codes.buffer), "int32");
           const w = { packed, shape: [n, k], dtype };
-          const xv = values(m * k, n);
+          const xv = lcgValues(m * k, n, 2);
           const x = tf.tensor2d(xv, [m, k]);
           const wide = widenHalf(w); // exact on webgpu (tests/model_half_weights_test.ts)
           const wideValues = await wide.data() as Float32Array;
@@ -221,7 +211,7 @@ backendTest(
           const scale = Math.max(1, ...want.map(Math.abs));
           check(d <= 1e-5 * scale, `${dtype} [${m},${k}]x[${n},${k}]ᵀ: max |diff| ${d}`);
           // d/dx sum(y * r) = r W, through halfMatMulBT's gradient.
-          const r = tf.tensor2d(values(m * n, 9), [m, n]);
+          const r = tf.tensor2d(lcgValues(m * n, 9, 2), [m, n]);
           const gx = tf.grad((xx: tf.Tensor) => tf.sum(tf.mul(halfMatMulBT(xx as tf.Tensor2D, w)!, r)))(x);
           const wantGx = tf.matMul(r, wide);
           const dg = await tf.max(tf.abs(tf.sub(gx, wantGx))).data();

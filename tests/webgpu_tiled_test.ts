@@ -6,20 +6,10 @@ import { useBackend } from "../lib/model/backend.ts";
 import { tiledMatMul, tiledPlan } from "../lib/model/webgpu_tiled.ts";
 import { installSmallMatMul, uninstallSmallMatMul } from "../lib/model/webgpu_matmul.ts";
 import { backendTest } from "./_backends.ts";
+import { lcgValues } from "./_numeric.ts";
 
 function check(ok: boolean, what: string): void {
   if (!ok) throw new Error(what);
-}
-
-/** Deterministic values in [-1, 1) (a small LCG: the same data on every run). */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 31 - 1;
-  }
-  return out;
 }
 
 interface Case {
@@ -41,7 +31,7 @@ async function cpuMatMul(c: Case, av: Float32Array, bv: Float32Array): Promise<[
 }
 
 async function compare(c: Case, run: (a: tf.Tensor, b: tf.Tensor) => tf.Tensor, seed: number): Promise<void> {
-  const av = values(size(c.a), seed), bv = values(size(c.b), seed + 1);
+  const av = lcgValues(size(c.a), seed, 2), bv = lcgValues(size(c.b), seed + 1, 2);
   const [want, wantShape] = await cpuMatMul(c, av, bv);
   const a = tf.tensor(av, c.a), b = tf.tensor(bv, c.b);
   const y = run(a, b);
@@ -99,7 +89,7 @@ backendTest(
         await compare(c, (a, b) => tf.matMul(a, b, c.transposeA, c.transposeB), 50 + i);
       }
       // x Wᵀ with 70 rows: the forward, dy W and dyᵀ x all run the tiled program.
-      const xv = values(70 * 33, 7), wv = values(45 * 33, 8);
+      const xv = lcgValues(70 * 33, 7, 2), wv = lcgValues(45 * 33, 8, 2);
       const grads = async () => {
         const x = tf.tensor2d(xv, [70, 33]), w = tf.tensor2d(wv, [45, 33]);
         const [gx, gw] = tf.grads((x: tf.Tensor, w: tf.Tensor) =>

@@ -24,6 +24,7 @@
 import { tf } from "../util/deps.ts";
 import { cacheRoot } from "../util/cache.ts";
 import { env } from "../util/env.ts";
+import { nativeBuildPath, permissionGranted } from "../util/native_build.ts";
 import type { HalfWeight } from "./types.ts";
 
 const SOURCE_URL = new URL("./native/gemv.c", import.meta.url);
@@ -87,33 +88,6 @@ export function setNativeGemv(on: boolean | null): void {
   forced = on;
 }
 
-function granted(desc: Deno.PermissionDescriptor): boolean {
-  try {
-    return Deno.permissions.querySync(desc).state === "granted";
-  } catch {
-    return false;
-  }
-}
-
-/** FNV-1a, 32 bits, as 8 hex digits: names the build of this source for this processor. */
-function fnv(text: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
-  return h.toString(16).padStart(8, "0");
-}
-
-/** The processor's model and feature flags (Linux): a cache shared between machines never hands one
- * processor a build made for another (`-march=native`). */
-function cpuKey(): string {
-  try {
-    const info = Deno.readTextFileSync("/proc/cpuinfo");
-    const line = (name: string) => info.match(new RegExp(`^${name}\\s*:(.*)$`, "m"))?.[1]?.trim() ?? "";
-    return `${line("model name")}|${line("flags")}`;
-  } catch {
-    return Deno.build.target;
-  }
-}
-
 /** Where this source's build for this processor lives (whether or not it is built), or why nowhere. */
 function libPath(): { lib: string; source: string; reason: string } {
   const none = (reason: string) => ({ lib: "", source: "", reason });
@@ -126,7 +100,7 @@ function libPath(): { lib: string; source: string; reason: string } {
   } catch (e) {
     return none((e as Error).message);
   }
-  return { lib: `${dir}/gemv-${fnv(source + FLAGS.join(" ") + cpuKey())}.so`, source, reason: "" };
+  return { lib: nativeBuildPath(dir, "gemv", source, FLAGS), source, reason: "" };
 }
 
 /**
@@ -177,7 +151,7 @@ export function buildNativeGemv(): { lib: string; reason: string } {
 /** The built library's path, or why it is not used (looked up once per process). */
 function locate(): { lib: string; reason: string } {
   if (located) return located;
-  if (!granted({ name: "ffi" })) return located = { lib: "", reason: "no --allow-ffi" };
+  if (!permissionGranted({ name: "ffi" })) return located = { lib: "", reason: "no --allow-ffi" };
   const p = libPath();
   if (!p.lib) return located = { lib: "", reason: p.reason };
   try {

@@ -17,6 +17,7 @@
  */
 import { cacheRoot } from "../util/cache.ts";
 import { env } from "../util/env.ts";
+import { nativeBuildPath, permissionGranted } from "../util/native_build.ts";
 
 /** Constants of one AdamW step (the same for every element of a parameter). */
 export interface HostStep {
@@ -202,33 +203,6 @@ export function nativeAdamwReason(): string {
   return built.reason;
 }
 
-function granted(desc: Deno.PermissionDescriptor): boolean {
-  try {
-    return Deno.permissions.querySync(desc).state === "granted";
-  } catch {
-    return false;
-  }
-}
-
-/** FNV-1a, 32 bits, as 8 hex digits: names the build of this source for this processor. */
-function fnv(text: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
-  return h.toString(16).padStart(8, "0");
-}
-
-/** The processor's model and feature flags (Linux), so that a cache shared between machines never hands
- * one processor a build made for another. */
-function cpuKey(): string {
-  try {
-    const info = Deno.readTextFileSync("/proc/cpuinfo");
-    const line = (name: string) => info.match(new RegExp(`^${name}\\s*:(.*)$`, "m"))?.[1]?.trim() ?? "";
-    return `${line("model name")}|${line("flags")}`;
-  } catch {
-    return `${Deno.build.target}`;
-  }
-}
-
 /** The path of the built library (compiled now if needed), or why there is none. */
 function build(): { lib: string; reason: string } {
   const none = (reason: string) => ({ lib: "", reason });
@@ -240,9 +214,9 @@ function build(): { lib: string; reason: string } {
   } catch (e) {
     return none((e as Error).message);
   }
-  const lib = `${dir}/adamw-${fnv(SOURCE + FLAGS.join(" ") + cpuKey())}.so`;
-  if (!granted({ name: "ffi" })) return none("no --allow-ffi");
-  if (!granted({ name: "read", path: dir })) return none(`no read permission for ${dir}`);
+  const lib = nativeBuildPath(dir, "adamw", SOURCE, FLAGS);
+  if (!permissionGranted({ name: "ffi" })) return none("no --allow-ffi");
+  if (!permissionGranted({ name: "read", path: dir })) return none(`no read permission for ${dir}`);
   try {
     Deno.statSync(lib);
     return { lib, reason: "" };
@@ -255,8 +229,8 @@ function build(): { lib: string; reason: string } {
 /** Builds `lib` from {@linkcode SOURCE}; returns why it could not (empty on success). */
 function compile(dir: string, lib: string): string {
   const cc = env("CC") ?? "cc";
-  if (!granted({ name: "run", command: cc })) return `no --allow-run for the C compiler (${cc})`;
-  if (!granted({ name: "write", path: dir })) return `no write permission for ${dir}`;
+  if (!permissionGranted({ name: "run", command: cc })) return `no --allow-run for the C compiler (${cc})`;
+  if (!permissionGranted({ name: "write", path: dir })) return `no write permission for ${dir}`;
   try {
     Deno.mkdirSync(dir, { recursive: true });
     // A name of its own per process: concurrent first uses (parallel test files) each build, one renames last.
