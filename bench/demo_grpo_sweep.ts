@@ -1,8 +1,10 @@
 /**
  * One setting of the demo's GRPO stage (examples/grpo_text.ts on the embedded task), measured every few
  * steps: training reward, zero-variance groups, KL, and greedy held-out accuracy on a small held-out set.
- * The format-only warm-up is the demo's (random answer letters) and is cached per (seed, steps, lr, backend)
- * under /tmp, so settings of the GRPO stage can be compared from the same start.
+ * The format-only warm-up is the demo's (each question once with each letter; `--warm-letters random` for
+ * seeded random letters) and is cached per (seed, steps, lr, backend, letters) under /tmp, so settings of
+ * the GRPO stage can be compared from the same start. GRPO's questions come in the demo's class-interleaved
+ * order (`--shuffled` for the shuffled one).
  *
  *   deno run -A bench/demo_grpo_sweep.ts --seed 0 --steps 60 --grpo '{"adamEpsilon":1e-6}'
  *
@@ -27,7 +29,14 @@ import {
   tf,
   writeSafetensors,
 } from "../mod.ts";
-import { LAB_DEMO_WARMUP, labDemoGrpo, labDemoTarget, warmupLetter } from "../examples/_lab_demo.ts";
+import {
+  classInterleaved,
+  LAB_DEMO_WARMUP,
+  labDemoGrpo,
+  labDemoTarget,
+  uniformLetterExamples,
+  warmupLetter,
+} from "../examples/_lab_demo.ts";
 
 const { values: a } = parseArgs({
   args: Deno.args,
@@ -48,10 +57,12 @@ const { values: a } = parseArgs({
     "freeze-embed": { type: "boolean", default: false },
     // Greedy held-out completions printed at each check.
     show: { type: "string", default: "0" },
-    // "random": one random letter per warm-up example (the demo's); "all": every warm-up question three times
-    // in the same batch, once with each letter, so the letter's target is uniform with no noise.
-    "warm-letters": { type: "string", default: "random" },
+    // "all": every warm-up question three times in the same batch, once with each letter, so the letter's
+    // target is uniform with no noise (the demo's); "random": one seeded random letter per example.
+    "warm-letters": { type: "string", default: "all" },
     "warm-batch": { type: "string", default: String(LAB_DEMO_WARMUP.batchSize) },
+    // GRPO's questions in the shuffled order instead of the demo's class-interleaved one (A, B, C, A, ...).
+    shuffled: { type: "boolean", default: false },
   },
 });
 const seed = Number(a.seed);
@@ -71,7 +82,7 @@ const warmSteps = Number(a["warm-steps"]);
 const warmLr = Number(a["warm-lr"]);
 const warmThink = a["warm-think"]!;
 const thinkTag = warmThink === LAB_DEMO_WARMUP.reasoning ? "" : `_${warmThink.replace(/[^\w]+/g, "-")}`;
-const letterTag = a["warm-letters"] === "all" ? `_all${a["warm-batch"]}` : "";
+const letterTag = a["warm-letters"] === "all" ? `_all${a["warm-batch"]}` : `_random${a["warm-batch"]}`;
 const cache =
   `/tmp/demo_warm_s${seed}_${warmSteps}_${warmLr}_${model.backend}${thinkTag}${letterTag}.safetensors`;
 function think(row: Row): string {
@@ -81,11 +92,11 @@ function think(row: Row): string {
 }
 const warmBatch = Number(a["warm-batch"]);
 const allLetters = a["warm-letters"] === "all";
-const warmRows = Array.from(
-  { length: warmSteps * warmBatch },
-  (_, i) => train[(allLetters ? Math.floor(i / 3) : i) % train.length],
-);
-const warmLetter = (r: Row, i: number) => allLetters ? ["A", "B", "C"][i % 3] : randomLetter(r, i);
+const warmExamples = allLetters
+  ? uniformLetterExamples(train, warmSteps * warmBatch)
+  : train.slice(0, warmSteps * warmBatch).map((row, i) => ({ row, letter: randomLetter(row, i) }));
+const warmRows = warmExamples.map((e) => e.row);
+const warmLetter = (_: Row, i: number) => warmExamples[i].letter;
 try {
   const saved = await readSafetensors(cache);
   for (const [k, v] of Object.entries(model.params)) {
@@ -170,7 +181,8 @@ const settings: Partial<GrpoOptions> = {
 };
 if (a["freeze-embed"]) model.params["model.embed_tokens.weight"].trainable = false;
 log(`GRPO ${JSON.stringify(overrides)}${a["freeze-embed"] ? " (embedding frozen)" : ""}`);
-await grpo(model, train.slice(warmRows.length), {
+const grpoRows = train.slice(warmRows.length);
+await grpo(model, a.shuffled ? grpoRows : classInterleaved(grpoRows), {
   shuffle: false,
   ...settings,
   tokenizer: tok,

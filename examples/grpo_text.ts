@@ -13,8 +13,9 @@
  * do not depend on the machine's speed), on the same held-out questions:
  *
  * 1. an SFT warm-up that teaches the answer FORMAT only (`<think> ... </think>\n<answer> X </answer>`):
- *    its answer letters are drawn at random, independent of the question, so it cannot teach the task
- *    and its held-out accuracy is at chance (1/3) on every processor and backend;
+ *    each warm-up question is trained once with each option letter, so the letters carry no information
+ *    about the question: it cannot teach the task and its held-out accuracy is at chance (1/3) on every
+ *    processor and backend;
  * 2. GRPO from the warm-up with the recipe's binary reward: whatever it gains over chance it learned
  *    from the reward alone;
  * 3. a control, "SFT on the answer key": SFT from the same warm-up on the same number of training
@@ -51,7 +52,13 @@ import {
   tf,
 } from "../mod.ts";
 import { outDir, parseExampleArgs, readYamlConfig, section, since } from "./_common.ts";
-import { LAB_DEMO_WARMUP, labDemoGrpo, labDemoTarget, warmupLetter } from "./_lab_demo.ts";
+import {
+  classInterleaved,
+  LAB_DEMO_WARMUP,
+  labDemoGrpo,
+  labDemoTarget,
+  uniformLetterExamples,
+} from "./_lab_demo.ts";
 
 const USAGE = `
 examples/grpo_text.ts: a format-only SFT warm-up, GRPO, and SFT on the answer key, evaluated on held-out questions.
@@ -173,8 +180,6 @@ const asMessages = (row: Row) => [{ role: "user" as const, content: prompt(row) 
 // ---------------------------------------------------------------------------------------------
 // SFT (the warm-up and the answer-key control) through sft() on pre-tokenized rows: the prompt, then the
 // target `<think> {reasoning} </think>\n<answer> {letter} </answer><|im_end|>` with the loss on the target.
-const randomLetter = (row: Row, position: number) => warmupLetter(seed, row, position);
-
 function restate(row: Row): string {
   if (!embedded) return String(row.reasoning ?? ""); // real data: its own reasoning column
   const lab = row as unknown as LabRow;
@@ -247,13 +252,16 @@ function signed(x: number): string {
 // 1. Warm-up: the format only.
 let cursor = 0;
 const take = (n: number) => Array.from({ length: n }, () => train[(cursor++) % train.length]);
-const warmRows = take(WARMUP.steps * WARMUP.batchSize);
+const warmExamples = uniformLetterExamples(
+  take(Math.ceil((WARMUP.steps * WARMUP.batchSize) / 3)),
+  WARMUP.steps * WARMUP.batchSize,
+);
 log(
-  `1/3 SFT warm-up (format only: random answer letters): ${WARMUP.steps} steps x ${WARMUP.batchSize} examples, lr ${WARMUP.lr}`,
+  `1/3 SFT warm-up (format only: each question once with each letter): ${WARMUP.steps} steps x ${WARMUP.batchSize} examples, lr ${WARMUP.lr}`,
 );
 const warm = await sftStage(
   "sft_warmup",
-  sftRows(warmRows, randomLetter, restate),
+  sftRows(warmExamples.map((e) => e.row), (_, i) => warmExamples[i].letter, restate),
   WARMUP.lr,
   WARMUP.batchSize,
 );
@@ -266,7 +274,9 @@ log(
   `2/3 GRPO: ${GRPO.maxSteps} steps, ${GRPO.promptsPerStep} prompts x ${GRPO.numGenerations} completions, ` +
     `lr ${GRPO.learningRate}, loss ${GRPO.lossType}, beta ${GRPO.beta}`,
 );
-const grpoRows = [...train.slice(cursor), ...train.slice(0, cursor)];
+// Class-interleaved on the embedded task (each step's 12 prompts balanced: classInterleaved's comment).
+const rest = [...train.slice(cursor), ...train.slice(0, cursor)];
+const grpoRows = embedded ? classInterleaved(rest) : rest;
 const grpoRun = await grpo(model, grpoRows, {
   shuffle: false, // the demo's rows are already random; real tables keep their curriculum order
   ...GRPO,
