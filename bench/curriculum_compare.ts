@@ -120,7 +120,7 @@ for (const seed of seeds) {
   const seen = new Set<string>();
   const pool = rows.filter((r) => !seen.has(r.id) && seen.add(r.id)).slice(0, POOL);
 
-  // The demo's format-only warm-up: random answer letters, the same words for every question.
+  // A format-only warm-up (the demo's earlier one): random answer letters, the same words for every question.
   const warmRows = rows.slice(0, WARMUP_STEPS * 16).map((r, i) => {
     const p = tok.encode(promptText(r));
     const letter = "ABC"[(Math.imul(i + 1, 2654435761) >>> 0) % 3];
