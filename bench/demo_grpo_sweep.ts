@@ -23,17 +23,13 @@ import {
   loadModel,
   loadTokenizer,
   medvlthinkerReward,
-  readSafetensors,
   type Row,
-  sft,
-  tf,
-  writeSafetensors,
 } from "../mod.ts";
+import { demoWarmup } from "./_demo_warmup.ts";
 import {
   classInterleaved,
   LAB_DEMO_WARMUP,
   labDemoGrpo,
-  labDemoTarget,
   uniformLetterExamples,
   warmupLetter,
 } from "../examples/_lab_demo.ts";
@@ -78,66 +74,31 @@ const prompt = (row: Row) => labCompactPrompt(row as unknown as LabRow);
 
 const randomLetter = (row: Row, position: number) => warmupLetter(seed, row, position);
 
-const warmSteps = Number(a["warm-steps"]);
-const warmLr = Number(a["warm-lr"]);
 const warmThink = a["warm-think"]!;
-const thinkTag = warmThink === LAB_DEMO_WARMUP.reasoning ? "" : `_${warmThink.replace(/[^\w]+/g, "-")}`;
-const letterTag = a["warm-letters"] === "all" ? `_all${a["warm-batch"]}` : `_random${a["warm-batch"]}`;
-const cache =
-  `/tmp/demo_warm_s${seed}_${warmSteps}_${warmLr}_${model.backend}${thinkTag}${letterTag}.safetensors`;
 function think(row: Row): string {
   const lab = row as unknown as LabRow;
   return warmThink.replaceAll("{analyte}", String(lab.analyte)).replaceAll("{value}", String(lab.valueText))
     .replaceAll("{lead}", String(lab.valueText).split(".")[0]);
 }
-const warmBatch = Number(a["warm-batch"]);
-const allLetters = a["warm-letters"] === "all";
-const warmExamples = allLetters
-  ? uniformLetterExamples(train, warmSteps * warmBatch)
-  : train.slice(0, warmSteps * warmBatch).map((row, i) => ({ row, letter: randomLetter(row, i) }));
-const warmRows = warmExamples.map((e) => e.row);
-const warmLetter = (_: Row, i: number) => warmExamples[i].letter;
-try {
-  const saved = await readSafetensors(cache);
-  for (const [k, v] of Object.entries(model.params)) {
-    const t = saved[k] as unknown as { data: Float32Array; shape: number[] };
-    v.assign(tf.tensor(t.data, v.shape));
-  }
-  log(`warm-up from ${cache}`);
-} catch {
-  await sft(
-    model,
-    warmRows.map((r, i) => {
-      const p = tok.encode(prompt(r));
-      const c = tok.encode(
-        labDemoTarget(think(r), warmLetter(r, i)),
-      );
-      return { inputIds: [...p, ...c], labels: [...p.map(() => -100), ...c] };
-    }),
-    {
-      maxSteps: warmSteps,
-      batchSize: warmBatch,
-      microBatchSize: warmBatch,
-      learningRate: warmLr,
-      lrSchedulerType: "constant",
-      warmupRatio: 0,
-      weightDecay: 0,
-      shuffle: false,
-      seed,
-      padTokenId: tok.padTokenId,
-      progress: false,
-    },
-  );
-  await writeSafetensors(
-    cache,
-    Object.fromEntries(
-      Object.entries(model.params).map((
-        [k, v],
-      ) => [k, { shape: v.shape, data: v.dataSync() as Float32Array }]),
-    ),
-  );
-  log(`warm-up trained (${warmSteps} steps), saved to ${cache}`);
-}
+const warmup = {
+  seed,
+  steps: Number(a["warm-steps"]),
+  batchSize: Number(a["warm-batch"]),
+  learningRate: Number(a["warm-lr"]),
+  letters: a["warm-letters"] === "all" ? "all" as const : "random" as const,
+  think: warmThink,
+  defaultThink: LAB_DEMO_WARMUP.reasoning,
+};
+const count = warmup.steps * warmup.batchSize;
+const warmExamples = warmup.letters === "all"
+  ? uniformLetterExamples(train, count)
+  : train.slice(0, count).map((row, i) => ({ row, letter: randomLetter(row, i) }));
+const warm = await demoWarmup(model, tok, warmup, warmExamples, prompt, think);
+log(
+  warm.cached
+    ? `warm-up from ${warm.cache}`
+    : `warm-up trained (${warmup.steps} steps), saved to ${warm.cache}`,
+);
 
 const promptTokenizer = {
   applyChatTemplate: (messages: { content: unknown }[]) => String(messages[0].content),
@@ -181,7 +142,7 @@ const settings: Partial<GrpoOptions> = {
 };
 if (a["freeze-embed"]) model.params["model.embed_tokens.weight"].trainable = false;
 log(`GRPO ${JSON.stringify(overrides)}${a["freeze-embed"] ? " (embedding frozen)" : ""}`);
-const grpoRows = train.slice(warmRows.length);
+const grpoRows = train.slice(warmExamples.length);
 await grpo(model, a.shuffled ? grpoRows : classInterleaved(grpoRows), {
   shuffle: false,
   ...settings,

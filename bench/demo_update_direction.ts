@@ -28,12 +28,11 @@ import {
   loadModel,
   loadTokenizer,
   medvlthinkerReward,
-  readSafetensors,
   type Row,
   sft,
   tf,
-  writeSafetensors,
 } from "../mod.ts";
+import { demoWarmup, restoreWeights } from "./_demo_warmup.ts";
 import { LAB_DEMO_WARMUP, labDemoGrpo, labDemoTarget, uniformLetterExamples } from "../examples/_lab_demo.ts";
 
 const { values: a } = parseArgs({
@@ -56,43 +55,16 @@ const prompt = (row: Row) => labCompactPrompt(row as unknown as LabRow);
 const target = (letter: string) => tok.encode(labDemoTarget(LAB_DEMO_WARMUP.reasoning, letter));
 
 // The demo's warm-up (each question once with each letter), cached.
-const { steps, batchSize, learningRate } = LAB_DEMO_WARMUP;
-const cache = `/tmp/demo_warm_s${seed}_${steps}_${learningRate}_${model.backend}_all${batchSize}.safetensors`;
-let warm: Record<string, { data: Float32Array; shape: number[] }>;
-try {
-  warm = await readSafetensors(cache) as unknown as typeof warm;
-} catch {
-  const examples = uniformLetterExamples(train, steps * batchSize);
-  await sft(
-    model,
-    examples.map(({ row, letter }) => {
-      const p = tok.encode(prompt(row));
-      const c = target(letter);
-      return { inputIds: [...p, ...c], labels: [...p.map(() => -100), ...c] };
-    }),
-    {
-      maxSteps: steps,
-      batchSize,
-      microBatchSize: batchSize,
-      learningRate,
-      lrSchedulerType: "constant",
-      warmupRatio: 0,
-      weightDecay: 0,
-      shuffle: false,
-      seed,
-      padTokenId: tok.padTokenId,
-      progress: false,
-    },
-  );
-  warm = Object.fromEntries(
-    Object.entries(model.params).map(([k, v]) => [k, { shape: v.shape, data: v.dataSync() as Float32Array }]),
-  );
-  await writeSafetensors(cache, warm);
-}
-const restore = () => {
-  for (const [k, v] of Object.entries(model.params)) v.assign(tf.tensor(warm[k].data, v.shape));
-};
-restore();
+const { steps, batchSize, learningRate, reasoning } = LAB_DEMO_WARMUP;
+const { weights: warm } = await demoWarmup(
+  model,
+  tok,
+  { seed, steps, batchSize, learningRate, letters: "all", think: reasoning, defaultThink: reasoning },
+  uniformLetterExamples(train, steps * batchSize),
+  prompt,
+  () => reasoning,
+);
+const restore = () => restoreWeights(model, warm);
 
 // Held-out letter log-probabilities right after `<answer>`.
 const test = splits.test.slice(0, 90);
